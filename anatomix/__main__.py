@@ -1,0 +1,3 @@
+from anatomix.cli import main
+
+main()
