@@ -1,0 +1,532 @@
+"""Synthesis front end: samples, generators, configuration and the dataset writer.
+
+Every synthesis mode (``fdif``: formula-driven primitives, :mod:`anatomix.sdf`; ``anatomy``:
+structure-aware organs, :mod:`anatomix.anatomy`) provides a *generator* following
+:class:`SampleGenerator`: ``sample(index)`` returns a :class:`Sample` that depends only on the
+generator's seed and ``index`` (counter-based randomness, :func:`anatomix.rng.sample_rng`).
+:func:`write_dataset` writes any generator's samples to disk in the nnU-Net v2 raw layout plus a
+MONAI datalist, with worker processes, shards and resume; a training stream calls
+``generator.sample(index)`` directly in its data-loader workers.
+
+Typical use::
+
+    config = load_synth_config("configs/fdif.yaml")
+    generator = build_generator(config, seed=0)
+    summary = write_dataset(generator, "out/", n=100, seed=0, workers=2)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from anatomix.errors import AnatomixError, ConfigError
+
+__all__ = [
+    "CASE_PREFIX",
+    "MODES",
+    "Sample",
+    "SampleGenerator",
+    "SynthError",
+    "build_generator",
+    "case_name",
+    "config_problems",
+    "load_synth_config",
+    "validate_synth_config",
+    "write_dataset",
+]
+
+CASE_PREFIX = "anatomix"
+MODES = ("fdif", "anatomy")
+RUN_FILE = "anatomix_run.json"
+
+
+class SynthError(AnatomixError):
+    """A synthesis run cannot proceed (output folder holds another run, bad shard, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample and generator protocol
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One synthetic case.
+
+    Attributes:
+        image: float32 array (x, y, z), RAS+ axes (array axes grow along world +x, +y, +z).
+        label: uint8 array (x, y, z), same shape; 0 is background.
+        spacing_mm: voxel size along x, y, z in mm.
+        record: JSON-serialisable dict replaying the case: at least ``seed``, ``index``, ``mode``
+            and every drawn parameter.
+        origin_mm: RAS world position (mm) of the centre of voxel [0, 0, 0].
+    """
+
+    image: np.ndarray
+    label: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    record: dict[str, Any]
+    origin_mm: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0))
+
+    def __post_init__(self) -> None:
+        if self.image.dtype != np.float32:
+            self.image = self.image.astype(np.float32)
+        if self.label.dtype != np.uint8:
+            self.label = self.label.astype(np.uint8)
+        if self.image.ndim != 3 or self.image.shape != self.label.shape:
+            raise ValueError(
+                f"Sample image and label must be 3D arrays of one shape, got {self.image.shape} "
+                f"and {self.label.shape}"
+            )
+        self.spacing_mm = tuple(float(s) for s in self.spacing_mm)  # type: ignore[assignment]
+        self.origin_mm = tuple(float(s) for s in self.origin_mm)  # type: ignore[assignment]
+
+
+@runtime_checkable
+class SampleGenerator(Protocol):
+    """What every synthesis mode provides. Instances must be picklable (workers are processes).
+
+    Attributes:
+        seed: the run seed; ``sample(i)`` depends only on (seed, i).
+    """
+
+    seed: int
+
+    def sample(self, index: int) -> Sample:
+        """The case ``index`` (deterministic: same bytes whatever the process or order)."""
+        ...
+
+    def label_names(self) -> dict[int, str]:
+        """Label value -> name for the non-background labels (0 may be omitted)."""
+        ...
+
+    def summary(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """End-of-run summary over the records of all written cases (JSON-able dict)."""
+        ...
+
+
+def case_name(index: int) -> str:
+    """The case identifier of sample ``index``: ``anatomix_000123``."""
+    return f"{CASE_PREFIX}_{index:06d}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+def _config_model(mode: str) -> type:
+    """The pydantic model of a synthesis mode (imported lazily)."""
+    if mode == "fdif":
+        from anatomix.sdf.generator import FdifSynthConfig
+
+        return FdifSynthConfig
+    if mode == "anatomy":
+        from anatomix.anatomy import AnatomySynthConfig  # type: ignore[import-not-found]
+
+        return AnatomySynthConfig
+    raise KeyError(mode)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def config_problems(error: Any) -> list[str]:
+    """One line per problem of a pydantic ValidationError: ``field.path: expected ..., found ...``."""
+    lines = []
+    for e in error.errors():
+        loc = ".".join(str(p) for p in e.get("loc", ())) or "(top level)"
+        kind = e.get("type", "")
+        if kind == "extra_forbidden":
+            lines.append(f"{loc}: unknown key (remove it or check its spelling)")
+        elif kind == "missing":
+            lines.append(f"{loc}: missing required key")
+        else:
+            msg = e.get("msg", "invalid").removeprefix("Value error, ")
+            lines.append(f"{loc}: expected {msg[0].lower() + msg[1:] if msg else 'valid value'}; "
+                         f"found {_describe(e.get('input'))}")
+    return lines
+
+
+def validate_synth_config(data: Any, source: str = "<config>") -> Any:
+    """Validate an already-parsed config mapping with its mode's model.
+
+    Args:
+        data: the parsed YAML (a mapping with a ``mode`` key: ``fdif`` or ``anatomy``).
+        source: file name used in error messages.
+
+    Returns:
+        The mode's pydantic config object (``mode`` attribute tells which).
+
+    Raises:
+        ConfigError: listing every problem (file, field path, expected, found).
+    """
+    from pydantic import ValidationError
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with a `mode:` key, found {_describe(data)}")
+    mode = data.get("mode")
+    if mode not in MODES:
+        raise ConfigError(
+            f"{source}: mode: expected one of {', '.join(MODES)}; found {_describe(mode)}"
+        )
+    try:
+        model = _config_model(mode)
+    except ImportError as exc:
+        raise ConfigError(f"{source}: mode {mode!r} is not available in this installation ({exc})") from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = config_problems(exc)
+        body = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{source}: {len(problems)} problem(s) in the {mode} config:\n{body}") from None
+
+
+def load_synth_config(path: str | os.PathLike[str]) -> Any:
+    """Read a synthesis YAML file and validate it with the model of its ``mode``.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, unknown mode or invalid fields (all listed at once).
+    """
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config file ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    return validate_synth_config(data, source=str(p))
+
+
+def build_generator(config: Any, seed: int, device: str = "cpu") -> SampleGenerator:
+    """The generator of a validated config (see :func:`load_synth_config`).
+
+    Args:
+        config: an ``FdifSynthConfig`` or ``AnatomySynthConfig``.
+        seed: run seed (non-negative).
+        device: torch device for the generation work ("cpu", "cuda", ...); samples are numpy.
+    """
+    if seed < 0:
+        raise SynthError(f"seed must be non-negative, got {seed}")
+    mode = getattr(config, "mode", None)
+    if mode == "fdif":
+        from anatomix.sdf.generator import FdifGenerator
+
+        return FdifGenerator(config, seed=seed, device=device)
+    if mode == "anatomy":
+        from anatomix.anatomy import AnatomyGenerator  # type: ignore[import-not-found]
+
+        return AnatomyGenerator(config, seed=seed, device=device)
+    raise SynthError(f"unknown synthesis mode {mode!r}; expected one of {', '.join(MODES)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_nifti(path: Path, array: np.ndarray, spacing_mm: Sequence[float],
+                 origin_mm: Sequence[float]) -> None:
+    """Write a (x, y, z) RAS array as NIfTI, atomically (via anatomix.io when available)."""
+    try:
+        from anatomix.io import write_volume
+    except ImportError:
+        write_volume = None
+    if write_volume is not None:
+        write_volume(path, array, tuple(spacing_mm), tuple(origin_mm))
+        return
+    _write_nifti_sitk(path, array, spacing_mm, origin_mm)
+
+
+def _write_nifti_sitk(path: Path, array: np.ndarray, spacing_mm: Sequence[float],
+                      origin_mm: Sequence[float]) -> None:
+    """Fallback NIfTI writer (SimpleITK). ITK stores LPS; RAS axes become direction diag(-1,-1,1)."""
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array, (2, 1, 0))))
+    img.SetSpacing(tuple(float(s) for s in spacing_mm))
+    ox, oy, oz = (float(o) for o in origin_mm)
+    img.SetOrigin((-ox, -oy, oz))
+    img.SetDirection((-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.nii.gz")
+    try:
+        sitk.WriteImage(img, str(tmp), useCompression=True)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _case_paths(out: Path, case: str) -> tuple[Path, Path, Path]:
+    return (out / "imagesTr" / f"{case}_0000.nii.gz", out / "labelsTr" / f"{case}.nii.gz",
+            out / "records" / f"{case}.json")
+
+
+def _write_case(generator: SampleGenerator, out: Path, index: int) -> dict[str, Any]:
+    """Generate and write case ``index``; the record is written last (the 'done' marker)."""
+    case = case_name(index)
+    image_path, label_path, record_path = _case_paths(out, case)
+    sample = generator.sample(index)
+    _write_nifti(image_path, sample.image, sample.spacing_mm, sample.origin_mm)
+    _write_nifti(label_path, sample.label, sample.spacing_mm, sample.origin_mm)
+    record = {"case": case, "image": f"imagesTr/{case}_0000.nii.gz",
+              "label": f"labelsTr/{case}.nii.gz", "shape": list(sample.image.shape),
+              "spacing_mm": list(sample.spacing_mm), "origin_mm": list(sample.origin_mm)}
+    record.update(sample.record)
+    _write_json(record_path, record)
+    return record
+
+
+# worker-process state (spawn: set by the initializer, one generator per process)
+_WORKER_GENERATOR: SampleGenerator | None = None
+_WORKER_OUT: Path | None = None
+
+
+def _worker_init(generator: SampleGenerator, out: str) -> None:
+    global _WORKER_GENERATOR, _WORKER_OUT
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER_GENERATOR = generator
+    _WORKER_OUT = Path(out)
+
+
+def _worker_case(index: int) -> dict[str, Any]:
+    assert _WORKER_GENERATOR is not None and _WORKER_OUT is not None
+    return _write_case(_WORKER_GENERATOR, _WORKER_OUT, index)
+
+
+def _done_cases(out: Path) -> dict[int, Path]:
+    """index -> record path of every finished case in ``out``."""
+    done: dict[int, Path] = {}
+    records = out / "records"
+    if not records.is_dir():
+        return done
+    prefix = CASE_PREFIX + "_"
+    for p in records.glob(f"{prefix}*.json"):
+        stem = p.stem[len(prefix):]
+        if stem.isdigit():
+            image, label, _ = _case_paths(out, p.stem)
+            if image.exists() and label.exists():
+                done[int(stem)] = p
+    return done
+
+
+def _run_info(generator: SampleGenerator, seed: int) -> dict[str, Any]:
+    config = getattr(generator, "config", None)
+    dumped = config.model_dump(mode="json") if hasattr(config, "model_dump") else None
+    return {"format_version": 1, "seed": int(seed),
+            "generator": f"{type(generator).__module__}.{type(generator).__qualname__}",
+            "config": dumped,
+            "labels": {str(k): v for k, v in sorted(generator.label_names().items())}}
+
+
+def _labels_table(generator: SampleGenerator) -> dict[str, int]:
+    names = dict(sorted(generator.label_names().items()))
+    table: dict[str, int] = {}
+    if 0 not in names:
+        table["background"] = 0
+    for value, name in names.items():
+        table[name] = int(value)
+    return table
+
+
+def _write_indexes(generator: SampleGenerator, out: Path, seed: int) -> list[dict[str, Any]]:
+    """Rewrite dataset.json and datalist.json from the finished cases on disk (under a lock)."""
+    lock_path = out / ".anatomix.lock"
+    with open(lock_path, "a+") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - non-POSIX: shards must not finish at once
+            pass
+        done = _done_cases(out)
+        records = [json.loads(done[i].read_text(encoding="utf-8")) for i in sorted(done)]
+        dataset = {
+            "name": "anatomix",
+            "description": f"anatomix synthetic volumes (seed {seed})",
+            "channel_names": {"0": "synthetic"},
+            "labels": _labels_table(generator),
+            "numTraining": len(records),
+            "file_ending": ".nii.gz",
+            "licence": "synthetic data, no restrictions",
+        }
+        _write_json(out / "dataset.json", dataset)
+        datalist = {
+            "name": "anatomix",
+            "labels": {str(v): k for k, v in _labels_table(generator).items()},
+            "numTraining": len(records),
+            "training": [{"image": r["image"], "label": r["label"]} for r in records],
+        }
+        _write_json(out / "datalist.json", datalist)
+    return records
+
+
+def _check_run(out: Path, info: dict[str, Any]) -> None:
+    run_file = out / RUN_FILE
+    if run_file.exists():
+        try:
+            old = json.loads(run_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old != info:
+            diffs = ([k for k in info if old.get(k) != info[k]] if isinstance(old, dict) else ["all"])
+            raise SynthError(
+                f"{out} already holds a different synthesis run (differs in: {', '.join(diffs)}); "
+                "resume only with the same config and seed, or choose a new --out folder"
+            )
+    else:
+        _write_json(run_file, info)
+
+
+def _parse_shard(shard: tuple[int, int] | str | None) -> tuple[int, int]:
+    if shard is None:
+        return (0, 1)
+    if isinstance(shard, str):
+        try:
+            k_text, n_text = shard.split("/")
+            shard = (int(k_text), int(n_text))
+        except ValueError:
+            raise SynthError(f"shard: expected 'k/n' (e.g. 0/4), found {shard!r}") from None
+    k, n_shards = shard
+    if n_shards < 1 or not 0 <= k < n_shards:
+        raise SynthError(f"shard: expected 0 <= k < n with n >= 1, found {k}/{n_shards}")
+    return int(k), int(n_shards)
+
+
+def write_dataset(
+    generator: SampleGenerator,
+    out_dir: str | os.PathLike[str],
+    n: int,
+    seed: int | None = None,
+    workers: int = 1,
+    shard: tuple[int, int] | str | None = (0, 1),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write cases 0..n-1 (this shard's share) of a generator to disk.
+
+    Layout (nnU-Net v2 raw dataset + MONAI datalist)::
+
+        out_dir/imagesTr/anatomix_000000_0000.nii.gz   float32 image
+        out_dir/labelsTr/anatomix_000000.nii.gz        uint8 labels
+        out_dir/records/anatomix_000000.json           seed, index, every drawn parameter
+        out_dir/dataset.json                           channel_names, labels, numTraining, file_ending
+        out_dir/datalist.json                          {"training": [{"image", "label"}, ...]} (relative)
+        out_dir/anatomix_run.json                      seed + config: a resume must match it
+
+    Each case is written atomically, its record last: a killed run leaves no half case and a
+    rerun skips the finished ones. Output bytes do not depend on ``workers`` or ``shard``.
+
+    Args:
+        generator: any :class:`SampleGenerator` (picklable when ``workers > 1``).
+        out_dir: output folder (created).
+        n: total number of cases of the run (indices 0..n-1).
+        seed: the run seed; must equal ``generator.seed`` when given.
+        workers: processes generating cases (spawned; 1 = in this process).
+        shard: ``(k, n_shards)`` or ``"k/n"``: write only indices with ``index % n_shards == k``.
+        progress: show a rich progress bar.
+
+    Returns:
+        dict: ``written``, ``skipped`` (already finished), ``total_done`` (cases on disk),
+        ``seconds``, ``out_dir``, ``generator_summary`` (``generator.summary(records)``).
+
+    Raises:
+        SynthError: bad arguments or ``out_dir`` holds a run with another seed/config.
+    """
+    if n < 0:
+        raise SynthError(f"n: expected a non-negative number of cases, found {n}")
+    if workers < 1:
+        raise SynthError(f"workers: expected >= 1, found {workers}")
+    gen_seed = getattr(generator, "seed", None)
+    if seed is None:
+        seed = gen_seed if gen_seed is not None else 0
+    elif gen_seed is not None and int(gen_seed) != int(seed):
+        raise SynthError(f"seed {seed} differs from the generator's seed {gen_seed}")
+    k, n_shards = _parse_shard(shard)
+    out = Path(out_dir)
+    for sub in ("imagesTr", "labelsTr", "records"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    _check_run(out, _run_info(generator, seed))
+    # leftovers of a killed run (temp files are dot-files, never counted as cases)
+    for sub in ("imagesTr", "labelsTr", "records"):
+        for tmp in (out / sub).glob(".*.tmp*"):
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+
+    done = _done_cases(out)
+    todo = [i for i in range(k, n, n_shards) if i not in done]
+    skipped = len(range(k, n, n_shards)) - len(todo)
+    t0 = time.perf_counter()
+    for _ in _iterate_cases(generator, out, todo, workers, progress, skipped):
+        pass
+    seconds = time.perf_counter() - t0
+    records = _write_indexes(generator, out, seed)
+    run_records = [r for r in records if r.get("index", -1) < n]
+    return {
+        "out_dir": str(out),
+        "written": len(todo),
+        "skipped": skipped,
+        "total_done": len(records),
+        "seconds": seconds,
+        "generator_summary": generator.summary(run_records),
+    }
+
+
+def _iterate_cases(generator: SampleGenerator, out: Path, todo: list[int], workers: int,
+                   progress: bool, skipped: int) -> Iterable[dict[str, Any]]:
+    from contextlib import nullcontext
+
+    bar_ctx: Any = nullcontext()
+    task = None
+    if progress:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        bar_ctx = Progress(TextColumn("[bold]synth[/]"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+    with bar_ctx as bar:
+        if bar is not None:
+            task = bar.add_task("synth", total=len(todo))
+            if skipped:
+                bar.console.print(f"resuming: {skipped} finished case(s) kept")
+        if workers == 1 or len(todo) <= 1:
+            for i in todo:
+                rec = _write_case(generator, out, i)
+                if bar is not None:
+                    bar.advance(task)
+                yield rec
+            return
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
+                                 initializer=_worker_init,
+                                 initargs=(generator, str(out))) as pool:
+            for rec in pool.map(_worker_case, todo, chunksize=1):
+                if bar is not None:
+                    bar.advance(task)
+                yield rec
