@@ -288,24 +288,32 @@ def summarise_label_map(
 
     where = source or case_id
     lm = np.asarray(array)
-    if lm.ndim != 3:
+    if lm.ndim not in (3, 4):
         raise EvaluationError([f"{where}: expected a 3D label map; found {lm.ndim} dimensions {lm.shape}"])
+    layered = lm.ndim == 4  # overlapping segments: (x, y, z, layers), values unique across layers
     if not np.issubdtype(lm.dtype, np.integer):
-        if not np.all(np.mod(lm, 1) == 0):
+        if lm.dtype == np.bool_ or np.all(np.mod(lm, 1) == 0):
+            lm = lm.astype(np.int64)
+        else:
             raise EvaluationError([f"{where}: expected integer label values; found non-integer values"])
-        lm = lm.astype(np.int64)
     if lm.size and lm.min() < 0:
         raise EvaluationError([f"{where}: expected non-negative label values; found {int(lm.min())}"])
     spacing = np.asarray(spacing_mm, dtype=np.float64)
     origin = np.asarray(origin_mm, dtype=np.float64)
     fg = lm != 0
+    if layered:
+        fg = fg.any(axis=3)
     if not fg.any():
         raise EvaluationError([f"{where}: expected at least one labelled organ; found an empty label map"])
     lo = [int(np.flatnonzero(fg.any(axis=tuple(j for j in range(3) if j != k)))[0]) for k in range(3)]
     hi = [int(np.flatnonzero(fg.any(axis=tuple(j for j in range(3) if j != k)))[-1]) + 1 for k in range(3)]
     del fg
     crop = lm[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    vols = relations.volumes_ml(crop, spacing)
+    layers = [crop[..., k] for k in range(crop.shape[3])] if layered else [crop]
+    vols: dict[int, float] = {}
+    for layer in layers:
+        for v, ml in relations.volumes_ml(layer, spacing).items():
+            vols[v] = vols.get(v, 0.0) + ml
     unknown = sorted(v for v in vols if v not in names)
     if unknown:
         known = ", ".join(f"{k}={v}" for k, v in sorted(names.items())[:20])
@@ -324,12 +332,25 @@ def summarise_label_map(
     ix = [_nearest_indices(crop.shape[k], float(spacing[k]), target) for k in range(3)]
     grid = crop[np.ix_(*ix)]
     grid_origin = origin + np.asarray(lo, dtype=np.float64) * spacing
-    cents = relations.centroids_mm(grid, target, grid_origin)
+    grid_layers = [grid[..., k] for k in range(grid.shape[3])] if layered else [grid]
+    cents: dict[int, np.ndarray] = {}
+    for layer in grid_layers:
+        cents.update(relations.centroids_mm(layer, target, grid_origin))
     # organs too small to survive resampling: centroid on the original crop
     for v in vols:
         if v not in cents:
-            cents[v] = relations.centroid_mm(crop == v, spacing, grid_origin)
-    touching = relations.contacts(grid, target, settings.tolerance_mm)
+            src = next(layer for layer in layers if (layer == v).any())
+            cents[v] = relations.centroid_mm(src == v, spacing, grid_origin)
+    flat = grid_layers[0].copy()
+    overlapping: set[frozenset[int]] = set()
+    for layer in grid_layers[1:]:
+        both = (layer != 0) & (flat != 0)
+        if both.any():
+            codes = np.unique(np.stack([layer[both], flat[both]], axis=1), axis=0)
+            overlapping.update(frozenset((int(a), int(b))) for a, b in codes)
+        empty = flat == 0
+        flat[empty] = layer[empty]
+    touching = relations.contacts(flat, target, settings.tolerance_mm) | overlapping
 
     # merge labels naming the same organ (e.g. two values mapped to one name)
     volumes: dict[str, float] = {}
@@ -405,6 +426,7 @@ def load_label_set(
         raise EvaluationError([f"{', '.join(map(str, inputs))}: expected label maps ({what}: .nii.gz, .nii, "
                                ".nrrd, .seg.nrrd, .mha, DICOM); found none"])
     out: list[MapSummary] = []
+    seen: dict[str, int] = {}
     for f in files:
         f = Path(f)
         if progress is not None:
@@ -427,8 +449,12 @@ def load_label_set(
                 problems.extend(sub)
                 continue
         try:
+            case = _case_id(f)
+            seen[case] = seen.get(case, 0) + 1
+            if seen[case] > 1:  # same file name in two folders
+                case = f"{case}_{seen[case]}"
             out.append(summarise_label_map(vol.array, vol.spacing_mm, vol.origin_mm, names,
-                                           _case_id(f), source=str(f), settings=settings))
+                                           case, source=str(f), settings=settings))
         except EvaluationError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -960,7 +986,7 @@ def plot_reports(reports: Mapping[str, Mapping[str, Any]], path: str | Path, tit
                      f"{s.get('direction_errors_total', 0) / n:.2f}", str(ov), str(s.get("n_cases"))])
     tab = ax_tab.table(cellText=rows, colLabels=["set", "Mahal.\nmedian", "contact\nF1 med.", "|z| log\nvolume",
                                                  "dir. errors\nper case", "impossible\noverlaps", "n"],
-                       loc="center", cellLoc="center")
+                       loc="center", cellLoc="center", colWidths=[0.3] + [0.12] * 6)
     tab.auto_set_font_size(False)
     tab.set_fontsize(7.5)
     tab.scale(1.0, 2.2)
@@ -1010,6 +1036,18 @@ def evaluate(
     Raises:
         EvaluationError: bad inputs, all listed with file, expected and found.
     """
+    problems: list[str] = []
+    for what, paths in (("real label maps", real), ("synthetic label maps", synthetic)):
+        for q in [paths] if isinstance(paths, (str, Path)) else list(paths):
+            if not Path(q).exists():
+                problems.append(f"{q}: expected a label map file or a folder of them ({what}); found nothing there")
+    for what, spec in (("--real-labels", real_labels), ("--synthetic-labels", synthetic_labels)):
+        try:
+            resolve_label_table(spec)
+        except EvaluationError as exc:
+            problems.extend(f"{what} {p}" for p in exc.problems)
+    if problems:
+        raise EvaluationError(problems)
     real_s = load_label_set(real, real_labels, settings=settings, what="real label maps", progress=progress)
     if isinstance(synthetic, (str, Path)):
         syn_s, records = load_synthetic_set(synthetic, synthetic_labels, settings=settings, progress=progress)
