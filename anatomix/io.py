@@ -1,0 +1,663 @@
+"""Reading and writing medical images: the only module of anatomix that touches image files.
+
+Everything inside anatomix works on numpy arrays in **(x, y, z) index order, RAS+ orientation**:
+array axis 0 increases toward the subject's Right, axis 1 toward Anterior, axis 2 toward
+Superior (the NIfTI / nibabel world convention). Files come in any orientation (RAS, LPS,
+permuted axes, header-stripped); :func:`to_ras` converts once, here.
+
+SimpleITK works in LPS world coordinates (DICOM convention); the RAS world point of an LPS
+point ``(x, y, z)`` is ``(-x, -y, z)``. A :class:`Volume` keeps only an axis-aligned RAS grid
+(spacing and origin); oblique inputs are resampled onto the nearest axis-aligned grid.
+
+Label names embedded in files are read too: TotalSegmentator's NIfTI header extension
+(CIFTI-style XML ``<LabelTable>`` with CDATA names) and 3D Slicer ``.seg.nrrd`` segments
+(``SegmentN_Name``/``SegmentN_LabelValue``/``SegmentN_Layer``). A ``.seg.nrrd`` with
+overlapping layers, and a folder of per-structure binary masks, are returned as a *layered*
+:class:`LabeledVolume` (array of shape (x, y, z, layers)) whose values are renumbered 1..N so
+that each value names one segment across all layers; use :meth:`LabeledVolume.mask`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+
+from anatomix.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import SimpleITK as sitk
+
+__all__ = [
+    "LABEL_SUFFIXES",
+    "LabeledVolume",
+    "Volume",
+    "find_label_maps",
+    "is_mask_folder",
+    "read_embedded_names",
+    "read_image",
+    "read_image_sitk",
+    "read_label_map",
+    "resample_to_reference",
+    "to_ras",
+    "write_volume",
+]
+
+# Suffixes read as label maps / images (longest first so ".seg.nrrd" wins over ".nrrd").
+LABEL_SUFFIXES: tuple[str, ...] = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """A 3D array on an axis-aligned RAS+ grid.
+
+    Attributes:
+        array: (x, y, z) array; axis i increases along world +x (Right), +y (Anterior), +z (Superior).
+        spacing_mm: voxel size along x, y, z in mm.
+        origin_mm: RAS world position (mm) of the centre of voxel [0, 0, 0].
+    """
+
+    array: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def affine(self) -> np.ndarray:
+        """4x4 voxel-to-RAS-world matrix (diagonal spacing, translation = origin)."""
+        a = np.eye(4)
+        a[0, 0], a[1, 1], a[2, 2] = self.spacing_mm
+        a[:3, 3] = self.origin_mm
+        return a
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+
+@dataclass(frozen=True, eq=False)
+class LabeledVolume(Volume):
+    """An integer label map on a RAS grid, with the label names embedded in the file if any.
+
+    Attributes:
+        names: label value -> name as written in the file (not yet mapped to the anatomix
+            vocabulary), or None when the file carries no names.
+        layered: True when ``array`` has a 4th axis of layers (overlapping segments). Values
+            are then unique across layers; use :meth:`mask` and :meth:`values`.
+    """
+
+    names: dict[int, str] | None = None
+    layered: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    def values(self) -> list[int]:
+        """Sorted non-zero label values present in the array."""
+        v = np.unique(self.array)
+        return [int(x) for x in v if x != 0]
+
+    def mask(self, value: int) -> np.ndarray:
+        """Boolean (x, y, z) mask of one label value (any layer)."""
+        m = self.array == value
+        return m.any(axis=3) if self.layered else m
+
+
+def _problem(path: Path | str, expected: str, found: str, todo: str = "") -> str:
+    tail = f"; {todo}" if todo else ""
+    return f"{path}: expected {expected}, found {found}{tail}"
+
+
+def _suffix(path: Path) -> str | None:
+    name = path.name.lower()
+    for s in LABEL_SUFFIXES:
+        if name.endswith(s):
+            return s
+    return None
+
+
+def _stem(path: Path) -> str:
+    s = _suffix(path)
+    return path.name[: -len(s)] if s else path.stem
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+def read_image_sitk(path: str | os.PathLike) -> "sitk.Image":
+    """Read an image file (or a DICOM series folder) with SimpleITK, in its own geometry.
+
+    Raises:
+        InputError: missing, unreadable or truncated file.
+    """
+    import SimpleITK as sitk
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError([_problem(p, "an existing file or folder", "nothing at that path")])
+    try:
+        if p.is_dir():
+            reader = sitk.ImageSeriesReader()
+            series = reader.GetGDCMSeriesIDs(str(p))
+            if not series:
+                raise InputError([_problem(p, "a DICOM series folder", "no DICOM series")])
+            if len(series) > 1:
+                raise InputError([_problem(p, "one DICOM series", f"{len(series)} series",
+                                           "give one series folder per subject")])
+            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), series[0]))
+            return reader.Execute()
+        return sitk.ReadImage(str(p))
+    except RuntimeError as e:
+        msg = str(e).strip().splitlines()
+        detail = msg[-1] if msg else "unknown error"
+        detail = detail.split("sitk::ERROR:")[-1].strip()
+        raise InputError([_problem(p, "a readable image (NIfTI, NRRD, MHA/MHD, DICOM)",
+                                   f"unreadable or truncated file ({detail[:160]})",
+                                   "re-export or re-download the file")]) from None
+
+
+def _axis_map(direction_ras: np.ndarray) -> tuple[list[int], list[bool], bool]:
+    """For each world axis: which array axis runs along it, whether it runs backwards, oblique?"""
+    d = direction_ras
+    perm = [-1, -1, -1]
+    flip = [False, False, False]
+    oblique = False
+    for j in range(3):  # array axis j = column j
+        col = d[:, j]
+        w = int(np.argmax(np.abs(col)))
+        if abs(abs(col[w]) - 1.0) > 1e-4:
+            oblique = True
+        if perm[w] != -1:
+            oblique = True
+            w = [k for k in range(3) if perm[k] == -1][0]
+        perm[w] = j
+        flip[w] = col[w] < 0
+    return perm, flip, oblique
+
+
+def _ras_grid_of(img: "sitk.Image", spacing_mm: Sequence[float] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An axis-aligned RAS grid covering ``img``'s voxel centres: (origin_ras, spacing, size)."""
+    size = np.array(img.GetSize()[:3])
+    corners = []
+    for c in np.ndindex(2, 2, 2):
+        idx = [int(c[k] * (size[k] - 1)) for k in range(3)]
+        corners.append(np.array(img.TransformIndexToPhysicalPoint(idx)) * np.array([-1, -1, 1]))
+    corners = np.array(corners)
+    lo, hi = corners.min(0), corners.max(0)
+    if spacing_mm is None:
+        d = np.array(img.GetDirection()).reshape(3, 3)
+        sp = np.array(img.GetSpacing()[:3])
+        spacing = np.array([sp[int(np.argmax(np.abs(d[k, :])))] for k in range(3)])
+    else:
+        spacing = np.asarray(spacing_mm, dtype=float)
+    n = np.floor((hi - lo) / spacing + 1e-6).astype(int) + 1
+    return lo, spacing, n
+
+
+def _resample_to_ras_grid(img: "sitk.Image", origin_ras: np.ndarray, spacing: np.ndarray,
+                          size: np.ndarray, nearest: bool) -> "sitk.Image":
+    import SimpleITK as sitk
+
+    ref = sitk.Image([int(s) for s in size], img.GetPixelID(), img.GetNumberOfComponentsPerPixel())
+    ref.SetSpacing([float(s) for s in spacing])
+    ref.SetOrigin([float(-origin_ras[0]), float(-origin_ras[1]), float(origin_ras[2])])
+    ref.SetDirection([-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0])
+    interp = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
+    return sitk.Resample(img, ref, sitk.Transform(), interp, 0.0)
+
+
+def _sitk_to_array_xyz(img: "sitk.Image") -> np.ndarray:
+    import SimpleITK as sitk
+
+    a = sitk.GetArrayFromImage(img)  # (z, y, x[, c])
+    return np.ascontiguousarray(np.moveaxis(a, (0, 1, 2), (2, 1, 0))) if a.ndim == 3 else \
+        np.ascontiguousarray(a.transpose(2, 1, 0, 3))
+
+
+def to_ras(img: "sitk.Image", nearest: bool = True) -> Volume:
+    """Convert a SimpleITK image to a :class:`Volume` on an axis-aligned RAS+ grid.
+
+    Axis permutations and flips are exact (no interpolation); an oblique direction matrix is
+    resampled (nearest neighbour if ``nearest``, else linear) onto the axis-aligned RAS grid
+    with the input's spacing that covers the same voxel centres.
+
+    Args:
+        img: a 3D SimpleITK image (vector pixels become a trailing axis).
+        nearest: interpolation for oblique inputs (True for label maps).
+
+    Returns:
+        Volume with array (x, y, z[, c]) whose axes increase along world +x, +y, +z.
+    """
+    import SimpleITK as sitk
+
+    if img.GetDimension() != 3:
+        raise InputError([_problem("<image>", "a 3D image", f"{img.GetDimension()}D image")])
+    d_ras = _LPS_TO_RAS @ np.array(img.GetDirection()).reshape(3, 3)
+    perm, flip, oblique = _axis_map(d_ras)
+    if oblique:
+        lo, sp, n = _ras_grid_of(img)
+        img = _resample_to_ras_grid(img, lo, sp, n, nearest)
+        return Volume(_sitk_to_array_xyz(img), tuple(float(s) for s in sp),
+                      tuple(float(o) for o in lo))
+    a = _sitk_to_array_xyz(img)  # array axes = image index axes
+    size = img.GetSize()
+    spacing_in = img.GetSpacing()
+    # corner index (in image index space) that becomes voxel [0,0,0]
+    corner = [0, 0, 0]
+    for w in range(3):
+        j = perm[w]
+        if flip[w]:
+            corner[j] = size[j] - 1
+    trailing = list(range(3, a.ndim))
+    a = a.transpose([perm[0], perm[1], perm[2]] + trailing)
+    slicer = tuple(slice(None, None, -1) if flip[w] else slice(None) for w in range(3))
+    a = np.ascontiguousarray(a[slicer])
+    p = np.array(img.TransformIndexToPhysicalPoint(corner)) * np.array([-1, -1, 1])
+    spacing = tuple(float(spacing_in[perm[w]]) for w in range(3))
+    del sitk
+    return Volume(a, spacing, tuple(float(x) for x in p))
+
+
+# ---- embedded label names -------------------------------------------------------------------
+
+_LABEL_RE = re.compile(
+    rb"<Label\b[^>]*?\bKey\s*=\s*\"(-?\d+)\"[^>]*>\s*(?:<!\[CDATA\[(.*?)\]\]>|([^<]*))\s*</Label>",
+    re.S,
+)
+
+
+def _nifti_extension_bytes(path: Path, limit: int = 8 << 20) -> bytes:
+    """Raw bytes of all NIfTI-1/2 header extensions (b'' if none). Reads only the header."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        head = f.read(544)
+        if len(head) < 352:
+            return b""
+        for endian in ("<", ">"):
+            hsize = struct.unpack(endian + "i", head[:4])[0]
+            if hsize in (348, 540):
+                break
+        else:
+            return b""
+        if hsize == 348:
+            vox_offset = int(struct.unpack(endian + "f", head[108:112])[0])
+        else:
+            vox_offset = int(struct.unpack(endian + "q", head[168:176])[0])
+        if len(head) < hsize + 4 or head[hsize] == 0:
+            return b""
+        vox_offset = min(max(vox_offset, hsize + 4), limit)
+        rest = head + f.read(max(0, vox_offset - len(head)))
+    out = []
+    pos = hsize + 4
+    while pos + 8 <= len(rest):
+        esize, _ecode = struct.unpack(endian + "ii", rest[pos:pos + 8])
+        if esize < 8:
+            break
+        out.append(rest[pos + 8:pos + esize])
+        pos += esize
+    return b"".join(out)
+
+
+def read_embedded_names(path: str | os.PathLike, img: "sitk.Image | None" = None
+                        ) -> dict[int, str] | None:
+    """Label names stored in a file: TotalSegmentator NIfTI extension or .seg.nrrd segments.
+
+    Returns:
+        value -> name as written in the file, or None when the file names no labels. For a
+        multi-layer .seg.nrrd the values are those of :func:`read_label_map` (renumbered).
+    """
+    p = Path(path)
+    s = _suffix(p)
+    if s in (".nii", ".nii.gz"):
+        try:
+            raw = _nifti_extension_bytes(p)
+        except (OSError, EOFError, struct.error):
+            return None
+        names: dict[int, str] = {}
+        for key, cdata, text in _LABEL_RE.findall(raw):
+            name = (cdata or text).decode("utf-8", "replace").strip()
+            if name and int(key) != 0:
+                names[int(key)] = name
+        return names or None
+    if s in (".seg.nrrd", ".nrrd") and img is not None:
+        segs = _slicer_segments(img)
+        if segs:
+            return {v: n for v, n in zip(_renumber_segments(segs), (sg[0] for sg in segs))} \
+                if _is_layered(img, segs) else {sg[2]: sg[0] for sg in segs}
+    return None
+
+
+def _slicer_segments(img: "sitk.Image") -> list[tuple[str, int, int]]:
+    """(name, layer, label value) of each Slicer segment, in segment order."""
+    keys = set(img.GetMetaDataKeys())
+    out = []
+    i = 0
+    while f"Segment{i}_Name" in keys or f"Segment{i}_ID" in keys:
+        name = img.GetMetaData(f"Segment{i}_Name") if f"Segment{i}_Name" in keys else \
+            img.GetMetaData(f"Segment{i}_ID")
+        layer = int(img.GetMetaData(f"Segment{i}_Layer")) if f"Segment{i}_Layer" in keys else 0
+        value = int(img.GetMetaData(f"Segment{i}_LabelValue")) \
+            if f"Segment{i}_LabelValue" in keys else 1
+        out.append((name.strip(), layer, value))
+        i += 1
+    return out
+
+
+def _is_layered(img: "sitk.Image", segs: list[tuple[str, int, int]]) -> bool:
+    return img.GetNumberOfComponentsPerPixel() > 1
+
+
+def _renumber_segments(segs: list[tuple[str, int, int]]) -> list[int]:
+    return list(range(1, len(segs) + 1))
+
+
+def read_label_map(path: str | os.PathLike) -> LabeledVolume:
+    """Read a label map (file, DICOM series folder or per-structure mask folder) as RAS.
+
+    Args:
+        path: .nii/.nii.gz/.nrrd/.seg.nrrd/.mha/.mhd file, a DICOM-series folder, or a folder of
+            per-structure binary masks named by organ (``liver.nii.gz``, ...): one subject.
+
+    Returns:
+        LabeledVolume with integer array (x, y, z) (or (x, y, z, layers) when ``layered``) and
+        the names embedded in the file, if any. Float files whose values are all integral are
+        converted to integers.
+
+    Raises:
+        InputError: unreadable/truncated file, 4D image, non-integral float values, masks that
+            do not share one grid.
+    """
+    p = Path(path)
+    if p.is_dir() and is_mask_folder(p):
+        return _read_mask_folder(p)
+    img = read_image_sitk(p)
+    if img.GetDimension() != 3:
+        raise InputError([_problem(p, "a 3D label map", f"a {img.GetDimension()}D image "
+                                   f"of size {img.GetSize()}",
+                                   "split time series/channels into one 3D file per subject")])
+    segs = _slicer_segments(img) if _suffix(p) in (".seg.nrrd", ".nrrd") else []
+    ncomp = img.GetNumberOfComponentsPerPixel()
+    if ncomp > 1 and not segs:
+        raise InputError([_problem(p, "a scalar 3D label map", f"{ncomp} values per voxel (4D)",
+                                   "give one 3D label map per subject")])
+    vol = to_ras(img, nearest=True)
+    arr = _integral(vol.array, p)
+    if ncomp > 1:
+        # overlapping Slicer layers: renumber (layer, value) -> 1..N across layers
+        out = np.zeros(arr.shape, dtype=np.uint16 if len(segs) > 255 else np.uint8)
+        names: dict[int, str] = {}
+        for k, (name, layer, value) in enumerate(segs, start=1):
+            if layer >= ncomp:
+                continue
+            out[..., layer][arr[..., layer] == value] = k
+            names[k] = name
+        return LabeledVolume(out, vol.spacing_mm, vol.origin_mm, names=names, layered=True)
+    names = {value: name for name, _layer, value in segs} if segs else read_embedded_names(p)
+    return LabeledVolume(arr, vol.spacing_mm, vol.origin_mm, names=names or None)
+
+
+def _integral(a: np.ndarray, p: Path) -> np.ndarray:
+    if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
+        return a.astype(np.uint8) if a.dtype == bool else a
+    if np.issubdtype(a.dtype, np.floating):
+        finite = np.isfinite(a)
+        if not finite.all():
+            raise InputError([_problem(p, "integral label values", "NaN or infinite values",
+                                       "this looks like an image, not a label map")])
+        r = np.rint(a)
+        bad = np.abs(a - r) > 1e-3
+        if bad.any():
+            ex = np.unique(a[bad])[:5]
+            raise InputError([_problem(p, "integral label values (a label map)",
+                                       f"{int(bad.sum())} non-integral float values, e.g. "
+                                       f"{', '.join(f'{x:g}' for x in ex)}",
+                                       "give the label map, not an image or probability map")])
+        lo, hi = float(r.min()), float(r.max())
+        if lo < 0:
+            raise InputError([_problem(p, "non-negative label values", f"minimum {lo:g}")])
+        dt = np.uint8 if hi < 256 else np.uint16 if hi < 65536 else np.int64
+        return r.astype(dt)
+    raise InputError([_problem(p, "an integer label map", f"pixel type {a.dtype}")])
+
+
+def is_mask_folder(path: Path) -> bool:
+    """True when ``path`` is a folder of per-structure binary masks named by organ.
+
+    The rule: it holds at least one label file, no sub-folders with label files, and every
+    file's name (without suffix) is a known organ name of :mod:`anatomix.labels`.
+    """
+    from anatomix.labels import UnknownOrganError, canonical_organ
+
+    if not path.is_dir():
+        return False
+    files = [f for f in sorted(path.iterdir()) if f.is_file() and _suffix(f)]
+    if not files or any(f.is_dir() for f in path.iterdir()):
+        return False
+    for f in files:
+        try:
+            canonical_organ(_stem(f))
+        except UnknownOrganError:
+            return False
+    return True
+
+
+def _read_mask_folder(folder: Path) -> LabeledVolume:
+    """Combine per-structure binary masks into one layered label map (value k = k-th file)."""
+    files = [f for f in sorted(folder.iterdir()) if f.is_file() and _suffix(f)]
+    problems: list[str] = []
+    vols: list[tuple[str, np.ndarray]] = []
+    ref: Volume | None = None
+    for f in files:
+        try:
+            img = read_image_sitk(f)
+            if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+                problems.append(_problem(f, "a 3D binary mask", f"{img.GetDimension()}D image "
+                                         f"with {img.GetNumberOfComponentsPerPixel()} component(s)"))
+                continue
+            v = to_ras(img, nearest=True)
+            a = _integral(v.array, f)
+        except InputError as e:
+            problems.extend(e.problems)
+            continue
+        if ref is None:
+            ref = v
+        elif a.shape != ref.array.shape or not np.allclose(v.spacing_mm, ref.spacing_mm, atol=1e-3) \
+                or not np.allclose(v.origin_mm, ref.origin_mm, atol=1e-2):
+            problems.append(_problem(f, f"the grid of {files[0].name} ({ref.array.shape})",
+                                     f"grid {a.shape}", "all masks of a subject share one grid"))
+            continue
+        vols.append((_stem(f), a != 0))
+    if problems:
+        raise InputError(problems)
+    assert ref is not None
+    layers: list[np.ndarray] = []
+    names: dict[int, str] = {}
+    dtype = np.uint8 if len(vols) < 256 else np.uint16
+    for k, (name, m) in enumerate(vols, start=1):
+        names[k] = name
+        for layer in layers:  # first layer where the mask does not overlap
+            if not (layer[m] != 0).any():
+                layer[m] = k
+                break
+        else:
+            layer = np.zeros(m.shape, dtype=dtype)
+            layer[m] = k
+            layers.append(layer)
+    if not layers:
+        layers.append(np.zeros(ref.array.shape, dtype=dtype))
+    return LabeledVolume(np.stack(layers, axis=3), ref.spacing_mm, ref.origin_mm, names=names,
+                         layered=True)
+
+
+def read_image(path: str | os.PathLike) -> Volume:
+    """Read an intensity image as float32 on its RAS grid (oblique inputs: linear resampling)."""
+    img = read_image_sitk(path)
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError([_problem(path, "a scalar 3D image", f"{img.GetDimension()}D image with "
+                                   f"{img.GetNumberOfComponentsPerPixel()} component(s)")])
+    v = to_ras(img, nearest=False)
+    return Volume(v.array.astype(np.float32, copy=False), v.spacing_mm, v.origin_mm)
+
+
+def resample_to_reference(volume: Volume, reference: "sitk.Image", nearest: bool) -> "sitk.Image":
+    """Resample a RAS :class:`Volume` into ``reference``'s grid (e.g. to write a prediction
+    back in the input image's own geometry).
+
+    Args:
+        volume: data on a RAS grid.
+        reference: the target geometry (any orientation).
+        nearest: nearest-neighbour (labels) or linear (images).
+    """
+    import SimpleITK as sitk
+
+    img = _volume_to_sitk(volume.array, volume.spacing_mm, volume.origin_mm)
+    interp = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
+    return sitk.Resample(img, reference, sitk.Transform(), interp, 0.0, img.GetPixelID())
+
+
+def _volume_to_sitk(array: np.ndarray, spacing_mm: Sequence[float],
+                    origin_mm: Sequence[float]) -> "sitk.Image":
+    import SimpleITK as sitk
+
+    a = np.asarray(array)
+    if a.dtype == bool:
+        a = a.astype(np.uint8)
+    if a.dtype == np.float16:
+        a = a.astype(np.float32)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(a.transpose(2, 1, 0)))
+    img.SetSpacing([float(s) for s in spacing_mm])
+    # RAS axes expressed in LPS world: x and y reversed
+    img.SetDirection([-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0])
+    o = [float(x) for x in origin_mm]
+    img.SetOrigin([-o[0], -o[1], o[2]])
+    return img
+
+
+def write_volume(path: str | os.PathLike, array: np.ndarray, spacing_mm: Sequence[float],
+                 origin_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> Path:
+    """Write a RAS (x, y, z) array as NIfTI (.nii/.nii.gz), NRRD (.nrrd) or MHA/MHD, atomically.
+
+    The file's affine is diag(spacing) + origin in RAS (what nibabel, nnU-Net and MONAI read):
+    SimpleITK writes it as an LPS direction diag(-1, -1, 1), which NIfTI stores as that RAS affine.
+
+    Args:
+        path: output file; its suffix picks the format.
+        array: (x, y, z) array, any numeric dtype (bool is written as uint8).
+        spacing_mm: voxel size (x, y, z) in mm.
+        origin_mm: RAS world position of voxel [0, 0, 0] centre.
+
+    Returns:
+        The path written.
+    """
+    import SimpleITK as sitk
+
+    p = Path(path)
+    suf = _suffix(p)
+    if suf is None or suf == ".seg.nrrd":
+        raise InputError([_problem(p, "a .nii, .nii.gz, .nrrd, .mha or .mhd output path",
+                                   f"suffix {''.join(p.suffixes) or '(none)'}")], what="output")
+    a = np.asarray(array)
+    if a.ndim != 3:
+        raise InputError([_problem(p, "a 3D (x, y, z) array", f"shape {a.shape}")], what="output")
+    img = _volume_to_sitk(a, spacing_mm, origin_mm)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suf, dir=p.parent)
+    os.close(fd)
+    try:
+        if suf == ".mhd":
+            # .mhd writes a side-car .raw/.zraw; write both in a temp dir, then move both
+            tmpdir = Path(tempfile.mkdtemp(prefix=".tmp-", dir=p.parent))
+            os.unlink(tmp)
+            try:
+                sitk.WriteImage(img, str(tmpdir / p.name), False)
+                for f in sorted(tmpdir.iterdir()):
+                    os.replace(f, p.parent / f.name)
+            finally:
+                for f in tmpdir.iterdir():
+                    f.unlink()
+                tmpdir.rmdir()
+        else:
+            sitk.WriteImage(img, tmp, True)
+            os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# finding inputs
+
+
+def find_label_maps(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand inputs into subjects: label files, per-structure mask folders, DICOM folders.
+
+    A file is one subject. A folder is one subject if it is a per-structure mask folder
+    (:func:`is_mask_folder`) or holds a DICOM series; otherwise each label file in it, and each
+    sub-folder that is itself a subject, is one subject (sorted by name).
+
+    Raises:
+        InputError: paths that do not exist or hold no label maps (all listed at once).
+    """
+    out: list[Path] = []
+    problems: list[str] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            problems.append(_problem(p, "a label-map file or folder", "nothing at that path"))
+            continue
+        if p.is_file():
+            out.append(p)
+            continue
+        found = _expand_folder(p)
+        if not found:
+            problems.append(_problem(p, "label maps (" + ", ".join(LABEL_SUFFIXES) +
+                                     ") or per-structure mask files", "none in that folder"))
+        out.extend(found)
+    if problems:
+        raise InputError(problems)
+    seen: set[Path] = set()
+    uniq = []
+    for p in out:
+        r = p.resolve()
+        if r not in seen:
+            seen.add(r)
+            uniq.append(p)
+    return uniq
+
+
+def _expand_folder(p: Path, depth: int = 0) -> list[Path]:
+    if is_mask_folder(p):
+        return [p]
+    entries = sorted(p.iterdir())
+    files = [f for f in entries if f.is_file() and _suffix(f)]
+    if not files and any(f.is_file() and f.suffix.lower() in (".dcm", "") for f in entries):
+        if _has_dicom(p):
+            return [p]
+    out = list(files)
+    if depth < 4:
+        for d in entries:
+            if d.is_dir() and not d.name.startswith("."):
+                out.extend(_expand_folder(d, depth + 1))
+    return out
+
+
+def _has_dicom(p: Path) -> bool:
+    for f in sorted(p.iterdir())[:20]:
+        if f.is_file():
+            try:
+                with open(f, "rb") as fh:
+                    head = fh.read(132)
+                if head[128:132] == b"DICM":
+                    return True
+            except OSError:
+                pass
+    return False
