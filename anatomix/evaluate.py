@@ -165,8 +165,12 @@ class MapSummary:
 # ---- label tables ------------------------------------------------------------------------------
 
 
-def _canonical_table(raw: Mapping[Any, Any], where: str, problems: list[str]) -> dict[int, str]:
-    """value -> canonical organ from a mapping in either direction (value->name or name->value)."""
+def _canonical_table(raw: Mapping[Any, Any], where: str, problems: list[str], strict: bool = True) -> dict[int, str]:
+    """value -> canonical organ from a mapping in either direction (value->name or name->value).
+
+    ``strict=False`` (names embedded in files, which the user does not control) keeps a name
+    outside the vocabulary as its normalised spelling instead of reporting a problem.
+    """
     from anatomix.labels import UnknownOrganError, canonical_organ
 
     table: dict[int, str] = {}
@@ -184,7 +188,10 @@ def _canonical_table(raw: Mapping[Any, Any], where: str, problems: list[str]) ->
         try:
             table[value] = canonical_organ(name)
         except UnknownOrganError as exc:
-            problems.append(f"{where}: label {value}: {exc}")
+            if strict:
+                problems.append(f"{where}: label {value}: {exc}")
+            else:
+                table[value] = "_".join(name.strip().lower().replace("-", " ").split())
     return table
 
 
@@ -444,7 +451,7 @@ def load_label_set(
                                 f"file via the labels option); found none")
                 continue
             sub: list[str] = []
-            names = _canonical_table({int(k): str(v) for k, v in embedded.items()}, str(f), sub)
+            names = _canonical_table({int(k): str(v) for k, v in embedded.items()}, str(f), sub, strict=False)
             if sub:
                 problems.extend(sub)
                 continue
