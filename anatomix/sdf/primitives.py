@@ -1,0 +1,383 @@
+"""FDIF's 109 primitive classes as signed distance functions (torch, float32, device-agnostic).
+
+A primitive is a *family* (sphere, prism, torus, ...) plus drawn parameters. Parameters are
+plain JSON-able dicts (``sample_primitive`` draws them the way FDIF does, sizes relative to the
+grid extent ``extent_mm``); :func:`primitive_sdf` evaluates them on points given in the
+primitive's local frame (mm, shape (N, 3)). Every SDF here is negative inside, positive outside
+and 1-Lipschitz (a distance bound): tapered extrusions are divided by their Lipschitz constant
+(FDIF's ``s * f(p / s)`` is not 1-Lipschitz where the scale changes along the axis), and a
+piecewise-linear profile is the union (min) of its linear pieces so one steep piece does not
+flatten the whole object.
+
+Classes (109): 8 basic, 3 star revolutions, 28 polygon prisms (3..9-gons x straight / convex /
+concave / cone profiles), 16 star prisms (5..8 points x 4 profiles), 10 tori (polygon
+cross-sections 4..9, star cross-sections 5..8), 44 onioned (hollow) polygon and star prisms.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CLASS_NAMES",
+    "CLASSES",
+    "PrimitiveClass",
+    "local_half_extent",
+    "polygon_sdf2d",
+    "primitive_sdf",
+    "sample_primitive",
+    "star_sdf2d",
+]
+
+_POLY_NAMES = {3: "triangle", 4: "square", 5: "pentagon", 6: "hexagon", 7: "heptagon",
+               8: "octagon", 9: "nonagon"}
+PROFILES = ("straight", "convex", "concave", "cone")
+
+
+@dataclass(frozen=True)
+class PrimitiveClass:
+    """One of FDIF's primitive classes.
+
+    Attributes:
+        name: snake_case class name (``pentagon_convex_prism``, ``onioned_star6_cone_prism``).
+        family: sphere | torus | cone | octahedron | prism | revolution | polygon_torus | star_torus.
+        section: prism cross-section: circle | polygon | star (None otherwise).
+        n: polygon vertex count or star point count (0 when unused).
+        profile: straight | convex | concave | cone (prisms only).
+        onioned: hollow shell of the cross-section (prisms only).
+    """
+
+    name: str
+    family: str
+    section: str | None = None
+    n: int = 0
+    profile: str = "straight"
+    onioned: bool = False
+
+
+def _build_classes() -> tuple[PrimitiveClass, ...]:
+    out = [
+        PrimitiveClass("sphere", "sphere"),
+        PrimitiveClass("cylinder", "prism", "circle"),
+        PrimitiveClass("torus", "torus"),
+        PrimitiveClass("cone", "cone"),
+        PrimitiveClass("octahedron", "octahedron"),
+        PrimitiveClass("convex_cylinder", "prism", "circle", profile="convex"),
+        PrimitiveClass("concave_cylinder", "prism", "circle", profile="concave"),
+        PrimitiveClass("cone_cylinder", "prism", "circle", profile="cone"),
+    ]
+    out += [PrimitiveClass(f"star{n}_revolution", "revolution", "star", n) for n in (3, 4, 5)]
+
+    def prism_name(sec: str, n: int, profile: str) -> str:
+        base = _POLY_NAMES[n] if sec == "polygon" else f"star{n}"
+        return f"{base}_prism" if profile == "straight" else f"{base}_{profile}_prism"
+
+    prisms = []
+    for profile in PROFILES:
+        prisms += [PrimitiveClass(prism_name("polygon", n, profile), "prism", "polygon", n, profile)
+                   for n in range(3, 10)]
+    for profile in PROFILES:
+        prisms += [PrimitiveClass(prism_name("star", n, profile), "prism", "star", n, profile)
+                   for n in range(5, 9)]
+    out += prisms
+    out += [PrimitiveClass(f"{_POLY_NAMES[n]}_torus", "polygon_torus", "polygon", n) for n in range(4, 10)]
+    out += [PrimitiveClass(f"star{n}_torus", "star_torus", "star", n) for n in range(5, 9)]
+    out += [PrimitiveClass("onioned_" + p.name, "prism", p.section, p.n, p.profile, True) for p in prisms]
+    return tuple(out)
+
+
+CLASSES: tuple[PrimitiveClass, ...] = _build_classes()
+CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in CLASSES)
+_BY_NAME = {c.name: c for c in CLASSES}
+assert len(CLASSES) == 109 and len(_BY_NAME) == 109
+
+
+# ---------------------------------------------------------------------------------------------
+# parameter draws (FDIF's ranges; S = smallest grid extent in mm)
+# ---------------------------------------------------------------------------------------------
+
+
+def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(rng.uniform(lo, hi))
+
+
+def _polygon_vertices(rng: np.random.Generator, n: int, r1: float, r2: float) -> list[list[float]]:
+    """FDIF's sector polygon: vertex i at an angle uniform in sector i, radius uniform in [rmin, rmax]."""
+    rmin, rmax = min(r1, r2), max(r1, r2)
+    verts = []
+    for i in range(n):
+        ang = rng.uniform(2 * math.pi * i / n, 2 * math.pi * (i + 1) / n)
+        rad = rng.uniform(rmin, rmax)
+        verts.append([float(rad * math.cos(ang)), float(rad * math.sin(ang))])
+    return verts
+
+
+def _section(rng: np.random.Generator, cls: PrimitiveClass, S: float) -> dict[str, Any]:
+    small = cls.profile == "convex"  # FDIF draws smaller sections for the barrel profile
+    if cls.section == "circle":
+        return {"radius": _u(rng, 0.10 * S, 0.25 * S)}
+    lo, hi = (0.05 * S, 0.20 * S) if small else (0.15 * S, 0.40 * S)
+    if cls.section == "polygon":
+        r1, r2 = _u(rng, lo, hi), _u(rng, lo, hi)
+        return {"vertices": _polygon_vertices(rng, cls.n, r1, r2)}
+    return {"radius": _u(rng, lo, hi), "n": cls.n, "w": _u(rng, 0.2, 0.7)}
+
+
+def sample_primitive(name: str, extent_mm: float, *, rng: np.random.Generator) -> dict[str, Any]:
+    """Draw the shape parameters of class ``name`` as FDIF does (sizes in mm).
+
+    Args:
+        name: a class name from :data:`CLASS_NAMES`.
+        extent_mm: the grid's smallest extent (FDIF's ``min(D, H, W)``), mm.
+        rng: numpy Generator.
+
+    Returns:
+        JSON-able dict: ``class`` plus the family's parameters.
+    """
+    cls = _BY_NAME[name]
+    S = float(extent_mm)
+    p: dict[str, Any] = {"class": name}
+    if cls.family == "sphere":
+        p["radius"] = _u(rng, 0.10 * S, 0.25 * S)
+    elif cls.family == "torus":
+        p["major"] = _u(rng, 0.10 * S, 0.25 * S)
+        p["minor"] = p["major"] * _u(rng, 0.3, 0.7)
+    elif cls.family == "cone":
+        p["radius"] = _u(rng, 0.10 * S, 0.25 * S)
+        p["height"] = _u(rng, 0.10 * S, 0.35 * S)
+    elif cls.family == "octahedron":
+        p["size"] = _u(rng, 0.10 * S, 0.25 * S)
+    elif cls.family == "revolution":
+        radius = _u(rng, 0.15 * S, 0.40 * S)
+        p["distance"] = _u(rng, 0.0, 0.5 * radius)
+        p["section"] = {"radius": radius, "n": cls.n, "w": _u(rng, 0.1, 0.7)}
+    elif cls.family in ("polygon_torus", "star_torus"):
+        major = S * _u(rng, 0.15, 0.40)
+        minor = major * _u(rng, 0.4, 0.8)
+        p["major"] = major
+        if cls.family == "polygon_torus":
+            p["section"] = {"vertices": _polygon_vertices(rng, cls.n, minor, 0.03 * S)}
+        else:
+            p["section"] = {"radius": minor, "n": cls.n, "w": _u(rng, 0.1, 0.7)}
+    elif cls.family == "prism":
+        p["half_height"] = _u(rng, 0.1 * S, 0.5 * S) / 2.0
+        p["section"] = _section(rng, cls, S)
+        h = p["half_height"]
+        if cls.profile == "convex":
+            p["second_scale"] = _u(rng, 2.0, 4.0)
+            p["neck"] = 2 * h * _u(rng, -0.7, 0.7)
+        elif cls.profile == "concave":
+            p["second_scale"] = _u(rng, 0.2, 0.5)
+            p["neck"] = 2 * h * _u(rng, -0.7, 0.7)
+        elif cls.profile == "cone":
+            p["second_scale"] = _u(rng, 0.0, 1.6)
+        if cls.onioned:
+            p["onion_ratio"] = _u(rng, 0.2, 0.5)
+    else:  # pragma: no cover
+        raise KeyError(name)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# 2D signed distances (exact)
+# ---------------------------------------------------------------------------------------------
+
+
+def circle_sdf2d(x: torch.Tensor, y: torch.Tensor, radius: float) -> torch.Tensor:
+    return torch.sqrt(x * x + y * y) - radius
+
+
+def star_sdf2d(x: torch.Tensor, y: torch.Tensor, radius: float, n: int, w: float) -> torch.Tensor:
+    """Exact SDF of a regular n-pointed star (tips at ``radius``; ``w`` in [0, 1] sharpness:
+    0 = regular n-gon, 1 = sharpest), after I. Quilez's star construction."""
+    m = n + w * (2.0 - n)
+    an = math.pi / n
+    en = math.pi / m
+    acx, acy = radius * math.cos(an), radius * math.sin(an)
+    ecx, ecy = math.cos(en), math.sin(en)
+    ax = torch.abs(x)
+    bn = torch.remainder(torch.atan2(y, ax), 2.0 * an) - an
+    r = torch.sqrt(ax * ax + y * y)
+    px = r * torch.cos(bn) - acx
+    py = r * torch.abs(torch.sin(bn)) - acy
+    t = torch.clamp(-(px * ecx + py * ecy), 0.0, acy / ecy)
+    px = px + ecx * t
+    py = py + ecy * t
+    return torch.sign(px) * torch.sqrt(px * px + py * py)
+
+
+def polygon_sdf2d(x: torch.Tensor, y: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
+    """Exact SDF of a simple polygon (vertices (n, 2) in order), sign by crossing parity."""
+    vx, vy = vertices[:, 0], vertices[:, 1]
+    ex = torch.roll(vx, -1) - vx
+    ey = torch.roll(vy, -1) - vy
+    inv_ee = 1.0 / (ex * ex + ey * ey + 1e-12)
+    wx = x[:, None] - vx
+    wy = y[:, None] - vy
+    t = torch.clamp((wx * ex + wy * ey) * inv_ee, 0.0, 1.0)
+    bx = wx - ex * t
+    by = wy - ey * t
+    d2 = torch.amin(bx * bx + by * by, dim=1)
+    c1 = y[:, None] >= vy
+    c2 = y[:, None] < torch.roll(vy, -1)
+    c3 = ex * wy > ey * wx
+    flip = (c1 & c2 & c3) | (~c1 & ~c2 & ~c3)
+    inside = (flip.sum(dim=1) % 2) == 1
+    d = torch.sqrt(d2)
+    return torch.where(inside, -d, d)
+
+
+def _section_sdf(section: dict[str, Any], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if "vertices" in section:
+        v = torch.tensor(section["vertices"], dtype=x.dtype, device=x.device)
+        return polygon_sdf2d(x, y, v)
+    if "n" in section:
+        return star_sdf2d(x, y, section["radius"], section["n"], section["w"])
+    return circle_sdf2d(x, y, section["radius"])
+
+
+def _section_rmax(section: dict[str, Any]) -> float:
+    if "vertices" in section:
+        return float(max(math.hypot(a, b) for a, b in section["vertices"]))
+    return float(section["radius"])
+
+
+def _section_depth(section: dict[str, Any]) -> float:
+    """Deepest interior distance of a cross-section (inradius-like), for onion thickness."""
+    if "vertices" not in section and "n" not in section:
+        return float(section["radius"])
+    r = _section_rmax(section)
+    g = torch.linspace(-r, r, 97, dtype=torch.float64)
+    gx, gy = torch.meshgrid(g, g, indexing="ij")
+    if "vertices" in section:
+        d = polygon_sdf2d(gx.reshape(-1), gy.reshape(-1), torch.tensor(section["vertices"], dtype=torch.float64))
+    else:
+        d = star_sdf2d(gx.reshape(-1), gy.reshape(-1), r, section["n"], section["w"])
+    return float(-d.min())
+
+
+# ---------------------------------------------------------------------------------------------
+# extrusion profiles
+# ---------------------------------------------------------------------------------------------
+
+
+def _profile_pieces(p: dict[str, Any], profile: str) -> list[tuple[float, float, float, float]]:
+    """Linear pieces (a0, a1, s0, s1) of the scale profile along the axis over [-h, h]."""
+    h = p["half_height"]
+    if profile == "straight":
+        return [(-h, h, 1.0, 1.0)]
+    s2 = p["second_scale"]
+    if profile == "cone":
+        return [(-h, h, 1.0, s2)]
+    neck = p["neck"]
+
+    def scale(a: float) -> float:  # FDIF's piecewise-linear scale, neck may lie outside [-h, h]
+        if a < neck:
+            return (s2 - 1.0) / (neck + h + 1e-12) * (a + h) + 1.0
+        return (s2 - 1.0) / (neck - h + 1e-12) * (a - neck) + s2
+
+    if -h < neck < h:
+        return [(-h, neck, 1.0, s2), (neck, h, s2, 1.0)]
+    return [(-h, h, scale(-h), scale(h))]
+
+
+def _prism_piece(p: dict[str, Any], piece: tuple[float, float, float, float], x: torch.Tensor,
+                 y: torch.Tensor, a: torch.Tensor, rmax: float, onion_t: float | None) -> torch.Tensor:
+    a0, a1, s0, s1 = piece
+    half = 0.5 * (a1 - a0)
+    mid = 0.5 * (a1 + a0)
+    slope = (s1 - s0) / max(a1 - a0, 1e-9)
+    ac = torch.clamp(a, a0, a1)
+    s = torch.clamp(s0 + slope * (ac - a0), min=1e-6)
+    lip = math.sqrt(1.0 + (slope * rmax) ** 2)  # |d/da (s f(p/s))| <= |s'| * rmax
+    perp = s * _section_sdf(p["section"], x / s, y / s) / lip
+    if onion_t is not None:
+        perp = torch.abs(perp) - onion_t
+    along = torch.abs(a - mid) - half
+    k = abs(slope) * rmax / lip  # axial gradient component of perp
+    out = torch.sqrt(torch.clamp(perp, min=0.0) ** 2 + torch.clamp(along, min=0.0) ** 2)
+    out = out + torch.clamp(torch.maximum(perp, along), max=0.0)
+    return out / math.sqrt(1.0 + k) if k > 0 else out
+
+
+def _prism_sdf(p: dict[str, Any], cls: PrimitiveClass, pts: torch.Tensor) -> torch.Tensor:
+    x, y, a = pts[:, 0], pts[:, 1], pts[:, 2]
+    pieces = _profile_pieces(p, cls.profile)
+    rmax = _section_rmax(p["section"])
+    onion_t = None
+    if cls.onioned:
+        # FDIF: thickness = ratio * |min of the cross-section SDF over the grid| (deepest point)
+        smax = max(max(pc[2], pc[3]) for pc in pieces)
+        slope_max = max(abs(pc[3] - pc[2]) / max(pc[1] - pc[0], 1e-9) for pc in pieces)
+        onion_t = p["onion_ratio"] * smax * _section_depth(p["section"]) / math.sqrt(1 + (slope_max * rmax) ** 2)
+    out = None
+    for pc in pieces:
+        d = _prism_piece(p, pc, x, y, a, rmax, onion_t)
+        out = d if out is None else torch.minimum(out, d)
+    return out
+
+
+def primitive_sdf(params: dict[str, Any], pts: torch.Tensor) -> torch.Tensor:
+    """Signed distance (mm) of a primitive at points in its local frame.
+
+    Args:
+        params: from :func:`sample_primitive` (``class`` + parameters).
+        pts: (N, 3) float tensor, local frame mm (prisms extrude along local z, revolutions
+            and tori turn around local y).
+
+    Returns:
+        (N,) tensor: negative inside, positive outside, 1-Lipschitz.
+    """
+    cls = _BY_NAME[params["class"]]
+    x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
+    fam = cls.family
+    if fam == "sphere":
+        return torch.sqrt(x * x + y * y + z * z) - params["radius"]
+    if fam == "torus":
+        q = torch.sqrt(x * x + z * z) - params["major"]
+        return torch.sqrt(q * q + y * y) - params["minor"]
+    if fam == "octahedron":
+        return (x.abs() + y.abs() + z.abs() - params["size"]) * (1.0 / math.sqrt(3.0))
+    if fam == "cone":
+        r, h = params["radius"], params["height"]
+        tri = torch.tensor([[-r, -h / 2], [r, -h / 2], [0.0, h / 2]], dtype=pts.dtype, device=pts.device)
+        return polygon_sdf2d(torch.sqrt(x * x + z * z), y, tri)
+    if fam == "revolution":
+        q = torch.sqrt(x * x + z * z) - params["distance"]
+        return _section_sdf(params["section"], q, y)
+    if fam in ("polygon_torus", "star_torus"):
+        q = torch.sqrt(x * x + z * z) - params["major"]
+        return _section_sdf(params["section"], q, y)
+    return _prism_sdf(params, cls, pts)
+
+
+def local_half_extent(params: dict[str, Any]) -> tuple[float, float, float]:
+    """Half extents (mm) of an axis-aligned box around the shape in its local frame."""
+    cls = _BY_NAME[params["class"]]
+    fam = cls.family
+    if fam == "sphere":
+        r = params["radius"]
+        return (r, r, r)
+    if fam == "torus":
+        e = params["major"] + params["minor"]
+        return (e, params["minor"], e)
+    if fam == "octahedron":
+        s = params["size"]
+        return (s, s, s)
+    if fam == "cone":
+        return (params["radius"], params["height"] / 2, params["radius"])
+    if fam == "revolution":
+        r = _section_rmax(params["section"])
+        return (params["distance"] + r, r, params["distance"] + r)
+    if fam in ("polygon_torus", "star_torus"):
+        r = _section_rmax(params["section"])
+        return (params["major"] + r, r, params["major"] + r)
+    pieces = _profile_pieces(params, cls.profile)
+    smax = max(max(pc[2], pc[3]) for pc in pieces)
+    r = _section_rmax(params["section"]) * smax
+    return (r, r, params["half_height"])
