@@ -364,6 +364,39 @@ def _default_bank(path: str) -> ShapeBank:
     return ShapeBank.load(path)
 
 
+def bank_table(bank: ShapeBank) -> Any:
+    """A rich Table: one row per organ, one column per subject (volume ml + flags), a legend."""
+    from rich.table import Table
+
+    m = bank.manifest
+    t = Table(title=f"shape bank {bank.root.name}: {len(bank.subjects)} subjects, "
+              f"{len(bank.organs)} organs, {len(m.shapes)} shapes, spacing "
+              f"{' x '.join(f'{s:g}' for s in m.spacing_mm)} mm",
+              caption="ml = volume of the kept component; T = truncated by the field of view; "
+              "t = tiny; f = fragmented; w = wrong side; ~ = approximate body frame. "
+              f"content hash {m.content_hash[:16]}")
+    t.add_column("organ")
+    approx = {s.subject_id for s in m.subjects if not s.frame_exact}
+    for s in m.subjects:
+        t.add_column(s.subject_id + ("~" if s.subject_id in approx else ""), justify="right")
+    t.add_column("n", justify="right")
+    code = {"tiny": "t", "fragmented": "f", "wrong_side": "w"}
+    for organ in bank.organs:
+        by = {r.subject_id: r for r in bank.shapes(organ)}
+        row = [organ]
+        for s in m.subjects:
+            r = by.get(s.subject_id)
+            if r is None:
+                row.append("-")
+                continue
+            flags = ("T" if r.truncated else "") + "".join(code.get(f, "?") for f in r.qc_flags)
+            cell = f"{r.volume_ml:.1f}" + (f" [yellow]{flags}[/]" if flags else "")
+            row.append(cell)
+        row.append(str(len(by)))
+        t.add_row(*row)
+    return t
+
+
 def mask_to_sdf(mask: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
     """Signed distance (mm, float32): outside distance minus inside distance.
 
@@ -505,6 +538,8 @@ def _organ_table(path: Path, lv: Any, spec: LabelSpec, organs: set[str] | None,
         table = {v: o for v, o in spec.values.items() if o is not None}
     if organs is not None:
         table = {v: o for v, o in table.items() if o in organs}
+    if not lv.layered:  # embedded tables name every possible label: keep the present ones
+        table = {v: o for v, o in table.items() if v in set(present)}
     return table
 
 
@@ -759,8 +794,10 @@ def ingest_masks(
         overwrite: replace an existing bank at ``out``.
         strict: treat QC warnings (truncated, tiny, fragmented, wrong side) as errors.
         organs: keep only these organs (vocabulary names or aliases); other labels are ignored.
-        truncated: "keep" truncated shapes (flagged), "drop" them, or "prefer-complete": drop a
-            truncated shape when another subject has a complete one of the same organ.
+        truncated: "keep" truncated shapes (flagged), "drop" them, or "prefer-complete": an
+            organ's truncated shapes are dropped when some subject has a complete one,
+            otherwise only the one cut on the fewest faces (then the largest) is kept (for banks mixing whole scans
+            with partial excerpts). Body frames are computed before anything is dropped.
         progress: show a rich progress bar.
 
     Returns:
@@ -868,11 +905,19 @@ class _progress:
 def _assemble(subjects: list[_Subject], sp: np.ndarray, policy: str
               ) -> tuple[BankManifest, dict[str, bytes], list[str]]:
     subjects = sorted(subjects, key=lambda s: s.subject_id)
+    frames = {sub.subject_id: _frame(sub) for sub in subjects}  # before any shape is dropped
     if policy != "keep":
         complete = {s.organ for sub in subjects for s in sub.shapes if not s.faces}
+        best: dict[str, tuple[int, int, str]] = {}  # fewest cut faces, then most voxels
+        for sub in subjects:
+            for s in sub.shapes:
+                if s.faces and s.organ not in complete:
+                    cand = (-len(s.faces), s.n_vox, sub.subject_id)
+                    best[s.organ] = max(best.get(s.organ, cand), cand)
         for sub in subjects:
             sub.shapes = [s for s in sub.shapes if not s.faces or
-                          (policy == "prefer-complete" and s.organ not in complete)]
+                          (policy == "prefer-complete" and
+                           best.get(s.organ, (0, 0, ""))[2] == sub.subject_id)]
     voxel_ml = float(np.prod(sp)) / 1000.0
     records: list[ShapeRecord] = []
     infos: list[SubjectInfo] = []
@@ -881,7 +926,7 @@ def _assemble(subjects: list[_Subject], sp: np.ndarray, policy: str
     for sub in subjects:
         if not sub.shapes:
             continue
-        origin, ref, exact = _frame(sub)
+        origin, ref, exact = frames[sub.subject_id]
         flags = _qc(sub, origin, ref, voxel_ml)
         for s in sorted(sub.shapes, key=lambda s: s.organ):
             rel = f"shapes/{s.organ}/{sub.subject_id}.bits.z"

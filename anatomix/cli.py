@@ -35,9 +35,107 @@ def fail(message: str, code: int = 1) -> None:
 
 # ---- ingest-masks / bank (shape bank) ------------------------------------------------------
 
+
+@app.command("ingest-masks")
+def ingest_masks_command(
+    inputs: list[str] = typer.Argument(..., help="Label maps (.nii, .nii.gz, .nrrd, .seg.nrrd, "
+                                       ".mha, .mhd), folders of them, or per-structure mask folders."),
+    out: str = typer.Option(..., "--out", help="Bank folder to create."),
+    labels: str = typer.Option("auto", "--labels", help="auto (names embedded in the files), a "
+                               "preset (btcv, amos, flare22, word, totalsegmentator) or a JSON/YAML "
+                               "file mapping label value (or embedded name) to organ name."),
+    spacing: float = typer.Option(1.5, "--spacing", help="Isotropic bank spacing (mm)."),
+    organs: str | None = typer.Option(None, "--organs", help="Comma-separated organs to keep; "
+                                      "other labels are ignored."),
+    truncated: str = typer.Option("keep", "--truncated", help="Shapes cut by the field of view: "
+                                  "keep (flagged), drop, or prefer-complete (drop when another "
+                                  "subject has a complete one)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bank."),
+    strict: bool = typer.Option(False, "--strict", help="Turn warnings (truncated, tiny, "
+                                "fragmented, wrong side) into errors."),
+) -> None:
+    """Build a de-identified, label-only shape bank from real label maps."""
+    import warnings
+
+    from rich.console import Console
+
+    from anatomix.bank import BankWarning, ingest_masks
+    from anatomix.errors import AnatomixError
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    organ_list = [o.strip() for o in organs.split(",") if o.strip()] if organs else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BankWarning)
+        try:
+            manifest = ingest_masks(inputs, out, labels=labels, spacing_mm=spacing,
+                                    overwrite=overwrite, strict=strict, organs=organ_list,
+                                    truncated=truncated,  # type: ignore[arg-type]
+                                    progress=sys.stderr.isatty())
+        except AnatomixError as e:
+            fail(str(e))
+            return
+    for w in caught:
+        if issubclass(w.category, BankWarning):
+            err.print(f"[yellow]warning:[/] {w.message}")
+    Console(highlight=False).print(
+        f"wrote {out}: {len(manifest.subjects)} subject(s), "
+        f"{len({r.organ for r in manifest.shapes})} organ(s), {len(manifest.shapes)} shape(s), "
+        f"{sum(r.truncated for r in manifest.shapes)} truncated")
+
+
+@bank_app.command("info")
+def bank_info_command(
+    path: str = typer.Argument(..., help="Bank folder (`default` for the embedded bank)."),
+    verify: bool = typer.Option(False, "--verify", help="Check every file against its hash."),
+) -> None:
+    """Print a bank's summary: organs x subjects with volumes (ml) and flags."""
+    from rich.console import Console
+
+    from anatomix.bank import ShapeBank, bank_table, default_bank_path
+    from anatomix.errors import AnatomixError
+
+    try:
+        bank = ShapeBank.load(default_bank_path() if path == "default" else path, verify=verify)
+    except AnatomixError as e:
+        fail(str(e))
+        return
+    Console().print(bank_table(bank))
+
+
 # ---- graph (organ graph) --------------------------------------------------------------------
 
 # ---- synth / preview (synthesis) -------------------------------------------------------------
+
+
+@app.command("synth")
+def synth_command(
+    config: str = typer.Option(None, "--config", help="Synthesis YAML (mode: fdif | anatomy)."),
+    n: int = typer.Option(..., "-n", "--n", help="Number of cases (indices 0..n-1)."),
+    out: str = typer.Option(..., "--out", help="Output folder (nnU-Net v2 raw layout)."),
+    seed: int = typer.Option(0, "--seed", help="Run seed; case i of seed s is always the same."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes."),
+    shard: str = typer.Option("0/1", "--shard", help="Write only cases with index % n == k (k/n)."),
+    device: str = typer.Option("cpu", "--device", help="torch device for generation."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Write n synthetic cases: imagesTr/, labelsTr/, dataset.json, datalist.json, records/."""
+    from anatomix.errors import AnatomixError
+    from anatomix.synth import build_generator, load_synth_config, write_dataset
+
+    if config is None:
+        fail("give --config FILE (e.g. configs/fdif.yaml)")
+    try:
+        cfg = load_synth_config(config)
+        generator = build_generator(cfg, seed=seed, device=device)
+        summary = write_dataset(generator, out, n=n, seed=seed, workers=workers, shard=shard,
+                                progress=progress)
+    except AnatomixError as exc:
+        fail(str(exc))
+        return
+    from rich.console import Console
+
+    Console().print(f"wrote {summary['written']} case(s), kept {summary['skipped']} finished, "
+                    f"{summary['total_done']} in {summary['out_dir']} ({summary['seconds']:.1f} s)")
 
 # ---- evaluate (anatomical realism) ----------------------------------------------------------
 
