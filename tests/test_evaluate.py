@@ -331,3 +331,18 @@ def test_cli_end_to_end(tmp_path):
     assert res.exit_code == 1
     assert "expected label names" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "r2.json").exists()
+
+
+def test_per_structure_mask_folder_is_one_subject(tmp_path):
+    lm, sp, org = toy_subject(10, 0)
+    subject = tmp_path / "subject_a"
+    subject.mkdir()
+    for organ in ("liver", "kidney_right", "spleen"):
+        _write(subject / f"{organ}.nii.gz", (lm == TOY_VALUES[organ]).astype(np.uint8), sp, org)
+    (s,) = ev.load_label_set(tmp_path)
+    assert s.case_id == "subject_a" and s.organs == ["kidney_right", "liver", "spleen"]
+    full = ev.summarise_label_map(lm, sp, org, TOY_NAMES, "full")
+    for o in s.organs:
+        assert s.volumes_ml[o] == pytest.approx(full.volumes_ml[o])
+        assert np.allclose(s.centroids_mm[o], full.centroids_mm[o], atol=0.5)
+    assert s.contacts == {pair for pair in full.contacts if pair <= set(s.organs)}
