@@ -609,13 +609,20 @@ def _subject_geometry(path: Path, spec: LabelSpec, organs: set[str] | None,
         return None
     # compact each layer to organ indices 1..K, then resample to the bank grid (RAS, nearest)
     compact_layers = []
+    cdtype = np.uint8 if len(organ_names) < 255 else np.uint16
     for layer in layers:
         lut_size = int(layer.max()) + 1
-        lut = np.zeros(lut_size, dtype=np.uint8 if len(organ_names) < 255 else np.uint16)
-        for v, o in table.items():
-            if v < lut_size:
-                lut[v] = idx_of[o]
-        compact_layers.append(lut[layer])
+        if lut_size <= (1 << 20):
+            lut = np.zeros(lut_size, dtype=cdtype)
+            for v, o in table.items():
+                if v < lut_size:
+                    lut[v] = idx_of[o]
+            compact_layers.append(lut[layer])
+        else:  # huge label values: one comparison per mapped value
+            c = np.zeros(layer.shape, dtype=cdtype)
+            for v, o in table.items():
+                c[layer == v] = idx_of[o]
+            compact_layers.append(c)
     del layers, arr
     lo, hi, res_layers = _resample_layers(compact_layers, lv.spacing_mm, lv.origin_mm, spacing)
     del compact_layers

@@ -404,8 +404,13 @@ def read_label_map(path: str | os.PathLike) -> LabeledVolume:
 
 
 def _integral(a: np.ndarray, p: Path) -> np.ndarray:
-    if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
-        return a.astype(np.uint8) if a.dtype == bool else a
+    if a.dtype == bool:
+        return a.astype(np.uint8)
+    if np.issubdtype(a.dtype, np.integer):
+        if np.issubdtype(a.dtype, np.signedinteger) and a.size and int(a.min()) < 0:
+            raise InputError([_problem(p, "non-negative label values", f"minimum {int(a.min())}",
+                                       "label maps use 0 for background and positive values")])
+        return a
     if np.issubdtype(a.dtype, np.floating):
         finite = np.isfinite(a)
         if not finite.all():
