@@ -104,6 +104,96 @@ def bank_info_command(
 
 # ---- graph (organ graph) --------------------------------------------------------------------
 
+
+def _graph_load_bank(path: str | None):  # type: ignore[no-untyped-def]
+    """A ShapeBank from a folder (`default` or no value with default=True: the embedded one)."""
+    from anatomix.bank import ShapeBank, default_bank_path
+
+    if path is None:
+        return None
+    return ShapeBank.load(default_bank_path() if path == "default" else path)
+
+
+@graph_app.command("learn")
+def graph_learn_command(
+    bank: str = typer.Option(..., "--bank", help="Shape bank folder (`default` for the embedded bank)."),
+    out: str = typer.Option(..., "--out", help="Graph YAML file to write."),
+    organs: list[str] | None = typer.Option(None, "--organs", help="Organs to include (repeat the option "
+                                            "or give a comma-separated list); default: every organ of the bank."),
+    name: str = typer.Option("learned", "--name", help="Graph name written into the file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+) -> None:
+    """Learn anchors, size ranges, contacts, directions and parents from a shape bank."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from anatomix.errors import AnatomixError
+    from anatomix.graph import learn_graph
+
+    if Path(out).exists() and not overwrite:
+        fail(f"{out} exists; pass --overwrite to replace it")
+    organ_list = [o.strip() for item in (organs or []) for o in item.split(",") if o.strip()] or None
+    try:
+        b = _graph_load_bank(bank)
+        graph = learn_graph(b, organ_list, name=name)
+        graph.save(out, header=f"Learned by `anatomix graph learn --bank {bank}`; curate by hand and say why in comments.")
+    except AnatomixError as e:
+        fail(str(e))
+        return
+    n_rel = len(graph.relations(implicit=False))
+    Console(highlight=False).print(f"wrote {out}: {len(graph)} organs, {n_rel} relations")
+
+
+@graph_app.command("check")
+def graph_check_command(
+    graph: str = typer.Option(..., "--graph", help="Graph YAML file."),
+    bank: str | None = typer.Option(None, "--bank", help="Also measure the relations on this bank's "
+                                    "subjects (`default` for the embedded bank)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print every measurement."),
+) -> None:
+    """Validate a graph file; with --bank, report organs without shapes and violated relations."""
+    from rich.console import Console
+
+    from anatomix.errors import AnatomixError
+    from anatomix.graph import OrganGraph, check_graph
+
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        g = OrganGraph.load(graph)
+        rep = check_graph(g, _graph_load_bank(bank))
+    except AnatomixError as e:
+        fail(str(e))
+        return
+    if verbose:
+        for m in rep.measured:
+            mark = "ok " if m["holds"] else "NO "
+            out.print(f"{mark} {m['subject']}: {m['relation']}: {m['value']:.3g}")
+    for w in rep.warnings:
+        err.print(f"[yellow]warning:[/] {w}")
+    if not rep.ok:
+        fail(f"{rep.summary}\n" + "\n".join(f"  - {p}" for p in rep.problems))
+    out.print(rep.summary)
+
+
+@graph_app.command("show")
+def graph_show_command(
+    graph: str = typer.Option(..., "--graph", help="Graph YAML file."),
+    out: str = typer.Option("graph.png", "--out", help="PNG file to write."),
+) -> None:
+    """Draw the graph: organs at their anchors (coronal view), relations coloured by type."""
+    from anatomix.errors import AnatomixError
+    from anatomix.graph import OrganGraph, draw_graph
+
+    try:
+        path = draw_graph(OrganGraph.load(graph), out)
+    except AnatomixError as e:
+        fail(str(e))
+        return
+    typer.echo(f"wrote {path}")
+
+
 # ---- synth / preview (synthesis) -------------------------------------------------------------
 
 
