@@ -1,0 +1,270 @@
+"""Structure-aware synthesis: ``AnatomySynthConfig`` (mode ``anatomy``) and ``AnatomyGenerator``.
+
+A case is: a Scene sampled from an organ graph and a shape bank (:mod:`anatomix.placement`),
+rendered on the output grid (:mod:`anatomix.render`), textured (:mod:`anatomix.appearance`).
+Randomness is counter-based: stream 0 of ``sample_rng(seed, index)`` draws the scene, stream 1
+the field of view, stream 2 the appearance, so case ``index`` of run ``seed`` is the same bytes
+whatever the worker count, shard or order.
+
+Typical use::
+
+    config = load_synth_config("configs/synth.yaml")          # mode: anatomy
+    config = config.model_copy(update={"graph": "graphs/abdomen.yaml"})
+    generator = AnatomyGenerator(config, seed=0)
+    sample = generator.sample(0)                               # image, label, record
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from anatomix.appearance import AppearanceConfig, apply_lesions, render_image, sample_appearance, sample_lesions
+from anatomix.errors import AnatomixError
+from anatomix.placement import PlacementConfig, Scene, check_inputs, sample_scene
+from anatomix.render import Grid, render_scene, scene_grid
+from anatomix.rng import sample_rng
+
+__all__ = ["AnatomyGenerator", "AnatomySynthConfig", "GridConfig", "choose_grid", "summarize_records"]
+
+STREAM_PLACEMENT, STREAM_FOV, STREAM_APPEARANCE = 0, 1, 2
+
+
+class GridConfig(BaseModel):
+    """Output grid: ``fov: window`` (fixed shape, placed at random with a foreground bias) or
+    ``fov: whole`` (the whole abdomen at ``spacing_mm``; the shape follows the scene)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    shape: tuple[int, int, int] = (96, 96, 96)
+    spacing_mm: tuple[float, float, float] = (1.5, 1.5, 2.0)
+    fov: Literal["whole", "window"] = "window"
+    foreground_bias: float = Field(0.8, ge=0.0, le=1.0,
+                                   description="share of windows centred near an organ (else anywhere in the scene)")
+    window_jitter_mm: float = Field(20.0, ge=0.0)
+    whole_margin_mm: float = Field(20.0, ge=0.0)
+
+    @field_validator("shape")
+    @classmethod
+    def _shape(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(s < 8 or s > 1024 for s in v):
+            raise ValueError(f"3 sizes between 8 and 1024, found {tuple(v)}")
+        return v
+
+    @field_validator("spacing_mm")
+    @classmethod
+    def _spacing(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(not (0.1 <= s <= 20.0) for s in v):
+            raise ValueError(f"3 spacings between 0.1 and 20 mm, found {tuple(v)}")
+        return v
+
+
+class AnatomySynthConfig(BaseModel):
+    """Configuration of structure-aware synthesis (``mode: anatomy``; configs/synth.yaml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mode: Literal["anatomy"] = "anatomy"
+    graph: str | None = Field(None, description="organ graph YAML (the CLI's --graph)")
+    bank: str | None = Field(None, description="shape bank folder; none: the embedded default bank")
+    grid: GridConfig = GridConfig()
+    placement: PlacementConfig = PlacementConfig()
+    appearance: AppearanceConfig = AppearanceConfig()
+    lesion_label: Literal["own", "host"] = "own"
+    lesion_label_value: int | None = Field(None, ge=1, le=255,
+                                           description="label of lesions (own); default: largest organ label + 1")
+
+
+def choose_grid(scene: Scene, config: GridConfig, rng: np.random.Generator) -> Grid:
+    """The output grid of a case: the whole scene, or a window with a foreground bias."""
+    sp = np.asarray(config.spacing_mm, dtype=np.float64)
+    if config.fov == "whole":
+        return scene_grid(scene, sp, config.whole_margin_mm)
+    shape = np.asarray(config.shape)
+    lo, hi = np.asarray(scene.box_min_mm), np.asarray(scene.box_max_mm)
+    if scene.organs and rng.random() < config.foreground_bias:
+        o = scene.organs[int(rng.integers(len(scene.organs)))]
+        centre = np.asarray(o.centroid_mm) + rng.normal(0.0, config.window_jitter_mm, size=3)
+    else:
+        centre = rng.uniform(lo, hi)
+    origin = centre - (shape - 1) / 2.0 * sp
+    origin = np.round(origin / sp) * sp  # on the spacing lattice: cleaner headers
+    return Grid(tuple(int(v) for v in shape), tuple(float(v) for v in sp), tuple(float(v) for v in origin))
+
+
+def summarize_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Constraint summary over case records: hard constraints, contacts, dropped/failed organs."""
+    n = len(records)
+    hard_ok = 0
+    c_ok = c_n = 0
+    hard_viol: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    for r in records:
+        c = r.get("constraints", {})
+        hard_ok += bool(c.get("hard_ok"))
+        c_ok += int(c.get("contacts_ok", 0))
+        c_n += int(c.get("contacts_total", 0))
+        for v in c.get("hard_violations", []):
+            hard_viol[v] += 1
+        dropped.update(c.get("dropped", []))
+        failed.update(c.get("failed", []))
+    return {
+        "cases": n,
+        "hard_constraints_satisfied": hard_ok / n if n else None,
+        "contacts_satisfied": c_ok / c_n if c_n else None,
+        "contacts_total": c_n,
+        "hard_violations": dict(hard_viol.most_common()),
+        "organs_dropped": dict(sorted(dropped.items())),
+        "organs_failed": dict(sorted(failed.items())),
+    }
+
+
+def _constraints(scene: Scene) -> dict[str, Any]:
+    contacts = [r for r in scene.report if r.kind == "contact"]
+    return {
+        "hard_ok": scene.hard_ok,
+        "contacts_ok": sum(r.holds for r in contacts),
+        "contacts_total": len(contacts),
+        "hard_violations": [f"{r.kind} {r.a}-{r.b}" for r in scene.report if r.hard and not r.holds],
+        "dropped": list(scene.dropped),
+        "failed": list(scene.failed),
+    }
+
+
+class AnatomyGenerator:
+    """Generator of structure-aware cases (the ``SampleGenerator`` protocol of :mod:`anatomix.synth`).
+
+    Args:
+        config: an :class:`AnatomySynthConfig` (``graph`` must be set unless ``graph`` is given).
+        seed: run seed.
+        device: torch device ("cpu"; rendering runs on CPU tensors here).
+        graph, bank: already loaded objects (tests, notebooks); by default they are loaded from
+            ``config.graph`` / ``config.bank`` (embedded bank when ``None``).
+
+    Raises:
+        AnatomixError: unreadable graph or bank, or a graph/bank pair that cannot make scenes
+            (all problems at once), before any case is made.
+    """
+
+    def __init__(self, config: AnatomySynthConfig, seed: int = 0, device: str = "cpu",
+                 graph: Any = None, bank: Any = None) -> None:
+        if not isinstance(config, AnatomySynthConfig):
+            raise AnatomixError(f"AnatomyGenerator needs an AnatomySynthConfig, got {type(config).__name__}")
+        if seed < 0:
+            raise AnatomixError(f"seed must be non-negative, got {seed}")
+        self.config = config
+        self.seed = int(seed)
+        self.device = device
+        self._own_graph = graph is not None
+        self._own_bank = bank is not None
+        self._graph = graph
+        self._bank = bank
+        self._cache: dict[str, Any] = {}
+        self._load()
+        problems = check_inputs(self._graph, self._bank, config.placement)
+        if problems:
+            body = "\n".join(f"  - {p}" for p in problems)
+            raise AnatomixError(f"{len(problems)} problem(s) with the graph and bank; nothing was written:\n{body}")
+        self._labels = {int(k): str(v) for k, v in self._graph.label_table().items()}
+        self._lesion_value: int | None = None
+        if config.lesion_label == "own" and config.appearance.lesion_probability > 0 \
+                and config.appearance.mode != "contour":
+            value = config.lesion_label_value or (max(self._labels) + 1 if self._labels else 1)
+            if value in self._labels:
+                raise AnatomixError(f"lesion_label_value {value} is already the label of "
+                                    f"{self._labels[value]!r}; choose a free value")
+            if value > 255:
+                raise AnatomixError("no free uint8 label value for lesions; set lesion_label: host")
+            self._lesion_value = int(value)
+
+    # -- loading (also in worker processes after unpickling) ---------------------------------
+    def _load(self) -> None:
+        if self._graph is None:
+            if not self.config.graph:
+                raise AnatomixError("no organ graph: pass --graph FILE (e.g. graphs/abdomen.yaml) "
+                                    "or set `graph:` in the config")
+            from anatomix.graph import OrganGraph
+
+            path = Path(self.config.graph)
+            if not path.is_file():
+                raise AnatomixError(f"graph {path}: no such file")
+            self._graph = OrganGraph.load(path)
+        if self._bank is None:
+            from anatomix.bank import ShapeBank
+
+            if self.config.bank:
+                path = Path(self.config.bank)
+                if not path.is_dir():
+                    raise AnatomixError(f"bank {path}: no such folder (a bank made by `anatomix ingest-masks`)")
+                self._bank = ShapeBank.load(path)
+            else:
+                self._bank = ShapeBank.default()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        if not self._own_graph:
+            state["_graph"] = None
+        if not self._own_bank:
+            state["_bank"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._load()
+
+    # -- protocol --------------------------------------------------------------------------------
+    @property
+    def graph(self) -> Any:
+        return self._graph
+
+    @property
+    def bank(self) -> Any:
+        return self._bank
+
+    def label_names(self) -> dict[int, str]:
+        names = dict(self._labels)
+        if self._lesion_value is not None:
+            names[self._lesion_value] = "lesion"
+        return names
+
+    def scene(self, index: int) -> Scene:
+        """The Scene of case ``index`` (placement only)."""
+        return sample_scene(self._graph, self._bank, sample_rng(self.seed, index, STREAM_PLACEMENT),
+                            self.config.placement, cache=self._cache)
+
+    def sample(self, index: int) -> Any:
+        from anatomix.synth import Sample
+
+        cfg = self.config
+        scene = self.scene(index)
+        grid = choose_grid(scene, cfg.grid, sample_rng(self.seed, index, STREAM_FOV))
+        rendered = render_scene(scene, self._bank, grid, cache=self._cache)
+        rng = sample_rng(self.seed, index, STREAM_APPEARANCE)
+        lesions = sample_lesions(rendered, rng, cfg.appearance, self._lesion_value)
+        organs = [o for o in rendered.sdfs]
+        params = sample_appearance(organs, rendered.labels, grid.shape, grid.spacing_mm,
+                                   (scene.box_min_mm, scene.box_max_mm), grid.origin_mm, rng, cfg.appearance)
+        label = rendered.label.copy()
+        painted = apply_lesions(rendered, label, lesions)
+        image = render_image(rendered, label, params, painted)
+        record = {
+            "seed": self.seed, "index": int(index), "mode": "anatomy",
+            "grid": {"shape": list(grid.shape), "spacing_mm": list(grid.spacing_mm),
+                     "origin_mm": list(grid.origin_mm), "fov": cfg.grid.fov},
+            "constraints": _constraints(scene),
+            "scene": scene.model_dump(mode="json"),
+            "appearance": params,
+            "lesions": [{"host": les["host"], "label": les["label"], "voxels": int(m.sum()),
+                         "relation": "inside", "primitive": les["primitive"], "pose": les["pose"],
+                         "mapper": les["mapper"], "contrast_hu": les["contrast_hu"]}
+                        for _, m, les in painted],
+        }
+        return Sample(image=image, label=label, spacing_mm=grid.spacing_mm, record=record, origin_mm=grid.origin_mm)
+
+    def summary(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return summarize_records(records)

@@ -1,0 +1,404 @@
+"""Appearance: label map + per-organ SDFs -> float32 image in [0, 1].
+
+Two steps, as everywhere in anatomix: :func:`sample_appearance` draws every random parameter
+(JSON-able dict, stored in the case record); :func:`render_image` applies them
+deterministically (noise fields come from seeds stored in the parameters).
+
+Image model (``mode: fdif``), in Hounsfield-like units before the final window:
+
+1. Body envelope: an elliptic cylinder around the organs (random margin); air outside,
+   background tissue inside (fat / soft-tissue mix driven by a smooth random field).
+2. Distractors: FDIF primitives (:mod:`anatomix.sdf`, random class, pose, displacement, mapper),
+   unlabelled, painted only outside the organs and inside the body.
+3. Organs: per-label intensity from a random model (per-label Gaussian mean and std, as in
+   SynthSeg) or a CT-like prior (organ-typical HU in a random contrast phase: native, arterial,
+   portal, delayed), chosen per case by ``ct_probability``; plus an FDIF texture on the
+   organ's own SDF (an FDIF mapper applied to the SDF displaced by an FDIF displacement field).
+4. Lesions: FDIF primitives inside a host organ (clipped to it: an ``inside`` relation),
+   darker or brighter than the host; labelled as their own class or as the host.
+5. Acquisition: multiplicative bias field, Gaussian blur with extra blur along z (slice
+   thickness), Gaussian noise; then the CT window (-175..250 HU by default) normalises to
+   [0, 1], followed by a random gamma.
+
+``mode: contour`` reproduces Fake It Right: constant-intensity shells along each organ's
+surface on a constant background. ``texture: none`` turns the FDIF textures off.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from anatomix.render import Rendered
+
+__all__ = ["AppearanceConfig", "CT_PRIOR_HU", "PHASES", "render_image", "sample_appearance",
+           "sample_lesions", "window"]
+
+PHASES = ("native", "arterial", "portal", "delayed")
+
+#: organ -> mean HU per phase (native, arterial, portal, delayed); unknown organs: soft tissue.
+CT_PRIOR_HU: dict[str, tuple[float, float, float, float]] = {
+    "liver": (55, 70, 110, 90),
+    "spleen": (45, 110, 120, 90),
+    "kidney_left": (35, 180, 170, 140),
+    "kidney_right": (35, 180, 170, 140),
+    "pancreas": (40, 110, 100, 80),
+    "gallbladder": (10, 10, 12, 15),
+    "stomach": (30, 70, 80, 60),
+    "duodenum": (30, 70, 80, 60),
+    "small_bowel": (30, 70, 80, 60),
+    "colon": (10, 40, 50, 40),
+    "esophagus": (40, 60, 70, 60),
+    "aorta": (40, 300, 160, 110),
+    "inferior_vena_cava": (40, 80, 130, 100),
+    "portal_splenic_vein": (40, 130, 170, 110),
+    "adrenal_gland_left": (30, 60, 70, 55),
+    "adrenal_gland_right": (30, 60, 70, 55),
+    "urinary_bladder": (10, 10, 12, 60),
+}
+_DEFAULT_HU = (40, 60, 80, 70)
+AIR_HU = -1000.0
+FAT_HU = -100.0
+SOFT_HU = 40.0
+
+
+class AppearanceConfig(BaseModel):
+    """Appearance settings (section ``appearance`` of configs/synth.yaml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["fdif", "contour"] = "fdif"
+    texture: Literal["fdif", "none"] = "fdif"
+    ct_probability: float = Field(0.5, ge=0.0, le=1.0, description="share of cases with the CT-like prior")
+    phases: tuple[Literal["native", "arterial", "portal", "delayed"], ...] = PHASES
+    random_mean_hu: tuple[float, float] = (-150.0, 250.0)
+    std_hu: tuple[float, float] = (3.0, 25.0)
+    ct_jitter_hu: float = Field(15.0, ge=0.0)
+    texture_probability: float = Field(0.8, ge=0.0, le=1.0)
+    texture_amplitude_hu: tuple[float, float] = (5.0, 40.0)
+    texture_scale: tuple[float, float] = (0.2, 1.0)
+    distractors: tuple[int, int] = (0, 8)
+    distractor_amplitude_hu: tuple[float, float] = (-80.0, 120.0)
+    lesion_probability: float = Field(0.3, ge=0.0, le=1.0)
+    lesion_hosts: tuple[str, ...] = ("liver", "kidney_left", "kidney_right", "spleen", "pancreas")
+    lesion_radius_mm: tuple[float, float] = (4.0, 15.0)
+    lesion_contrast_hu: tuple[float, float] = (-60.0, 40.0)
+    max_lesions: int = Field(3, ge=0, le=20)
+    body_margin_mm: tuple[float, float] = (15.0, 45.0)
+    bias_field: float = Field(0.25, ge=0.0, le=1.0, description="max relative bias amplitude")
+    blur_sigma_mm: tuple[float, float] = (0.0, 1.0)
+    slice_thickness_mm: tuple[float, float] = (0.0, 4.0)
+    noise_std_hu: tuple[float, float] = (0.0, 20.0)
+    gamma: tuple[float, float] = (0.7, 1.5)
+    window_hu: tuple[float, float] = (-175.0, 250.0)
+    contour_thickness_mm: tuple[float, float] = (1.5, 3.0)
+
+    @field_validator("random_mean_hu", "std_hu", "texture_amplitude_hu", "texture_scale", "distractors",
+                     "distractor_amplitude_hu", "lesion_radius_mm", "lesion_contrast_hu", "body_margin_mm",
+                     "blur_sigma_mm", "slice_thickness_mm", "noise_std_hu", "gamma", "window_hu",
+                     "contour_thickness_mm")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] > v[1]:
+            raise ValueError(f"a range (min, max) with min <= max, found {tuple(v)}")
+        return v
+
+    @field_validator("window_hu")
+    @classmethod
+    def _window(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] >= v[1]:
+            raise ValueError(f"a window (low, high) with low < high, found {tuple(v)}")
+        return v
+
+
+def _u(rng: np.random.Generator, r: Sequence[float]) -> float:
+    return float(rng.uniform(r[0], r[1])) if r[1] > r[0] else float(r[0])
+
+
+def _seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(0, 2**31 - 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling (every random draw)
+# ---------------------------------------------------------------------------------------------
+
+
+def _fdif_object(rng: np.random.Generator, centre_fdif: Sequence[float], size_mm: float,
+                 allow_displacement: bool = True) -> dict[str, Any]:
+    """An FDIF object (primitive, pose, displacement, mapper) centred at ``centre_fdif``."""
+    from anatomix.sdf import (CLASS_NAMES, DISPLACEMENT_NAMES, MAPPER_NAMES, random_rotation,
+                              sample_displacement, sample_primitive)
+
+    cls = CLASS_NAMES[int(rng.integers(len(CLASS_NAMES)))]
+    prim = sample_primitive(cls, size_mm, rng=rng)
+    pose = {"translation_mm": [float(v) for v in centre_fdif], "rotation": random_rotation(rng=rng).tolist(),
+            "shear": [float(v) for v in rng.uniform(-0.1, 0.1, size=3)]}
+    disp = None
+    if allow_displacement and rng.random() < 0.9:
+        disp = sample_displacement(DISPLACEMENT_NAMES[int(rng.integers(len(DISPLACEMENT_NAMES)))], rng=rng)
+    mapper = MAPPER_NAMES[int(rng.integers(len(MAPPER_NAMES)))]
+    return {"primitive": prim, "pose": pose, "displacement": disp, "mapper": mapper}
+
+
+def sample_appearance(organs: Sequence[str], labels: dict[str, int], grid_shape: Sequence[int],
+                      grid_spacing_mm: Sequence[float], body_box_mm: tuple[Sequence[float], Sequence[float]],
+                      grid_origin_mm: Sequence[float], rng: np.random.Generator,
+                      config: AppearanceConfig | None = None) -> dict[str, Any]:
+    """Draw every appearance parameter of a case (JSON-able).
+
+    Args:
+        organs: organ names present in the label map.
+        labels: organ -> label value.
+        grid_shape, grid_spacing_mm, grid_origin_mm: the output grid.
+        body_box_mm: (min, max) world box of the placed organs (the body envelope surrounds it).
+        rng: numpy Generator.
+        config: appearance settings.
+    """
+    config = config or AppearanceConfig()
+    p: dict[str, Any] = {"mode": config.mode, "texture": config.texture}
+    lo, hi = np.asarray(body_box_mm[0], float), np.asarray(body_box_mm[1], float)
+    margin = _u(rng, config.body_margin_mm)
+    centre = (lo + hi) / 2.0
+    p["body"] = {"centre_mm": [float(centre[0]), float(centre[1] + rng.uniform(-5, 5))],
+                 "semi_axes_mm": [float((hi[0] - lo[0]) / 2 + margin + rng.uniform(0, 15)),
+                                  float((hi[1] - lo[1]) / 2 + margin)],
+                 "fat_hu": float(rng.normal(FAT_HU, 15.0)), "soft_hu": float(rng.normal(SOFT_HU, 10.0)),
+                 "field_seed": _seed(rng)}
+    if config.mode == "contour":
+        p["contour"] = {"thickness_mm": _u(rng, config.contour_thickness_mm),
+                        "background": float(rng.uniform(0.0, 0.3)),
+                        "values": {o: float(rng.uniform(0.3, 1.0)) for o in organs}}
+        return p
+    use_ct = bool(rng.random() < config.ct_probability)
+    phase = str(config.phases[int(rng.integers(len(config.phases)))]) if use_ct else None
+    intens = {}
+    for o in organs:
+        if use_ct:
+            mean = CT_PRIOR_HU.get(o, _DEFAULT_HU)[PHASES.index(phase)] + rng.normal(0, config.ct_jitter_hu)
+        else:
+            mean = rng.uniform(*config.random_mean_hu)
+        tex = None
+        if config.texture == "fdif" and rng.random() < config.texture_probability:
+            from anatomix.sdf import DISPLACEMENT_NAMES, MAPPER_NAMES, sample_displacement
+
+            tex = {"mapper": MAPPER_NAMES[int(rng.integers(len(MAPPER_NAMES)))],
+                   "scale": _u(rng, config.texture_scale),
+                   "amplitude_hu": float(_u(rng, config.texture_amplitude_hu) * rng.choice([-1.0, 1.0])),
+                   "displacement": sample_displacement(
+                       DISPLACEMENT_NAMES[int(rng.integers(len(DISPLACEMENT_NAMES)))], rng=rng)
+                   if rng.random() < 0.7 else None}
+        intens[o] = {"mean_hu": float(mean), "std_hu": _u(rng, config.std_hu), "texture": tex}
+    p["intensity_model"] = "ct" if use_ct else "random"
+    p["phase"] = phase
+    p["organs"] = intens
+    p["noise_seed"] = _seed(rng)
+    # distractors: FDIF primitives around the organs, inside the body
+    n_d = int(rng.integers(config.distractors[0], config.distractors[1] + 1))
+    shape = np.asarray(grid_shape)
+    sp = np.asarray(grid_spacing_mm, float)
+    fdif_centre = np.asarray(grid_origin_mm, float) + (shape // 2) * sp  # FDIF grids are centred
+    ext = float(np.min(shape * sp))
+    objs = []
+    for _ in range(n_d):
+        c = rng.uniform(lo - margin, hi + margin)
+        obj = _fdif_object(rng, c - fdif_centre, ext * rng.uniform(0.2, 0.6))
+        obj["amplitude_hu"] = _u(rng, config.distractor_amplitude_hu)
+        objs.append(obj)
+    p["distractors"] = objs
+    p["acquisition"] = {
+        "bias": float(config.bias_field * rng.uniform(0, 1)), "bias_seed": _seed(rng),
+        "blur_sigma_mm": _u(rng, config.blur_sigma_mm),
+        "slice_thickness_mm": _u(rng, config.slice_thickness_mm),
+        "noise_std_hu": _u(rng, config.noise_std_hu),
+        "gamma": float(math.exp(rng.uniform(math.log(config.gamma[0]), math.log(config.gamma[1])))),
+        "window_hu": [float(config.window_hu[0]), float(config.window_hu[1])],
+    }
+    return p
+
+
+def sample_lesions(rendered: Rendered, rng: np.random.Generator, config: AppearanceConfig,
+                   lesion_label: int | None) -> list[dict[str, Any]]:
+    """Draw lesions inside host organs (positions where the host SDF is deep enough)."""
+    out: list[dict[str, Any]] = []
+    if config.mode == "contour" or config.max_lesions == 0 or rng.random() >= config.lesion_probability:
+        return out
+    hosts = [h for h in config.lesion_hosts if h in rendered.sdfs]
+    if not hosts:
+        return out
+    g = rendered.grid
+    o = np.asarray(g.origin_mm)
+    sp = np.asarray(g.spacing_mm)
+    fdif_centre = o + (np.asarray(g.shape) // 2) * sp
+    n = int(rng.integers(1, config.max_lesions + 1))
+    for _ in range(n):
+        host = hosts[int(rng.integers(len(hosts)))]
+        r = _u(rng, config.lesion_radius_mm)
+        sl, sdf = rendered.sdfs[host]
+        deep = np.argwhere(sdf <= -0.6 * r)
+        if deep.size == 0:
+            continue
+        k = deep[int(rng.integers(len(deep)))]
+        c = o + (np.array([s.start for s in sl]) + k) * sp
+        obj = _fdif_object(rng, c - fdif_centre, r / 0.18, allow_displacement=False)
+        obj.update({"host": host, "contrast_hu": _u(rng, config.lesion_contrast_hu),
+                    "label": int(lesion_label) if lesion_label is not None else int(rendered.labels[host])})
+        out.append(obj)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering (deterministic)
+# ---------------------------------------------------------------------------------------------
+
+
+def _smooth_field(shape: Sequence[int], seed: int, coarse: int = 5) -> np.ndarray:
+    """A smooth random field in [-1, 1] (trilinear upsampling of a coarse uniform grid)."""
+    g = np.random.Generator(np.random.PCG64(seed))
+    c = torch.from_numpy(g.uniform(-1.0, 1.0, size=(1, 1, coarse, coarse, coarse)).astype(np.float32))
+    return F.interpolate(c, size=tuple(int(s) for s in shape), mode="trilinear", align_corners=True)[0, 0].numpy()
+
+
+def _fdif_grid(shape: Sequence[int], spacing: Sequence[float]) -> Any:
+    from anatomix.sdf import Grid as FGrid
+
+    return FGrid(tuple(int(s) for s in shape), tuple(float(s) for s in spacing))
+
+
+def _object_values(obj: dict[str, Any], fgrid: Any) -> tuple[tuple[slice, ...], torch.Tensor, torch.Tensor] | None:
+    """(box, sdf, mapped value 0..1) of an FDIF object on its box."""
+    from anatomix.sdf import apply_mapper, object_box, object_sdf
+
+    box = object_box(obj, fgrid)
+    if box is None:
+        return None
+    xs = [fgrid.axis_mm(ax, box[ax].start, box[ax].stop) for ax in range(3)]
+    gx, gy, gz = torch.meshgrid(xs[0], xs[1], xs[2], indexing="ij")
+    pts = torch.stack([gx.reshape(-1), gy.reshape(-1), gz.reshape(-1)], dim=1)
+    shape = tuple(b.stop - b.start for b in box)
+    d = object_sdf(obj, pts, fgrid).reshape(shape)
+    val = apply_mapper(obj["mapper"], d) / 128.0
+    return box, d, val
+
+
+def body_mask(grid_shape: Sequence[int], spacing: Sequence[float], origin: Sequence[float],
+              body: dict[str, Any]) -> np.ndarray:
+    """Elliptic-cylinder body envelope (x, y), constant along z; bool (X, Y, Z)."""
+    x = origin[0] + np.arange(grid_shape[0]) * spacing[0]
+    y = origin[1] + np.arange(grid_shape[1]) * spacing[1]
+    cx, cy = body["centre_mm"]
+    ax, ay = body["semi_axes_mm"]
+    m2 = ((x[:, None] - cx) / ax) ** 2 + ((y[None, :] - cy) / ay) ** 2 <= 1.0
+    return np.broadcast_to(m2[:, :, None], tuple(grid_shape))
+
+
+def window(hu: np.ndarray, window_hu: Sequence[float], gamma: float = 1.0) -> np.ndarray:
+    """CT window normalisation: clip((hu - low) / (high - low), 0, 1) ** gamma, float32."""
+    lo, hi = float(window_hu[0]), float(window_hu[1])
+    x = np.clip((hu - lo) * (1.0 / (hi - lo)), 0.0, 1.0).astype(np.float32, copy=False)
+    if gamma != 1.0:
+        np.power(x, np.float32(gamma), out=x)
+    return x
+
+
+def apply_lesions(rendered: Rendered, label: np.ndarray, lesions: Sequence[dict[str, Any]]
+                  ) -> list[tuple[tuple[slice, ...], np.ndarray, dict[str, Any]]]:
+    """Paint lesion labels (clipped to the host organ) and return their (box, mask, params)."""
+    g = rendered.grid
+    fgrid = _fdif_grid(g.shape, g.spacing_mm)
+    out = []
+    for les in lesions:
+        res = _object_values(les, fgrid)
+        if res is None:
+            continue
+        box, d, _ = res
+        hsl, hsdf = rendered.sdfs[les["host"]]
+        host = np.full(tuple(b.stop - b.start for b in box), np.inf, dtype=np.float32)
+        lo = [max(b.start, h.start) for b, h in zip(box, hsl)]
+        hi = [min(b.stop, h.stop) for b, h in zip(box, hsl)]
+        if any(a >= b for a, b in zip(lo, hi)):
+            continue
+        host[tuple(slice(a - b.start, c - b.start) for a, c, b in zip(lo, hi, box))] = \
+            hsdf[tuple(slice(a - h.start, c - h.start) for a, c, h in zip(lo, hi, hsl))]
+        mask = (d.numpy() <= 0) & (host <= 0) & (label[box] == rendered.labels[les["host"]])
+        label[box][mask] = les["label"]
+        out.append((box, mask, les))
+    return out
+
+
+def render_image(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
+                 lesions: Sequence[tuple[tuple[slice, ...], np.ndarray, dict[str, Any]]] = ()) -> np.ndarray:
+    """Apply drawn appearance parameters: float32 image (x, y, z) in [0, 1].
+
+    Args:
+        rendered: output of :func:`anatomix.render.render_scene` (SDFs per organ in boxes).
+        label: the final label map (lesions painted).
+        params: from :func:`sample_appearance`.
+        lesions: from :func:`apply_lesions`.
+    """
+    g = rendered.grid
+    shape = tuple(g.shape)
+    sp = np.asarray(g.spacing_mm, float)
+    body = body_mask(shape, sp, g.origin_mm, params["body"])
+    if params["mode"] == "contour":
+        c = params["contour"]
+        img = np.where(body, np.float32(c["background"]), np.float32(0.0)).astype(np.float32)
+        t = c["thickness_mm"]
+        for organ, (sl, sdf) in rendered.sdfs.items():
+            shell = (sdf <= 0) & (sdf > -t) & (label[sl] == rendered.labels[organ])
+            img[sl][shell] = np.float32(c["values"].get(organ, 0.5))
+        return img
+    b = params["body"]
+    field = _smooth_field(shape, b["field_seed"])
+    img = (b["fat_hu"] + (b["soft_hu"] - b["fat_hu"]) * (0.5 + 0.5 * field)).astype(np.float32)
+    img[~body] = AIR_HU
+    organ_mask = label > 0
+    fgrid = _fdif_grid(shape, sp)
+    for obj in params.get("distractors", ()):
+        res = _object_values(obj, fgrid)
+        if res is None:
+            continue
+        box, _, val = res
+        free = body[box] & ~organ_mask[box]
+        img[box] += (np.float32(obj["amplitude_hu"]) * val.numpy()) * free
+    noise_rng = np.random.Generator(np.random.PCG64(params["noise_seed"]))
+    for organ, (sl, sdf) in rendered.sdfs.items():
+        ip = params["organs"].get(organ)
+        if ip is None:
+            continue
+        region = label[sl] == rendered.labels[organ]
+        if not region.any():
+            continue
+        vals = np.float32(ip["mean_hu"]) + np.float32(ip["std_hu"]) * noise_rng.standard_normal(
+            size=int(region.sum()), dtype=np.float32)
+        tex = ip.get("texture")
+        if tex is not None:
+            from anatomix.sdf import apply_mapper, displacement_field
+
+            d = torch.from_numpy(sdf[region]) * float(tex["scale"])
+            if tex.get("displacement") is not None:
+                idx = np.argwhere(region)
+                pts = torch.from_numpy(((idx + [s.start for s in sl]) * sp).astype(np.float32))
+                d = d + 0.5 * displacement_field(tex["displacement"], pts, float(np.max(sp * np.asarray(shape)) / 2))
+            vals += np.float32(tex["amplitude_hu"]) * (apply_mapper(tex["mapper"], d).numpy() / 128.0 - 0.5)
+        img[sl][region] = vals
+    for box, mask, les in lesions:
+        img[box][mask] += np.float32(les["contrast_hu"])
+    acq = params["acquisition"]
+    if acq["bias"] > 0:
+        bias = np.exp(np.float32(acq["bias"]) * _smooth_field(shape, acq["bias_seed"], coarse=4))
+        img = (img - AIR_HU) * bias + AIR_HU
+    sig = np.full(3, acq["blur_sigma_mm"]) / sp
+    sig[2] = math.hypot(sig[2], acq["slice_thickness_mm"] / 2.355 / sp[2])
+    if np.any(sig > 0.2):
+        from scipy.ndimage import gaussian_filter
+
+        img = gaussian_filter(img, sigma=sig, mode="nearest", truncate=3.0)
+    if acq["noise_std_hu"] > 0:
+        img += np.float32(acq["noise_std_hu"]) * noise_rng.standard_normal(size=shape, dtype=np.float32)
+    return window(img, acq["window_hu"], acq["gamma"])

@@ -1,0 +1,758 @@
+"""Sequential, structure-aware placement of bank shapes: ``sample_scene(graph, bank, rng, config) -> Scene``.
+
+A Scene is pure parameters (frozen pydantic, JSON-able): for every placed organ the bank shape
+(and the second subject's shape it is blended with in SDF space), scale, rotation, translation
+and elastic deformation, plus the constraint report. Rendering it (:mod:`anatomix.render`) is
+deterministic.
+
+Algorithm (``placement: structured``):
+
+1. A virtual subject: ``body_scale`` drawn in ``config.body_scale``; anchors and parent offsets
+   are multiplied by it, organ scales too.
+2. Organs in ``graph.placement_order()``; an optional organ appears with its graph probability.
+3. For each organ, up to ``shape_attempts`` shape draws: a bank shape (complete shapes preferred
+   over truncated ones), with probability ``interpolation_probability`` blended with another
+   subject's shape of the same organ (crops aligned about their centroids, SDFs mixed with a
+   uniform weight), a scale and rotation within the graph's ranges (proper rotations only, no
+   mirroring), and a smooth random elastic deformation (a few long-wavelength sine terms).
+   The organ's SDF is evaluated once on a coarse lattice (``score_spacing_mm``, default 3 mm) in
+   its bounding box.
+4. ``candidates`` positions are drawn from the anchor (or, for an organ with an ``attached_to``
+   parent, from the parent's placed centroid plus the graph's offset statistics), snapped to the
+   lattice so every candidate reuses that one evaluation (integer shifts).
+5. Each candidate is measured against every relation with the organs already placed (explicit
+   ones and the implicit ``avoid`` between unrelated pairs), with the definitions of
+   :mod:`anatomix.relations`: hard relations reject (avoid: overlap fraction above tolerance;
+   direction: centroid margin; inside: inside fraction), soft ones rank (contact: surface gap;
+   anchor: Mahalanobis distance). The best valid candidate is then moved towards its unmet
+   contact partners, one lattice step at a time, while every hard relation keeps holding.
+6. No valid candidate: a new shape draw; after ``shape_attempts``, an optional organ is dropped
+   and a required one is recorded as failed (and left out: a missing organ is less wrong than
+   an overlapping one).
+
+The constraint report is measured at the end with :mod:`anatomix.relations` on the lattice
+SDFs, for every relation of the graph between organs present (implicit avoids included).
+
+``placement: random`` (ablation, like FDIF/PrimGeoSeg placing primitives): shapes at uniform
+random positions inside the body box and random rotations, no constraint check; the report
+is still measured, so the violations show.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from anatomix import relations as rel
+from anatomix.errors import AnatomixError
+from anatomix.render import OrganField, organ_field
+
+__all__ = [
+    "ElasticTerm",
+    "PlacedOrgan",
+    "PlacementConfig",
+    "PlacementError",
+    "RelationCheck",
+    "Scene",
+    "check_inputs",
+    "graph_organs",
+    "graph_relations",
+    "sample_scene",
+]
+
+Vec3 = tuple[float, float, float]
+
+
+class PlacementError(AnatomixError):
+    """The graph and the bank cannot make a scene (missing shapes, unknown organs, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration and the Scene
+# ---------------------------------------------------------------------------------------------
+
+
+class PlacementConfig(BaseModel):
+    """Placement settings (section ``placement`` of configs/synth.yaml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["structured", "random"] = "structured"
+    candidates: int = Field(16, ge=1, le=256, description="candidate poses per shape draw (K)")
+    shape_attempts: int = Field(4, ge=1, le=50, description="shape draws before dropping an organ")
+    score_spacing_mm: float = Field(3.0, gt=0.5, le=10.0, description="lattice spacing for scoring, mm")
+    body_scale: tuple[float, float] = (0.92, 1.08)
+    interpolation_probability: float = Field(0.8, ge=0.0, le=1.0)
+    truncated_weight: float = Field(0.05, ge=0.0, le=1.0,
+                                    description="draw weight of a truncated shape relative to a complete one")
+    elastic_amplitude_mm: float = Field(3.0, ge=0.0, le=15.0)
+    elastic_wavelength_mm: tuple[float, float] = (70.0, 160.0)
+    elastic_terms: int = Field(3, ge=0, le=8)
+    default_rotation_deg: float = Field(8.0, ge=0.0, le=180.0)
+    default_scale: tuple[float, float] = (0.9, 1.1)
+    anisotropy: float = Field(0.05, ge=0.0, le=0.3, description="per-axis scale jitter around the organ scale")
+    position_spread: float = Field(1.0, gt=0.0, le=5.0, description="candidate spread in units of the anchor std")
+    contact_weight: float = Field(1.0, ge=0.0)
+    anchor_weight: float = Field(0.3, ge=0.0)
+    contact_steps: int = Field(8, ge=0, le=50, description="lattice steps towards unmet contacts")
+    default_avoid_tolerance: float = Field(0.02, ge=0.0, le=1.0)
+    lattice_margin_mm: float = Field(9.0, ge=0.0, le=50.0)
+
+    @field_validator("body_scale", "default_scale", "elastic_wavelength_mm")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 < v[0] <= v[1]):
+            raise ValueError(f"a range (min, max) with 0 < min <= max, found {v}")
+        return v
+
+
+class ElasticTerm(BaseModel):
+    """One sine term of the elastic deformation: ``amplitude * sin(2 pi frequency . u + phase)``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    amplitude_mm: Vec3
+    frequency_per_mm: Vec3
+    phase: float
+
+
+class PlacedOrgan(BaseModel):
+    """One organ of a scene: pure parameters plus a few values measured at placement."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    organ: str
+    label: int
+    priority: float = 0.0
+    shape_id: str
+    blend_shape_id: str | None = None
+    blend_weight: float = 0.0
+    scale: Vec3
+    rotation_deg: Vec3
+    translation_mm: Vec3
+    elastic: tuple[ElasticTerm, ...] = ()
+    centroid_mm: Vec3
+    volume_ml: float
+    organ_min_mm: Vec3
+    organ_max_mm: Vec3
+    attempts: int = 1
+    anchor_distance: float = 0.0
+
+
+class RelationCheck(BaseModel):
+    """A relation measured in the placed scene (value: overlap fraction, gap mm, margin mm, inside fraction)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str
+    a: str
+    b: str
+    hard: bool
+    implicit: bool = False
+    value: float | None
+    tolerance: float = 0.0
+    direction: str | None = None
+    margin_mm: float = 0.0
+    holds: bool
+
+
+class Scene(BaseModel):
+    """A sampled scene: placed organs, dropped / failed organs and the constraint report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    placement: str
+    body_scale: float
+    score_spacing_mm: float
+    organs: tuple[PlacedOrgan, ...]
+    dropped: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    report: tuple[RelationCheck, ...] = ()
+    box_min_mm: Vec3
+    box_max_mm: Vec3
+
+    @property
+    def hard_ok(self) -> bool:
+        """Every hard relation holds and no required organ failed."""
+        return not self.failed and all(r.holds for r in self.report if r.hard)
+
+    def organ(self, name: str) -> PlacedOrgan:
+        for o in self.organs:
+            if o.organ == name:
+                return o
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the graph (duck-typed on the contract API, tolerant to field naming)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OrganInfo:
+    name: str
+    label: int
+    mean: np.ndarray
+    cov: np.ndarray
+    required: bool
+    probability: float
+    rot_lo: np.ndarray
+    rot_hi: np.ndarray
+    scale_lo: float
+    scale_hi: float
+    priority: float
+    parent: str | None
+    offset_mean: np.ndarray | None
+    offset_cov: np.ndarray | None
+
+
+@dataclass
+class Rel:
+    kind: str
+    a: str
+    b: str
+    hard: bool
+    tolerance: float
+    direction: str | None
+    margin_mm: float
+    implicit: bool = False
+
+
+def _get(obj: Any, *names: str, default: Any = None) -> Any:
+    for n in names:
+        if obj is None:
+            return default
+        if isinstance(obj, dict):
+            if n in obj and obj[n] is not None:
+                return obj[n]
+        elif getattr(obj, n, None) is not None:
+            return getattr(obj, n)
+    return default
+
+
+def _range3(value: Any, default: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation range -> per-axis (lo, hi) degrees. Accepts a number, (lo, hi), or 3 pairs."""
+    if value is None:
+        return np.full(3, -default), np.full(3, default)
+    if isinstance(value, (int, float)):
+        return np.full(3, -abs(float(value))), np.full(3, abs(float(value)))
+    if isinstance(value, dict):
+        value = (_get(value, "min", "lo"), _get(value, "max", "hi"))
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape == (2,):
+        return np.full(3, arr[0]), np.full(3, arr[1])
+    if arr.shape == (3, 2):
+        return arr[:, 0].copy(), arr[:, 1].copy()
+    if arr.shape == (3,):
+        return -np.abs(arr), np.abs(arr)
+    raise PlacementError(f"rotation range: expected a number, (min, max) or 3 x (min, max); found {value!r}")
+
+
+def _scale_range(value: Any, default: tuple[float, float]) -> tuple[float, float]:
+    if value is None:
+        return default
+    if isinstance(value, dict):
+        return float(_get(value, "min", "lo")), float(_get(value, "max", "hi"))
+    lo, hi = value
+    return float(lo), float(hi)
+
+
+def graph_organs(graph: Any, config: PlacementConfig) -> dict[str, OrganInfo]:
+    """Organ specs of a graph (contract ``OrganGraph``), in placement order."""
+    out: dict[str, OrganInfo] = {}
+    for name in graph.placement_order():
+        spec = graph.organ(name)
+        anchor = _get(spec, "anchor")
+        mean = np.asarray(_get(anchor, "mean_mm", "mean", default=_get(spec, "anchor_mean_mm")), dtype=np.float64)
+        cov = np.asarray(_get(anchor, "cov_mm", "cov", "covariance_mm", default=_get(spec, "anchor_cov_mm")),
+                         dtype=np.float64)
+        if cov.shape == (3,):
+            cov = np.diag(cov)
+        prob = _get(spec, "probability", default=1.0)
+        required = bool(_get(spec, "required", default=prob is None or float(prob) >= 1.0))
+        rlo, rhi = _range3(_get(spec, "rotation_deg", "rotation"), config.default_rotation_deg)
+        slo, shi = _scale_range(_get(spec, "scale", "scale_range"), config.default_scale)
+        parent = graph.parent(name) if hasattr(graph, "parent") else _get(spec, "parent")
+        off = _get(spec, "offset", "parent_offset")
+        om = _get(off, "mean_mm", "mean", default=_get(spec, "offset_mean_mm"))
+        oc = _get(off, "cov_mm", "cov", default=_get(spec, "offset_cov_mm"))
+        om_a = None if om is None else np.asarray(om, dtype=np.float64)
+        oc_a = None if oc is None else np.asarray(oc, dtype=np.float64)
+        if oc_a is not None and oc_a.shape == (3,):
+            oc_a = np.diag(oc_a)
+        out[name] = OrganInfo(
+            name=name, label=int(_get(spec, "label", "value", "label_value")), mean=mean, cov=cov,
+            required=required, probability=1.0 if required else float(prob if prob is not None else 1.0),
+            rot_lo=rlo, rot_hi=rhi, scale_lo=slo, scale_hi=shi,
+            priority=float(_get(spec, "priority", default=0.0)), parent=parent,
+            offset_mean=om_a, offset_cov=oc_a)
+    return out
+
+
+def graph_relations(graph: Any, organs: Iterable[str], config: PlacementConfig) -> list[Rel]:
+    """Every relation between ``organs`` (explicit ones, plus implicit avoids if the graph omits them)."""
+    names = list(organs)
+    present = set(names)
+    rels: list[Rel] = []
+    related: set[frozenset[str]] = set()
+    contact_overlap: dict[frozenset[str], float] = {}
+    for r in graph.relations():
+        kind = str(_get(r, "type", "kind"))
+        a, b = str(_get(r, "a")), str(_get(r, "b"))
+        if a not in present or b not in present:
+            continue
+        related.add(frozenset((a, b)))
+        if kind == "contact" and _get(r, "max_overlap") is not None:
+            contact_overlap[frozenset((a, b))] = float(_get(r, "max_overlap"))
+        if kind == "attached_to":
+            continue
+        tol = _get(r, "tolerance", "tolerance_mm")
+        if tol is None:
+            tol = config.default_avoid_tolerance if kind == "avoid" else (3.0 if kind == "contact" else 0.0)
+        rels.append(Rel(kind=kind, a=a, b=b, hard=bool(_get(r, "hard", default=kind != "contact")),
+                        tolerance=float(tol), direction=_get(r, "direction"),
+                        margin_mm=float(_get(r, "margin_mm", "margin", default=0.0)),
+                        implicit=bool(_get(r, "implicit", default=False))))
+    no_overlap = {frozenset((r.a, r.b)) for r in rels if r.kind in ("avoid", "inside")}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if frozenset((a, b)) not in no_overlap:
+                # unrelated, or related by contact / direction / attached_to only: organs touch at
+                # most, their volumes never overlap (implicit hard avoid)
+                tol = contact_overlap.get(frozenset((a, b)), config.default_avoid_tolerance)
+                rels.append(Rel("avoid", a, b, True, tol, None, 0.0, implicit=True))
+    return rels
+
+
+def check_inputs(graph: Any, bank: Any, config: PlacementConfig | None = None) -> list[str]:
+    """Problems that make the (graph, bank) pair unusable, all at once (empty list: fine)."""
+    config = config or PlacementConfig()
+    problems: list[str] = []
+    try:
+        organs = graph_organs(graph, config)
+    except Exception as exc:  # noqa: BLE001 - reported as a problem line
+        return [f"graph: cannot read the organ specs ({exc})"]
+    bank_organs = set(getattr(bank, "organs", []) or [])
+    for name, info in organs.items():
+        if name not in bank_organs or not bank.shapes(name):
+            problems.append(f"organ {name!r}: the bank has no shape of it (bank organs: "
+                            f"{', '.join(sorted(bank_organs)) or 'none'})")
+        if info.mean.shape != (3,) or info.cov.shape != (3, 3):
+            problems.append(f"organ {name!r}: anchor needs mean (3) and cov (3x3), found "
+                            f"{info.mean.shape} and {info.cov.shape}")
+        elif not np.all(np.linalg.eigvalsh(info.cov) > 0):
+            problems.append(f"organ {name!r}: anchor covariance is not positive definite")
+        if not 0 <= info.label <= 255:
+            problems.append(f"organ {name!r}: label {info.label} does not fit a uint8 label map")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# lattice representation of a shape draw
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Lattice:
+    """An organ's SDF on the scoring lattice, in offsets from its (lattice-snapped) translation."""
+
+    sdf: np.ndarray  # float32 (nx, ny, nz), mm
+    mask: np.ndarray  # sdf <= 0
+    k0: np.ndarray  # int (3,): lattice index of sdf[0,0,0] relative to the translation's index
+    count: int
+    centroid_off: np.ndarray  # (3,) mm, centroid relative to the translation
+    tight_lo: np.ndarray  # (3,) int, mask box within sdf
+    tight_hi: np.ndarray
+
+
+def _lattice(fld: OrganField, h: float, margin_mm: float) -> _Lattice | None:
+    lo, hi = fld.offset_box(margin_mm)
+    k_lo = np.floor(lo / h).astype(int)
+    k_hi = np.ceil(hi / h).astype(int)
+    axes = [np.arange(k_lo[d], k_hi[d] + 1) * h for d in range(3)]
+    sdf = fld.eval_offsets(axes).numpy()
+    mask = sdf <= 0
+    if not mask.any():
+        return None
+    near = sdf <= margin_mm
+    idx = [np.nonzero(near.any(axis=tuple(j for j in range(3) if j != d)))[0] for d in range(3)]
+    sl = tuple(slice(int(i[0]), int(i[-1]) + 1) for i in idx)
+    sdf = np.ascontiguousarray(sdf[sl])
+    mask = np.ascontiguousarray(mask[sl])
+    k0 = k_lo + np.array([s.start for s in sl])
+    nz = np.nonzero(mask)
+    cnt = int(nz[0].size)
+    cen = np.array([(nz[d].mean() + k0[d]) * h for d in range(3)])
+    tlo = np.array([nz[d].min() for d in range(3)])
+    thi = np.array([nz[d].max() for d in range(3)])
+    return _Lattice(sdf, mask, k0, cnt, cen, tlo, thi)
+
+
+@dataclass
+class _Placed:
+    info: OrganInfo
+    lat: _Lattice
+    m: np.ndarray  # int (3,) lattice index of the translation
+    params: dict[str, Any]
+
+    @property
+    def start(self) -> np.ndarray:
+        return self.m + self.lat.k0
+
+    def centroid(self, h: float) -> np.ndarray:
+        return self.m * h + self.lat.centroid_off
+
+
+def _overlap_region(a_start: np.ndarray, a: np.ndarray, b_start: np.ndarray, b: np.ndarray
+                    ) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    lo = np.maximum(a_start, b_start)
+    hi = np.minimum(a_start + np.asarray(a.shape), b_start + np.asarray(b.shape))
+    if np.any(hi <= lo):
+        return None
+    sa = tuple(slice(int(l - s), int(u - s)) for l, u, s in zip(lo, hi, a_start))
+    sb = tuple(slice(int(l - s), int(u - s)) for l, u, s in zip(lo, hi, b_start))
+    return sa, sb
+
+
+def _pair_values(a_start: np.ndarray, la: _Lattice, b_start: np.ndarray, lb: _Lattice,
+                 need_gap: bool) -> tuple[int, float]:
+    """(intersection voxel count, surface gap mm with relations' SDF definition) on the lattice."""
+    reg = _overlap_region(a_start, la.sdf, b_start, lb.sdf)
+    if reg is None:
+        return 0, math.inf
+    sa, sb = reg
+    ma, mb = la.mask[sa], lb.mask[sb]
+    inter = int(np.count_nonzero(ma & mb))
+    if inter or not need_gap:
+        return inter, 0.0 if inter else math.inf
+    s = la.sdf[sa] + lb.sdf[sb]
+    outside = ~ma & ~mb
+    if not outside.any():
+        return 0, 0.0
+    return 0, float(max(0.0, s[outside].min()))
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling
+# ---------------------------------------------------------------------------------------------
+
+
+def _records(bank: Any, organ: str) -> list[Any]:
+    return list(bank.shapes(organ))
+
+
+def _choose_shapes(bank: Any, organ: str, rng: np.random.Generator, config: PlacementConfig
+                   ) -> tuple[str, str | None, float]:
+    recs = _records(bank, organ)
+    w = np.array([config.truncated_weight if bool(_get(r, "truncated", default=False)) else 1.0 for r in recs])
+    if w.sum() <= 0:
+        w = np.ones(len(recs))
+    i = int(rng.choice(len(recs), p=w / w.sum()))
+    first = recs[i]
+    blend_id, weight = None, 0.0
+    if config.interpolation_probability > 0 and rng.random() < config.interpolation_probability:
+        sid = _get(first, "subject_id")
+        others = [j for j, r in enumerate(recs) if j != i and _get(r, "subject_id") != sid]
+        if others:
+            wo = w[others]
+            if wo.sum() > 0:
+                j = others[int(rng.choice(len(others), p=wo / wo.sum()))]
+                blend_id = str(_get(recs[j], "shape_id"))
+                weight = float(rng.uniform(0.0, 1.0))
+    return str(_get(first, "shape_id")), blend_id, weight
+
+
+def _elastic(rng: np.random.Generator, config: PlacementConfig) -> list[dict[str, Any]]:
+    terms = []
+    n = config.elastic_terms
+    if n == 0 or config.elastic_amplitude_mm == 0:
+        return terms
+    for _ in range(n):
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction) + 1e-12
+        wavelength = rng.uniform(*config.elastic_wavelength_mm)
+        amp = rng.normal(size=3) * (config.elastic_amplitude_mm / math.sqrt(n))
+        terms.append({"amplitude_mm": tuple(float(v) for v in amp),
+                      "frequency_per_mm": tuple(float(v) for v in direction / wavelength),
+                      "phase": float(rng.uniform(0, 2 * math.pi))})
+    return terms
+
+
+def _draw_shape(bank: Any, info: OrganInfo, body_scale: float, rng: np.random.Generator,
+                config: PlacementConfig, cache: dict[str, Any] | None, random_rotation: bool = False
+                ) -> tuple[dict[str, Any], OrganField]:
+    shape_id, blend_id, weight = _choose_shapes(bank, info.name, rng, config)
+    base = rng.uniform(info.scale_lo, info.scale_hi) * body_scale
+    scale = base * (1.0 + rng.uniform(-config.anisotropy, config.anisotropy, size=3))
+    if random_rotation:
+        rot = rng.uniform(-180.0, 180.0, size=3)
+    else:
+        rot = rng.uniform(info.rot_lo, info.rot_hi)
+    elastic = _elastic(rng, config)
+    params = {"shape_id": shape_id, "blend_shape_id": blend_id, "blend_weight": weight,
+              "scale": tuple(float(v) for v in scale), "rotation_deg": tuple(float(v) for v in rot),
+              "elastic": elastic}
+    fld = organ_field(bank, shape_id, blend_id, weight, scale, rot, (0.0, 0.0, 0.0), elastic, cache=cache)
+    return params, fld
+
+
+def _mahalanobis(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> float:
+    d = x - mean
+    return float(math.sqrt(max(0.0, d @ np.linalg.solve(cov, d))))
+
+
+@dataclass
+class _Context:
+    h: float
+    placed: dict[str, _Placed]
+    rels: list[Rel]
+    body_scale: float
+
+
+def _check_candidate(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarray,
+                     rels: list[Rel]) -> tuple[bool, float]:
+    """(all hard relations hold, soft penalty) of ``lat`` at lattice translation ``m``."""
+    h = ctx.h
+    start = m + lat.k0
+    cen = m * h + lat.centroid_off
+    penalty = 0.0
+    # cheapest first: directions
+    for r in rels:
+        if r.kind != "direction":
+            continue
+        other = r.b if r.a == info.name else r.a
+        oc = ctx.placed[other].centroid(h)
+        ca, cb = (cen, oc) if r.a == info.name else (oc, cen)
+        v = rel.direction_margin_mm(ca, cb, r.direction or "")
+        ok = rel.relation_holds("direction", v, r.tolerance, r.margin_mm)
+        if not ok:
+            if r.hard:
+                return False, math.inf
+            penalty += (r.margin_mm - v) / h
+    for r in rels:
+        if r.kind == "direction":
+            continue
+        other = r.b if r.a == info.name else r.a
+        p = ctx.placed[other]
+        inter, gap = _pair_values(start, lat, p.start, p.lat, need_gap=r.kind == "contact")
+        if r.kind == "avoid":
+            v = inter / max(1, min(lat.count, p.lat.count))
+            if v > r.tolerance:
+                if r.hard:
+                    return False, math.inf
+                penalty += 10.0 * v
+        elif r.kind == "inside":
+            inner = lat if r.a == info.name else p.lat
+            v = inter / max(1, inner.count)
+            if v < 1.0 - r.tolerance:
+                if r.hard:
+                    return False, math.inf
+                penalty += 10.0 * (1.0 - v)
+        elif r.kind == "contact" and gap > r.tolerance:
+            if r.hard:
+                return False, math.inf
+            penalty += (min(gap, 60.0) - r.tolerance) / h
+    return True, penalty
+
+
+def _place_organ(ctx: _Context, info: OrganInfo, bank: Any, rng: np.random.Generator,
+                 config: PlacementConfig, cache: dict[str, Any] | None) -> _Placed | None:
+    h = ctx.h
+    rels = [r for r in ctx.rels if (r.a == info.name and r.b in ctx.placed)
+            or (r.b == info.name and r.a in ctx.placed)]
+    mean = info.mean * ctx.body_scale
+    cov = info.cov * ctx.body_scale ** 2
+    parent = ctx.placed.get(info.parent) if info.parent else None
+    if parent is not None and info.offset_mean is not None:
+        c_mean = parent.centroid(h) + info.offset_mean * ctx.body_scale
+        c_cov = (info.offset_cov if info.offset_cov is not None else info.cov) * ctx.body_scale ** 2
+    else:
+        c_mean, c_cov = mean, cov
+    chol = np.linalg.cholesky(c_cov * config.position_spread ** 2 + 1e-6 * np.eye(3))
+    for attempt in range(1, config.shape_attempts + 1):
+        params, fld = _draw_shape(bank, info, ctx.body_scale, rng, config, cache)
+        lat = _lattice(fld, h, config.lattice_margin_mm)
+        z = rng.normal(size=(config.candidates, 3))
+        if lat is None:
+            continue
+        best: tuple[float, np.ndarray] | None = None
+        for k in range(config.candidates):
+            target = c_mean + chol @ z[k] if k > 0 else c_mean + chol @ z[k] * 0.5
+            m = np.rint((target - lat.centroid_off) / h).astype(int)
+            ok, pen = _check_candidate(ctx, info, lat, m, rels)
+            if not ok:
+                continue
+            cen = m * h + lat.centroid_off
+            score = config.contact_weight * pen + config.anchor_weight * _mahalanobis(cen, mean, cov) ** 2 / 3.0
+            if best is None or score < best[0]:
+                best = (score, m)
+        if best is None:
+            continue
+        m = _refine_contacts(ctx, info, lat, best[1], rels, config)
+        return _Placed(info, lat, m, dict(params, attempts=attempt))
+    return None
+
+
+def _refine_contacts(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarray, rels: list[Rel],
+                     config: PlacementConfig) -> np.ndarray:
+    """Move towards unmet contact partners one lattice step at a time while hard relations hold."""
+    h = ctx.h
+    contacts = [r for r in rels if r.kind == "contact"]
+    if not contacts or config.contact_steps == 0:
+        return m
+    _, pen = _check_candidate(ctx, info, lat, m, rels)
+    for _ in range(config.contact_steps):
+        unmet = []
+        start = m + lat.k0
+        for r in contacts:
+            other = ctx.placed[r.b if r.a == info.name else r.a]
+            _, gap = _pair_values(start, lat, other.start, other.lat, need_gap=True)
+            if gap > r.tolerance:
+                unmet.append((other, gap))
+        if not unmet:
+            break
+        cen = m * h + lat.centroid_off
+        d = np.zeros(3)
+        for other, gap in unmet:
+            v = other.centroid(h) - cen
+            d += v / (np.linalg.norm(v) + 1e-9)
+        if np.linalg.norm(d) < 1e-9:
+            break
+        d /= np.abs(d).max()
+        step = np.rint(d).astype(int)
+        moved = False
+        for cand in (step, np.sign(step) * (np.abs(d) > 0.3)):
+            cand = np.asarray(cand, dtype=int)
+            if not cand.any():
+                continue
+            ok, p2 = _check_candidate(ctx, info, lat, m + cand, rels)
+            if ok and p2 < pen:
+                m, pen, moved = m + cand, p2, True
+                break
+        if not moved:
+            break
+    return m
+
+
+def _measure_report(ctx: _Context) -> list[RelationCheck]:
+    """Every relation between the placed organs, measured with :mod:`anatomix.relations`."""
+    h = ctx.h
+    out: list[RelationCheck] = []
+    for r in ctx.rels:
+        if r.a not in ctx.placed or r.b not in ctx.placed:
+            continue
+        pa, pb = ctx.placed[r.a], ctx.placed[r.b]
+        if r.kind == "direction":
+            v = rel.direction_margin_mm(pa.centroid(h), pb.centroid(h), r.direction or "")
+        else:
+            reg = _overlap_region(pa.start, pa.lat.sdf, pb.start, pb.lat.sdf)
+            if reg is None:
+                v = {"avoid": 0.0, "inside": 0.0, "contact": math.inf}[r.kind]
+            else:
+                a, b = _union_arrays(pa, pb)
+                if r.kind == "avoid":
+                    v = rel.overlap_fraction(a, b)
+                elif r.kind == "inside":
+                    v = rel.inside_fraction(a, b)
+                else:
+                    v = rel.surface_gap_mm(a, b, h)
+        holds = rel.relation_holds(r.kind, v, r.tolerance, r.margin_mm)
+        out.append(RelationCheck(kind=r.kind, a=r.a, b=r.b, hard=r.hard, implicit=r.implicit,
+                                 value=None if not math.isfinite(v) else round(float(v), 4),
+                                 tolerance=r.tolerance, direction=r.direction, margin_mm=r.margin_mm,
+                                 holds=bool(holds)))
+    return out
+
+
+def _union_arrays(pa: _Placed, pb: _Placed) -> tuple[np.ndarray, np.ndarray]:
+    """Both lattice SDFs on the union of their boxes (outside its box an SDF is +1e3 mm)."""
+    lo = np.minimum(pa.start, pb.start)
+    hi = np.maximum(pa.start + np.asarray(pa.lat.sdf.shape), pb.start + np.asarray(pb.lat.sdf.shape))
+    shape = tuple(int(v) for v in hi - lo)
+    arrays = []
+    for p in (pa, pb):
+        arr = np.full(shape, 1e3, dtype=np.float32)
+        o = p.start - lo
+        arr[tuple(slice(int(o[d]), int(o[d] + p.lat.sdf.shape[d])) for d in range(3))] = p.lat.sdf
+        arrays.append(arr)
+    return arrays[0], arrays[1]
+
+
+def sample_scene(graph: Any, bank: Any, rng: np.random.Generator, config: PlacementConfig | None = None,
+                 cache: dict[str, Any] | None = None) -> Scene:
+    """Sample a Scene (pure parameters + constraint report) from an organ graph and a shape bank.
+
+    Args:
+        graph: an ``OrganGraph`` (contract API: ``placement_order()``, ``organ(name)``,
+            ``relations()``, ``parent(name)``).
+        bank: a ``ShapeBank`` (``shapes(organ)``, ``record(id)``, ``sdf(id)``, ``spacing_mm``).
+        rng: numpy Generator (the only source of randomness).
+        config: placement settings.
+        cache: optional dict of bank crops as torch tensors, reused across scenes.
+
+    Returns:
+        A frozen :class:`Scene`.
+    """
+    config = config or PlacementConfig()
+    organs = graph_organs(graph, config)
+    h = config.score_spacing_mm
+    body_scale = float(rng.uniform(*config.body_scale))
+    present = [n for n, info in organs.items() if info.required or rng.random() < info.probability]
+    dropped = [n for n in organs if n not in present]
+    rels = graph_relations(graph, present, config)
+    ctx = _Context(h=h, placed={}, rels=rels, body_scale=body_scale)
+    failed: list[str] = []
+    random_mode = config.mode == "random"
+    if random_mode:
+        means = np.array([organs[n].mean for n in present]) * body_scale
+        stds = np.array([np.sqrt(np.diag(organs[n].cov)) for n in present]) * body_scale
+        box_lo = (means - 2 * stds).min(axis=0) if len(present) else np.zeros(3)
+        box_hi = (means + 2 * stds).max(axis=0) if len(present) else np.zeros(3)
+    for name in present:
+        info = organs[name]
+        if random_mode:
+            params, fld = _draw_shape(bank, info, body_scale, rng, config, cache, random_rotation=True)
+            lat = _lattice(fld, h, config.lattice_margin_mm)
+            target = rng.uniform(box_lo, box_hi)
+            if lat is None:
+                failed.append(name)
+                continue
+            m = np.rint((target - lat.centroid_off) / h).astype(int)
+            ctx.placed[name] = _Placed(info, lat, m, dict(params, attempts=1))
+            continue
+        placed = _place_organ(ctx, info, bank, rng, config, cache)
+        if placed is None:
+            (failed if info.required else dropped).append(name)
+            continue
+        ctx.placed[name] = placed
+    # report only among organs actually placed
+    ctx.rels = [r for r in rels if r.a in ctx.placed and r.b in ctx.placed]
+    report = _measure_report(ctx)
+    organs_out = []
+    for name, p in ctx.placed.items():
+        lat = p.lat
+        t = p.m * h
+        tight_lo = (p.start + lat.tight_lo) * h - h
+        tight_hi = (p.start + lat.tight_hi) * h + h
+        cen = p.centroid(h)
+        organs_out.append(PlacedOrgan(
+            organ=name, label=p.info.label, priority=p.info.priority,
+            shape_id=p.params["shape_id"], blend_shape_id=p.params["blend_shape_id"],
+            blend_weight=round(p.params["blend_weight"], 6) if p.params["blend_shape_id"] else 0.0,
+            scale=p.params["scale"], rotation_deg=p.params["rotation_deg"],
+            translation_mm=tuple(float(v) for v in t),
+            elastic=tuple(ElasticTerm(**e) for e in p.params["elastic"]),
+            centroid_mm=tuple(float(v) for v in cen),
+            volume_ml=float(lat.count * h ** 3 / 1000.0),
+            organ_min_mm=tuple(float(v) for v in tight_lo), organ_max_mm=tuple(float(v) for v in tight_hi),
+            attempts=int(p.params["attempts"]),
+            anchor_distance=round(_mahalanobis(cen, p.info.mean * body_scale, p.info.cov * body_scale ** 2), 4),
+        ))
+    if organs_out:
+        bmin = np.min([o.organ_min_mm for o in organs_out], axis=0)
+        bmax = np.max([o.organ_max_mm for o in organs_out], axis=0)
+    else:
+        bmin = bmax = np.zeros(3)
+    return Scene(placement=config.mode, body_scale=body_scale, score_spacing_mm=h, organs=tuple(organs_out),
+                 dropped=tuple(dropped), failed=tuple(failed), report=tuple(report),
+                 box_min_mm=tuple(float(v) for v in bmin), box_max_mm=tuple(float(v) for v in bmax))
