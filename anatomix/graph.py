@@ -854,6 +854,17 @@ def _subject_gaps(subj: _Subject, max_gap_mm: float) -> dict[frozenset, float]:
     return {frozenset(inv[v] for v in pair): g for pair, g in gaps.items()}
 
 
+def _exact_frames(bank: Any) -> dict[str, bool]:
+    """subject_id -> whether its body frame is exact (manifest ``subjects[].frame_exact``)."""
+    manifest = getattr(bank, "manifest", None)
+    out: dict[str, bool] = {}
+    for info in getattr(manifest, "subjects", None) or []:
+        sid = getattr(info, "subject_id", None)
+        if sid is not None:
+            out[str(sid)] = bool(getattr(info, "frame_exact", True))
+    return out
+
+
 def _regularised_cov(samples: np.ndarray, prior_std_mm: float) -> np.ndarray:
     """Sample covariance shrunk toward diag(prior_std^2) with PRIOR_WEIGHT pseudo-subjects."""
     n = samples.shape[0]
@@ -903,8 +914,9 @@ def learn_graph(
     Each subject is rebuilt in the body frame by placing every shape's mask at its record's
     ``origin_mm`` (shape arrays are at bank spacing). Then:
 
-    - anchor: mean of the organ's centroids over subjects (complete shapes preferred over
-      truncated ones), covariance regularised toward ``diag(prior_std_mm^2)`` (see
+    - anchor: mean of the organ's centroids over subjects (complete shapes in subjects whose
+      body frame is exact, per the manifest's ``subjects[].frame_exact``, preferred; then
+      complete shapes; then truncated ones in exact frames; then any), covariance regularised toward ``diag(prior_std_mm^2)`` (see
       :data:`DEFAULT_PRIOR_STD_MM`: with one subject the covariance IS the prior);
     - volume range: [0.7 * min, 1.3 * max] of complete shapes (truncated shapes only: [max, 2 * max]);
     - required when present in at least half the subjects, else optional with the share present;
@@ -942,11 +954,21 @@ def learn_graph(
     subjects = _rebuild_subjects(bank, organs)
     n_subj = len(subjects)
 
+    exact = _exact_frames(bank)
+
     def cents(o: str) -> tuple[np.ndarray, bool]:
-        comp = [np.asarray(s.records[o].centroid_mm, float) for s in subjects if o in s.records and not s.records[o].truncated]
-        if comp:
-            return np.array(comp), True
-        return np.array([np.asarray(s.records[o].centroid_mm, float) for s in subjects if o in s.records]), False
+        """Centroids for the anchor: complete shapes in exactly-framed subjects first."""
+        have = [s for s in subjects if o in s.records]
+        tiers = [
+            [s for s in have if not s.records[o].truncated and exact.get(s.subject_id, True)],
+            [s for s in have if not s.records[o].truncated],
+            [s for s in have if exact.get(s.subject_id, True)],
+            have,
+        ]
+        for k, tier in enumerate(tiers):
+            if tier:
+                return np.array([np.asarray(s.records[o].centroid_mm, float) for s in tier]), k == 0
+        raise AssertionError("unreachable: every organ has a shape")
 
     entries: dict[str, dict] = {}
     typical: dict[str, float] = {}
@@ -964,7 +986,9 @@ def learn_graph(
         present = sum(o in s.records for s in subjects) / max(n_subj, 1)
         notes = []
         if not complete:
-            notes.append("only truncated shapes in the bank: anchor and volume are rough")
+            notes.append("no complete shape in an exactly-framed subject: anchor is rough")
+        if not vols_c:
+            notes.append("only truncated shapes: volume range is rough")
         entries[o] = {
             "label": labels[o],
             "anchor": {"mean_mm": _round(c.mean(axis=0), 1), "cov_mm": _round(_regularised_cov(c, prior_std_mm), 2)},
@@ -1159,7 +1183,7 @@ def check_graph(graph: OrganGraph, bank: Any | None = None) -> GraphCheck:
 
 _EDGE_STYLE = {
     "attached_to": ("tab:blue", "-", 2.2),
-    "contact": ("tab:green", "-", 3.5),
+    "contact": ("tab:green", "-", 2.5),
     "avoid": ("tab:red", ":", 1.2),
     "inside": ("tab:purple", "-", 1.8),
     "direction": ("0.55", "--", 0.8),
