@@ -178,6 +178,7 @@ def sample_primitive(name: str, extent_mm: float, *, rng: np.random.Generator) -
             p["second_scale"] = _u(rng, 0.0, 1.6)
         if cls.onioned:
             p["onion_ratio"] = _u(rng, 0.2, 0.5)
+            p["onion_thickness"] = _onion_thickness(p, cls)
     else:  # pragma: no cover
         raise KeyError(name)
     return p
@@ -193,8 +194,9 @@ def circle_sdf2d(x: torch.Tensor, y: torch.Tensor, radius: float) -> torch.Tenso
 
 
 def star_sdf2d(x: torch.Tensor, y: torch.Tensor, radius: float, n: int, w: float) -> torch.Tensor:
-    """Exact SDF of a regular n-pointed star (tips at ``radius``; ``w`` in [0, 1] sharpness:
-    0 = regular n-gon, 1 = sharpest), after I. Quilez's star construction."""
+    """Exact SDF of a regular n-pointed star (tips at ``radius``), after I. Quilez's star
+    construction with FDIF's ``m = n + w (2 - n)``: ``w = 1`` is the regular n-gon, smaller
+    ``w`` gives thinner points (``w = 0``: degenerate spikes)."""
     m = n + w * (2.0 - n)
     an = math.pi / n
     en = math.pi / m
@@ -305,16 +307,23 @@ def _prism_piece(p: dict[str, Any], piece: tuple[float, float, float, float], x:
     return out / math.sqrt(1.0 + k) if k > 0 else out
 
 
+def _onion_thickness(p: dict[str, Any], cls: PrimitiveClass) -> float:
+    """FDIF: shell half-thickness = ratio * |min of the cross-section SDF| (its deepest point)."""
+    pieces = _profile_pieces(p, cls.profile)
+    rmax = _section_rmax(p["section"])
+    smax = max(max(pc[2], pc[3]) for pc in pieces)
+    slope_max = max(abs(pc[3] - pc[2]) / max(pc[1] - pc[0], 1e-9) for pc in pieces)
+    depth = _section_depth(p["section"])
+    return float(p["onion_ratio"] * smax * depth / math.sqrt(1 + (slope_max * rmax) ** 2))
+
+
 def _prism_sdf(p: dict[str, Any], cls: PrimitiveClass, pts: torch.Tensor) -> torch.Tensor:
     x, y, a = pts[:, 0], pts[:, 1], pts[:, 2]
     pieces = _profile_pieces(p, cls.profile)
     rmax = _section_rmax(p["section"])
-    onion_t = None
-    if cls.onioned:
-        # FDIF: thickness = ratio * |min of the cross-section SDF over the grid| (deepest point)
-        smax = max(max(pc[2], pc[3]) for pc in pieces)
-        slope_max = max(abs(pc[3] - pc[2]) / max(pc[1] - pc[0], 1e-9) for pc in pieces)
-        onion_t = p["onion_ratio"] * smax * _section_depth(p["section"]) / math.sqrt(1 + (slope_max * rmax) ** 2)
+    onion_t = p.get("onion_thickness") if cls.onioned else None
+    if cls.onioned and onion_t is None:
+        onion_t = _onion_thickness(p, cls)
     out = None
     for pc in pieces:
         d = _prism_piece(p, pc, x, y, a, rmax, onion_t)
@@ -380,4 +389,9 @@ def local_half_extent(params: dict[str, Any]) -> tuple[float, float, float]:
     pieces = _profile_pieces(params, cls.profile)
     smax = max(max(pc[2], pc[3]) for pc in pieces)
     r = _section_rmax(params["section"]) * smax
+    if cls.onioned:  # the shell reaches outside the cross-section by its half-thickness
+        t = params.get("onion_thickness")
+        t = _onion_thickness(params, cls) if t is None else t
+        slope_max = max(abs(pc[3] - pc[2]) / max(pc[1] - pc[0], 1e-9) for pc in pieces)
+        r += t * math.sqrt(1 + (slope_max * _section_rmax(params["section"])) ** 2)
     return (r, r, params["half_height"])
