@@ -497,3 +497,48 @@ def test_shipped_graph_passes_check_against_embedded_bank():
         pytest.skip(f"embedded bank unavailable: {e}")
     rep = check_graph(OrganGraph.load(SHIPPED), bank)
     assert rep.ok, rep.problems
+
+
+# ---- commands ----
+
+
+def test_cli_graph_commands(tmp_path):
+    from typer.testing import CliRunner
+
+    from anatomix.cli import app
+
+    runner = CliRunner()
+    good = _write(tmp_path, _valid(), "good.yaml")
+    r = runner.invoke(app, ["graph", "check", "--graph", str(good)])
+    assert r.exit_code == 0 and "4 organs" in r.output and "valid" in r.output
+    bad = _valid()
+    bad["organs"]["liver"]["volume_ml"] = [3, 1]
+    bad["relations"].append({"type": "contact", "a": "spleen", "b": "liver"})
+    r = runner.invoke(app, ["graph", "check", "--graph", str(_write(tmp_path, bad, "bad.yaml"))])
+    assert r.exit_code == 1 and "2 problem(s)" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["graph", "show", "--graph", str(good), "--out", str(tmp_path / "g.png")])
+    assert r.exit_code == 0 and (tmp_path / "g.png").stat().st_size > 1000
+    r = runner.invoke(app, ["graph", "learn", "--bank", str(tmp_path / "nobank"), "--out", str(tmp_path / "x.yaml")])
+    assert r.exit_code == 1 and not (tmp_path / "x.yaml").exists()
+
+
+def test_cli_learn_and_check_embedded_bank(tmp_path):
+    from typer.testing import CliRunner
+
+    from anatomix.cli import app
+
+    pytest.importorskip("anatomix.bank")
+    runner = CliRunner()
+    out = tmp_path / "learned.yaml"
+    r = runner.invoke(app, ["graph", "learn", "--bank", "default", "--out", str(out),
+                            "--organs", "liver,gallbladder", "--organs", "kidney_right"])
+    if r.exit_code != 0 and "bank" in r.output.lower() and "embedded" in r.output.lower():
+        pytest.skip("embedded bank unavailable")
+    assert r.exit_code == 0, r.output
+    g = OrganGraph.load(out)
+    assert set(g.organs) == {"liver", "gallbladder", "kidney_right"}
+    assert g.parent("gallbladder") == "liver"
+    r = runner.invoke(app, ["graph", "learn", "--bank", "default", "--out", str(out)])
+    assert r.exit_code == 1 and "--overwrite" in r.output
+    r = runner.invoke(app, ["graph", "check", "--graph", str(out), "--bank", "default"])
+    assert r.exit_code == 0, r.output
