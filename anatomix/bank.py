@@ -12,9 +12,9 @@ largest connected component + a margin of ``MARGIN_VOX`` = 8 voxels on every sid
 level set is reproduced from them), compress ~50-100x (the embedded bank is well under 1 MB;
 an int16 SDF would be ~30x larger and lossy), and contain nothing but geometry. The signed
 distance field is computed on demand by :meth:`ShapeBank.sdf` with
-``scipy.ndimage.distance_transform_edt(sampling=spacing)`` (outside distance minus inside
-distance, so the zero crossing lies half-way between the last inside and first outside voxel
-centres; negative inside, mm) and cached per bank instance: ~0.05-0.5 s once per shape per
+``scipy.ndimage.distance_transform_edt(sampling=spacing)`` (distance to the nearest voxel of
+the other side minus half a voxel, so the zero level lies half-way between the last inside and
+first outside voxel centres; negative inside, mm; see ``mask_to_sdf``) and cached per bank instance: ~0.05-0.5 s once per shape per
 process, then free. Placement/rendering resample that cached float32 array with grid_sample;
 outside the crop the SDF is not defined (clamp to the border value, which is >= 8 voxels).
 
@@ -338,7 +338,7 @@ class ShapeBank:
         """Signed distance (mm, float32, negative inside) on the stored crop, (x, y, z).
 
         Computed once from the mask with exact Euclidean distance transforms at the bank
-        spacing, then cached; the returned array is read-only (copy it to modify).
+        spacing (see :func:`mask_to_sdf`), then cached; the returned array is read-only (copy it to modify).
         """
         with self._lock:
             hit = self._sdf_cache.get(shape_id)
@@ -398,11 +398,13 @@ def bank_table(bank: ShapeBank) -> Any:
 
 
 def mask_to_sdf(mask: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
-    """Signed distance (mm, float32): outside distance minus inside distance.
+    """Signed distance (mm, float32, negative inside) of a binary mask's boundary.
 
-    A voxel inside gets minus its distance to the nearest outside voxel centre, a voxel
-    outside its distance to the nearest inside voxel centre, so the zero crossing sits
-    half-way between them (the mask's boundary).
+    A voxel outside gets its distance to the nearest inside voxel centre, a voxel inside minus
+    its distance to the nearest outside voxel centre (exact EDT with ``sampling=spacing``);
+    both are then moved half a voxel (``min(spacing) / 2``) toward zero, because the surface
+    lies half-way between the last inside and the first outside voxel centre. The zero level
+    set is that boundary and the gradient is ~1 everywhere, also across the surface.
     """
     from scipy.ndimage import distance_transform_edt
 
@@ -410,9 +412,14 @@ def mask_to_sdf(mask: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
     if not m.any():
         return np.full(m.shape, np.inf, dtype=np.float32)
     sp = tuple(float(s) for s in spacing_mm)
+    half = np.float32(min(sp) / 2)
     out = distance_transform_edt(~m, sampling=sp).astype(np.float32)
+    out[~m] -= half
     if (~m).any():
-        out -= distance_transform_edt(m, sampling=sp).astype(np.float32)
+        inside = distance_transform_edt(m, sampling=sp).astype(np.float32)
+        out[m] = half - inside[m]
+    else:
+        out[m] = -np.inf
     return out
 
 

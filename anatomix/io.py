@@ -24,6 +24,7 @@ import os
 import re
 import struct
 import tempfile
+from zlib import error as zlib_error
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -152,7 +153,10 @@ def read_image_sitk(path: str | os.PathLike) -> "sitk.Image":
                                            "give one series folder per subject")])
             reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), series[0]))
             return reader.Execute()
-        return sitk.ReadImage(str(p))
+        img = sitk.ReadImage(str(p))
+        if _suffix(p) in (".nii", ".nii.gz"):
+            _check_nifti_complete(p)
+        return img
     except RuntimeError as e:
         msg = str(e).strip().splitlines()
         detail = msg[-1] if msg else "unknown error"
@@ -160,6 +164,57 @@ def read_image_sitk(path: str | os.PathLike) -> "sitk.Image":
         raise InputError([_problem(p, "a readable image (NIfTI, NRRD, MHA/MHD, DICOM)",
                                    f"unreadable or truncated file ({detail[:160]})",
                                    "re-export or re-download the file")]) from None
+
+
+def _nifti_expected_bytes(head: bytes) -> int | None:
+    """vox_offset + data size from a NIfTI-1/2 header, or None if it is not one."""
+    for e in ("<", ">"):
+        hsize = struct.unpack(e + "i", head[:4])[0]
+        if hsize == 348:
+            dims = struct.unpack(e + "8h", head[40:56])
+            bitpix = struct.unpack(e + "h", head[72:74])[0]
+            off = int(struct.unpack(e + "f", head[108:112])[0])
+            break
+        if hsize == 540 and len(head) >= 540:
+            bitpix = struct.unpack(e + "h", head[14:16])[0]
+            dims = struct.unpack(e + "8q", head[16:80])
+            off = int(struct.unpack(e + "q", head[168:176])[0])
+            break
+    else:
+        return None
+    n = 1
+    for k in range(1, min(max(int(dims[0]), 1), 7) + 1):
+        n *= max(int(dims[k]), 1)
+    return max(off, hsize) + n * max(int(bitpix), 8) // 8
+
+
+def _check_nifti_complete(p: Path) -> None:
+    """SimpleITK reads a truncated NIfTI without complaint (zero-filled): check the size."""
+    gz = p.name.lower().endswith(".gz")
+    with (gzip.open(p, "rb") if gz else open(p, "rb")) as f:
+        head = f.read(544)
+    need = _nifti_expected_bytes(head)
+    if need is None:
+        return
+    if not gz:
+        have = p.stat().st_size
+    else:
+        with open(p, "rb") as f:  # gzip trailer: uncompressed size mod 2**32
+            f.seek(-4, os.SEEK_END)
+            isize = struct.unpack("<I", f.read(4))[0]
+        if isize == need % (1 << 32):
+            return
+        have = 0
+        try:  # trailer disagrees (or multi-member file): decompress to be sure
+            with gzip.open(p, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    have += len(chunk)
+        except (EOFError, OSError, zlib_error):
+            raise RuntimeError(f"sitk::ERROR: compressed stream ends early after {have} bytes "
+                               f"of {need}") from None
+    if have < need:
+        raise RuntimeError(f"sitk::ERROR: file holds {have} bytes of the {need} its header "
+                           "announces")
 
 
 def _axis_map(direction_ras: np.ndarray) -> tuple[list[int], list[bool], bool]:
