@@ -83,8 +83,8 @@ class PlacementConfig(BaseModel):
 
     mode: Literal["structured", "random"] = "structured"
     candidates: int = Field(16, ge=1, le=256, description="candidate poses per shape draw (K)")
-    shape_attempts: int = Field(4, ge=1, le=50, description="shape draws before dropping an organ")
-    score_spacing_mm: float = Field(3.0, gt=0.5, le=10.0, description="lattice spacing for scoring, mm")
+    shape_attempts: int = Field(6, ge=1, le=50, description="shape draws before dropping an organ")
+    score_spacing_mm: float = Field(4.0, gt=0.5, le=10.0, description="lattice spacing for scoring, mm")
     body_scale: tuple[float, float] = (0.92, 1.08)
     interpolation_probability: float = Field(0.8, ge=0.0, le=1.0)
     truncated_weight: float = Field(0.05, ge=0.0, le=1.0,
@@ -95,6 +95,9 @@ class PlacementConfig(BaseModel):
     default_rotation_deg: float = Field(8.0, ge=0.0, le=180.0)
     default_scale: tuple[float, float] = (0.9, 1.1)
     anisotropy: float = Field(0.05, ge=0.0, le=0.3, description="per-axis scale jitter around the organ scale")
+    neighbour_spread: float = Field(0.4, gt=0.0, le=2.0,
+                                    description="candidate spread around the contact partners' prediction, "
+                                                "in units of the anchor std")
     position_spread: float = Field(1.0, gt=0.0, le=5.0, description="candidate spread in units of the anchor std")
     contact_weight: float = Field(1.0, ge=0.0)
     anchor_weight: float = Field(0.3, ge=0.0)
@@ -334,7 +337,7 @@ def check_inputs(graph: Any, bank: Any, config: PlacementConfig | None = None) -
         return [f"graph: cannot read the organ specs ({exc})"]
     bank_organs = set(getattr(bank, "organs", []) or [])
     for name, info in organs.items():
-        if name not in bank_organs or not bank.shapes(name):
+        if (name not in bank_organs or not bank.shapes(name)) and info.required:
             problems.append(f"organ {name!r}: the bank has no shape of it (bank organs: "
                             f"{', '.join(sorted(bank_organs)) or 'none'})")
         if info.mean.shape != (3,) or info.cov.shape != (3, 3):
@@ -479,16 +482,19 @@ def _elastic(rng: np.random.Generator, config: PlacementConfig) -> list[dict[str
 
 
 def _draw_shape(bank: Any, info: OrganInfo, body_scale: float, rng: np.random.Generator,
-                config: PlacementConfig, cache: dict[str, Any] | None, random_rotation: bool = False
-                ) -> tuple[dict[str, Any], OrganField]:
+                config: PlacementConfig, cache: dict[str, Any] | None, random_rotation: bool = False,
+                shrink: float = 1.0) -> tuple[dict[str, Any], OrganField]:
+    """Draw a shape variant; ``shrink`` < 1 (later attempts) narrows the variation towards the bank shape."""
     shape_id, blend_id, weight = _choose_shapes(bank, info.name, rng, config)
-    base = rng.uniform(info.scale_lo, info.scale_hi) * body_scale
-    scale = base * (1.0 + rng.uniform(-config.anisotropy, config.anisotropy, size=3))
+    base = (1.0 + shrink * (rng.uniform(info.scale_lo, info.scale_hi) - 1.0)) * body_scale
+    scale = base * (1.0 + shrink * rng.uniform(-config.anisotropy, config.anisotropy, size=3))
     if random_rotation:
         rot = rng.uniform(-180.0, 180.0, size=3)
     else:
-        rot = rng.uniform(info.rot_lo, info.rot_hi)
+        rot = shrink * rng.uniform(info.rot_lo, info.rot_hi)
     elastic = _elastic(rng, config)
+    for e in elastic:
+        e["amplitude_mm"] = tuple(float(v) * shrink for v in e["amplitude_mm"])
     params = {"shape_id": shape_id, "blend_shape_id": blend_id, "blend_weight": weight,
               "scale": tuple(float(v) for v in scale), "rotation_deg": tuple(float(v) for v in rot),
               "elastic": elastic}
@@ -529,12 +535,30 @@ def _check_candidate(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarra
             if r.hard:
                 return False, math.inf
             penalty += (r.margin_mm - v) / h
-    for r in rels:
-        if r.kind == "direction":
+    # boxes first, for every relation at once: an avoid whose organ boxes do not meet holds
+    area = [r for r in rels if r.kind != "direction"]
+    if not area:
+        return True, penalty
+    placed = [ctx.placed[r.b if r.a == info.name else r.a] for r in area]
+    plo = np.array([p.start + p.lat.tight_lo for p in placed])
+    phi = np.array([p.start + p.lat.tight_hi for p in placed])
+    slo = np.array([p.start for p in placed])
+    shi = np.array([p.start + np.asarray(p.lat.sdf.shape) for p in placed])
+    meet_mask = np.all((plo <= start + lat.tight_hi) & (phi >= start + lat.tight_lo), axis=1)
+    meet_sdf = np.all((slo < start + np.asarray(lat.sdf.shape)) & (shi > start), axis=1)
+    for i, r in enumerate(area):
+        p = placed[i]
+        if r.kind == "avoid" and not meet_mask[i]:
             continue
-        other = r.b if r.a == info.name else r.a
-        p = ctx.placed[other]
-        inter, gap = _pair_values(start, lat, p.start, p.lat, need_gap=r.kind == "contact")
+        if r.kind == "contact":
+            if not meet_sdf[i]:
+                inter, gap = 0, math.inf
+            else:
+                inter, gap = _pair_values(start, lat, p.start, p.lat, need_gap=True)
+        elif meet_mask[i]:
+            inter, gap = _pair_values(start, lat, p.start, p.lat, need_gap=False)
+        else:
+            inter, gap = 0, math.inf
         if r.kind == "avoid":
             v = inter / max(1, min(lat.count, p.lat.count))
             if v > r.tolerance:
@@ -567,10 +591,15 @@ def _place_organ(ctx: _Context, info: OrganInfo, bank: Any, rng: np.random.Gener
         c_mean = parent.centroid(h) + info.offset_mean * ctx.body_scale
         c_cov = (info.offset_cov if info.offset_cov is not None else info.cov) * ctx.body_scale ** 2
     else:
-        c_mean, c_cov = mean, cov
+        # follow the placed contact partners: carry the anchor offsets through their poses
+        pred = _neighbour_prediction(ctx, info)
+        if pred is None:
+            c_mean, c_cov = mean, cov
+        else:
+            c_mean, c_cov = pred, cov * config.neighbour_spread ** 2
     chol = np.linalg.cholesky(c_cov * config.position_spread ** 2 + 1e-6 * np.eye(3))
     for attempt in range(1, config.shape_attempts + 1):
-        params, fld = _draw_shape(bank, info, ctx.body_scale, rng, config, cache)
+        params, fld = _draw_shape(bank, info, ctx.body_scale, rng, config, cache, shrink=1.0 / attempt)
         lat = _lattice(fld, h, config.lattice_margin_mm)
         z = rng.normal(size=(config.candidates, 3))
         if lat is None:
@@ -591,6 +620,29 @@ def _place_organ(ctx: _Context, info: OrganInfo, bank: Any, rng: np.random.Gener
         m = _refine_contacts(ctx, info, lat, best[1], rels, config)
         return _Placed(info, lat, m, dict(params, attempts=attempt))
     return None
+
+
+def _neighbour_prediction(ctx: _Context, info: OrganInfo) -> np.ndarray | None:
+    """Where the placed contact partners say this organ's centroid goes.
+
+    Each placed partner carries the anchor offset (this organ's anchor minus the partner's)
+    through its own pose (rotation and scale about its centroid); the predictions are averaged.
+    None when no contact partner is placed.
+    """
+    from anatomix.render import rotation_matrix
+
+    partners = {r.b if r.a == info.name else r.a for r in ctx.rels
+                if r.kind == "contact" and info.name in (r.a, r.b)}
+    preds = []
+    for n, p in ctx.placed.items():
+        if n not in partners:
+            continue
+        rot = rotation_matrix(p.params["rotation_deg"])
+        sc = np.asarray(p.params["scale"])
+        preds.append(p.centroid(ctx.h) + rot @ (sc * (info.mean - p.info.mean)))
+    if not preds:
+        return None
+    return np.mean(preds, axis=0)
 
 
 def _refine_contacts(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarray, rels: list[Rel],
@@ -697,7 +749,9 @@ def sample_scene(graph: Any, bank: Any, rng: np.random.Generator, config: Placem
     organs = graph_organs(graph, config)
     h = config.score_spacing_mm
     body_scale = float(rng.uniform(*config.body_scale))
-    present = [n for n, info in organs.items() if info.required or rng.random() < info.probability]
+    bank_organs = set(getattr(bank, "organs", organs))
+    present = [n for n, info in organs.items()
+               if (info.required or rng.random() < info.probability) and n in bank_organs]
     dropped = [n for n in organs if n not in present]
     rels = graph_relations(graph, present, config)
     ctx = _Context(h=h, placed={}, rels=rels, body_scale=body_scale)

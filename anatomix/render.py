@@ -164,21 +164,26 @@ class OrganField:
         half = np.asarray(step, dtype=np.float64) * n1 / 2.0
         centre = np.asarray(start, dtype=np.float64) + half  # offset of normalised coordinate 0
         disp = self._elastic_grid(centre, half, shape) if self.elastic else None
-        size = (1, 1) + shape
         out: torch.Tensor | None = None
         for part in self.parts:
             pn1 = np.maximum(part.size.numpy().astype(np.float64) - 1, 1)
             g = np.diag(2.0 / (pn1 * part.spacing.numpy().astype(np.float64)))
             lin = g @ self.matrix @ np.diag(half)
             trans = g @ (self.matrix @ centre) + 2.0 * part.centroid_idx.numpy() / pn1 - 1.0
-            # torch order: (z, y, x) for both the output base grid and the input coordinates
-            theta = np.zeros((1, 3, 4))
-            theta[0, :, :3] = lin[::-1, ::-1]
-            theta[0, :, 3] = trans[::-1]
-            grid = F.affine_grid(torch.as_tensor(theta, dtype=torch.float32), list(size), align_corners=True)
+            # normalised crop coordinate at box index (i, j, k): trans + lin @ (2 idx / n1 - 1),
+            # built as an outer sum of three 1D ramps, in torch (z, y, x) coordinate order
+            ramps = []
+            for d in range(3):
+                t = torch.linspace(-1.0, 1.0, shape[d], dtype=torch.float32) if shape[d] > 1 \
+                    else torch.full((1,), -1.0)
+                col = torch.as_tensor(lin[::-1, d].copy(), dtype=torch.float32)
+                ramps.append(t[:, None] * col)
+            grid = (ramps[0][:, None, None, :] + ramps[1][None, :, None, :]
+                    + (ramps[2] + torch.as_tensor(trans[::-1].copy(), dtype=torch.float32))[None, None, :, :])
             if disp is not None:
                 scale = torch.as_tensor(np.diag(g)[::-1].copy(), dtype=torch.float32)
-                grid = grid + disp * scale
+                grid = grid + disp[0] * scale
+            grid = grid[None]
             val = F.grid_sample(part.volume, grid, mode="bilinear", padding_mode="border",
                                 align_corners=True)[0, 0]
             if part.weight != 1.0:
@@ -231,7 +236,7 @@ def _crop_tensor(bank: ShapeSource, shape_id: str, cache: dict[str, Any] | None
     """The crop as a (1, 1, X, Y, Z) tensor and the index box (lo, hi) of its organ (sdf <= 0)."""
     if cache is not None and shape_id in cache:
         return cache[shape_id]
-    arr = np.ascontiguousarray(bank.sdf(shape_id), dtype=np.float32)
+    arr = np.array(bank.sdf(shape_id), dtype=np.float32, order="C")  # own, writable copy
     inside = arr <= 0
     if inside.any():
         idx = [np.nonzero(inside.any(axis=tuple(j for j in range(3) if j != d)))[0] for d in range(3)]
