@@ -288,7 +288,9 @@ def to_ras(img: "sitk.Image", nearest: bool = True) -> Volume:
         nearest: interpolation for oblique inputs (True for label maps).
 
     Returns:
-        Volume with array (x, y, z[, c]) whose axes increase along world +x, +y, +z.
+        Volume with array (x, y, z[, c]) whose axes increase along world +x, +y, +z. The array
+        is not necessarily C-contiguous (it is a transposed view of the file's layout); use
+        ``np.ascontiguousarray`` where C order matters.
     """
     import SimpleITK as sitk
 
@@ -301,19 +303,25 @@ def to_ras(img: "sitk.Image", nearest: bool = True) -> Volume:
         img = _resample_to_ras_grid(img, lo, sp, n, nearest)
         return Volume(_sitk_to_array_xyz(img), tuple(float(s) for s in sp),
                       tuple(float(o) for o in lo))
-    a = _sitk_to_array_xyz(img)  # array axes = image index axes
+    # Work on SimpleITK's C-ordered (k, j, i[, c]) array: flip there (one streaming copy only
+    # when something is flipped), then transpose to (x, y, z) as a view (no copy). The result is
+    # therefore often Fortran-ordered; values and shape are what matter.
+    raw = sitk.GetArrayFromImage(img)
     size = img.GetSize()
     spacing_in = img.GetSpacing()
-    # corner index (in image index space) that becomes voxel [0,0,0]
-    corner = [0, 0, 0]
+    corner = [0, 0, 0]  # image index that becomes voxel [0, 0, 0]
+    idx_flip = [False, False, False]
     for w in range(3):
         j = perm[w]
         if flip[w]:
             corner[j] = size[j] - 1
-    trailing = list(range(3, a.ndim))
+            idx_flip[j] = True
+    if any(idx_flip):
+        raw = np.ascontiguousarray(raw[tuple(slice(None, None, -1) if idx_flip[2 - k] else
+                                             slice(None) for k in range(3))])
+    trailing = list(range(3, raw.ndim))
+    a = raw.transpose([2, 1, 0] + trailing)  # image index axes i, j, k
     a = a.transpose([perm[0], perm[1], perm[2]] + trailing)
-    slicer = tuple(slice(None, None, -1) if flip[w] else slice(None) for w in range(3))
-    a = np.ascontiguousarray(a[slicer])
     p = np.array(img.TransformIndexToPhysicalPoint(corner)) * np.array([-1, -1, 1])
     spacing = tuple(float(spacing_in[perm[w]]) for w in range(3))
     del sitk
