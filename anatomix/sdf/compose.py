@@ -16,8 +16,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from anatomix.sdf.displacements import displacement_bound_mm, displacement_field
-from anatomix.sdf.mappers import apply_mapper, mapper_margin_mm
+from anatomix.sdf.displacements import (displacement_bound_mm, displacement_field,
+                                        displacement_lipschitz, displacement_range_mm)
+from anatomix.sdf.mappers import apply_mapper, mapper_margin_mm, mapper_saturation_mm
 from anatomix.sdf.pose import pose_matrices
 from anatomix.sdf.primitives import local_half_extent, primitive_sdf
 
@@ -64,8 +65,8 @@ def object_box(obj: dict[str, Any], grid: Grid) -> tuple[slice, slice, slice] | 
     disp = obj.get("displacement")
     if disp:
         extra += displacement_bound_mm(disp["name"], grid.half_extent_mm)
-    # SDF values are divided by ||A||; expand generously in the local frame
-    he = he + 2.0 * extra * anorm + 1e-3
+    # SDF values are divided by ||A|| >= 1: a margin m in SDF units is <= m * ||A|| locally
+    he = he + extra * max(anorm, 1.0) + 1e-3
     half_world = np.abs(m) @ he
     t = np.asarray(obj["pose"]["translation_mm"], dtype=np.float64)
     out = []
@@ -101,6 +102,86 @@ def _box_points(grid: Grid, box: tuple[slice, slice, slice], device: torch.devic
     return torch.stack([gx.reshape(-1), gy.reshape(-1), gz.reshape(-1)], dim=1)
 
 
+def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=(16, 8, 4, 2)):
+    """Hierarchical (block) evaluation of one object; adds its mapped values to ``image_flat``
+    and returns the flat indices of its inside voxels.
+
+    Blocks are classified with the undisplaced SDF at their centre (1-Lipschitz, so every voxel
+    of a block lies within the centre value +- the block's half-diagonal, +- the displacement
+    bound): blocks far outside are skipped, blocks deep inside where the mapper has saturated
+    are labelled without evaluation, blocks fully inside are evaluated voxel by voxel without
+    further subdivision, the rest are subdivided.
+    """
+    box = object_box(obj, grid)
+    if box is None:
+        return torch.zeros(0, dtype=torch.int64, device=device)
+    nx, ny, nz = grid.shape
+    sp = torch.tensor(grid.spacing_mm, dtype=torch.float32, device=device)
+    centre = torch.tensor([nx // 2, ny // 2, nz // 2], dtype=torch.float32, device=device)
+    disp = obj.get("displacement")
+    dlo, dhi = displacement_range_mm(disp["name"], grid.half_extent_mm) if disp else (0.0, 0.0)
+    dlip = displacement_lipschitz(disp["name"]) if disp else 0.0
+    margin = mapper_margin_mm(obj["mapper"])
+    sat = mapper_saturation_mm(obj["mapper"])
+    lo = torch.tensor([b.start for b in box], dtype=torch.int64, device=device)
+    hi = torch.tensor([b.stop for b in box], dtype=torch.int64, device=device)
+
+    def tile(lo_: torch.Tensor, hi_: torch.Tensor, b: int) -> torch.Tensor:
+        axes = [torch.arange(int(lo_[a]), int(hi_[a]), b, device=device) for a in range(3)]
+        g = torch.meshgrid(*axes, indexing="ij")
+        return torch.stack([t.reshape(-1) for t in g], dim=1)
+
+    def voxels_of(corners: torch.Tensor, b: int) -> torch.Tensor:
+        off = tile(torch.zeros(3, dtype=torch.int64), torch.full((3,), b, dtype=torch.int64), 1)
+        v = (corners[:, None, :] + off[None, :, :]).reshape(-1, 3)
+        ok = ((v >= lo) & (v < hi)).all(dim=1)
+        return v[ok]
+
+    eval_vox: list[torch.Tensor] = []
+    label_only: list[torch.Tensor] = []
+    corners = tile(lo, hi, block_sizes[0])
+    for level, b in enumerate(block_sizes):
+        if corners.shape[0] == 0:
+            break
+        rho = float(torch.sqrt((((b - 1) / 2.0 * sp) ** 2).sum()))
+        ctr = (corners.to(torch.float32) + (b - 1) / 2.0 - centre) * sp
+        c = torch.cat([object_sdf(obj, ctr[k:k + CHUNK], grid, displaced=False)
+                       for k in range(0, ctr.shape[0], CHUNK)])
+        # bounds of the displaced SDF over the block: global displacement range, and (for a
+        # Lipschitz field) its value at the centre +- (1 + L) * rho
+        low = c - rho + dlo
+        high = c + rho + dhi
+        if disp and math.isfinite(dlip):
+            cd = c + torch.cat([displacement_field(disp, ctr[k:k + CHUNK], grid.half_extent_mm)
+                                for k in range(0, ctr.shape[0], CHUNK)])
+            low = torch.maximum(low, cd - (1.0 + dlip) * rho)
+            high = torch.minimum(high, cd + (1.0 + dlip) * rho)
+        keep = low <= margin
+        inside = high < 0.0
+        saturated = inside & (high < -sat)
+        label_only.append(corners[saturated])
+        eval_vox.append(voxels_of(corners[inside & ~saturated], b))
+        undecided = corners[keep & ~inside]
+        if level + 1 < len(block_sizes):
+            nb = block_sizes[level + 1]
+            corners = (undecided[:, None, :] + tile(torch.zeros(3, dtype=torch.int64),
+                                                    torch.full((3,), b, dtype=torch.int64), nb)[None]).reshape(-1, 3)
+            corners = corners[(corners < hi).all(dim=1)]
+        else:
+            eval_vox.append(voxels_of(undecided, b))
+    strides = torch.tensor([ny * nz, nz, 1], dtype=torch.int64, device=device)
+    inside_idx = [voxels_of(lab, block_sizes[i]) @ strides for i, lab in enumerate(label_only)]
+    vox = torch.cat(eval_vox) if eval_vox else torch.zeros((0, 3), dtype=torch.int64)
+    for k in range(0, vox.shape[0], CHUNK):
+        v = vox[k:k + CHUNK]
+        pts = (v.to(torch.float32) - centre) * sp
+        d = object_sdf(obj, pts, grid)
+        flat = v @ strides
+        image_flat.index_add_(0, flat, apply_mapper(obj["mapper"], d))
+        inside_idx.append(flat[d < 0.0])
+    return torch.cat(inside_idx)
+
+
 def render_objects(
     objects: Sequence[dict[str, Any]],
     labels: Sequence[int],
@@ -109,6 +190,7 @@ def render_objects(
     clip: tuple[float, float] = (0.0, 128.0),
     quantize: bool = True,
     device: torch.device | str = "cpu",
+    method: str = "blocks",
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Render objects into an image and a label map.
 
@@ -120,10 +202,30 @@ def render_objects(
         clip: image clipping range (FDIF: 0..128).
         quantize: truncate to integers after clipping (FDIF stores uint8).
         device: torch device.
+        method: ``blocks`` (hierarchical culling, default) or ``dense`` (every voxel of each
+            object's bounding box; the reference). Labels are identical; image values differ
+            by less than 1e-3 per object where a mapper has saturated.
 
     Returns:
         image float32 (x, y, z), label uint8 (x, y, z), voxel count inside each object.
     """
+    if method == "dense":
+        return _render_dense(objects, labels, grid, clip=clip, quantize=quantize, device=device)
+    n = grid.shape[0] * grid.shape[1] * grid.shape[2]
+    image = torch.zeros(n, dtype=torch.float32, device=device)
+    insides = [_object_inside_and_image(obj, grid, image, device) for obj in objects]
+    volumes = [int(t.numel()) for t in insides]
+    image.clamp_(clip[0], clip[1])
+    if quantize:
+        image.floor_()
+    label = torch.zeros(n, dtype=torch.uint8, device=device)
+    for i in sorted(range(len(objects)), key=lambda i: -volumes[i]):  # smaller objects last: they win
+        if volumes[i]:
+            label[insides[i]] = int(labels[i])
+    return image.view(grid.shape), label.view(grid.shape), volumes
+
+
+def _render_dense(objects, labels, grid, *, clip, quantize, device):
     image = torch.zeros(grid.shape, dtype=torch.float32, device=device)
     masks: list[tuple[tuple[slice, slice, slice], torch.Tensor] | None] = []
     volumes: list[int] = []

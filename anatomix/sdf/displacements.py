@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DISPLACEMENTS", "DISPLACEMENT_NAMES", "displacement_field", "displacement_bound_mm",
-           "sample_displacement"]
+__all__ = ["DISPLACEMENTS", "DISPLACEMENT_NAMES", "displacement_bound_mm", "displacement_field",
+           "displacement_lipschitz", "displacement_range_mm", "sample_displacement"]
 
 
 def _perlin(f: float) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -64,17 +64,18 @@ def _sawtooth(f: float) -> Callable[[torch.Tensor], torch.Tensor]:
     return g
 
 
-# name -> (amplitude (fraction of the half extent), g, sup |g|)
-DISPLACEMENTS: dict[str, tuple[float, Callable[[torch.Tensor], torch.Tensor], float]] = {
-    "perlin_more_fine": (0.03, _perlin(50.0), 2.0),
-    "perlin_fine": (0.01, _perlin(30.0), 2.0),
-    "turbulence": (0.05, _turbulence(30.0), 3.0),
-    "ridge": (0.03, _ridge(30.0), 3.0),
-    "ridge_coarse": (0.05, _ridge(10.0), 3.0),
-    "sharpmax": (0.05, _sharpmax(20.0), 1.0),
-    "sharpmax_fine": (0.03, _sharpmax(40.0), 1.0),
-    "twisted_x": (0.04, _twisted(20.0, 0), 1.0),
-    "sawtooth": (0.03, _sawtooth(15.0), 3.0 / math.pi),
+# name -> (amplitude (fraction of the half extent), g, inf g, sup g, Lipschitz bound of g in u)
+DISPLACEMENTS: dict[str, tuple[float, Callable[[torch.Tensor], torch.Tensor], float, float, float]] = {
+    "perlin_more_fine": (0.03, _perlin(50.0), -2.0, 2.0, 50.0 * math.sqrt(2.0)),
+    "perlin_fine": (0.01, _perlin(30.0), -2.0, 2.0, 30.0 * math.sqrt(2.0)),
+    "turbulence": (0.05, _turbulence(30.0), -3.0, 3.0, 30.0 * (math.hypot(0.1, 0.15) + math.hypot(0.2, 0.25)
+                                                               + math.hypot(0.3, 0.35))),
+    "ridge": (0.03, _ridge(30.0), 0.0, 3.0, 30.0 * math.sqrt(3.0)),
+    "ridge_coarse": (0.05, _ridge(10.0), 0.0, 3.0, 10.0 * math.sqrt(3.0)),
+    "sharpmax": (0.05, _sharpmax(20.0), 0.0, 1.0, 20.0),
+    "sharpmax_fine": (0.03, _sharpmax(40.0), 0.0, 1.0, 40.0),
+    "twisted_x": (0.04, _twisted(20.0, 0), 0.0, 1.0, 20.0),
+    "sawtooth": (0.03, _sawtooth(15.0), -3.0 / math.pi, 3.0 / math.pi, math.inf),  # jumps
 }
 DISPLACEMENT_NAMES: tuple[str, ...] = tuple(DISPLACEMENTS)
 
@@ -106,7 +107,7 @@ def displacement_field(spec: dict[str, Any], pts_mm: torch.Tensor, half_extent_m
     Returns:
         (N,) tensor to add to an SDF.
     """
-    amp, g, _ = DISPLACEMENTS[spec["name"]]
+    amp, g = DISPLACEMENTS[spec["name"]][:2]
     u = pts_mm * (1.0 / half_extent_mm)
     rot = spec.get("rotation")
     if rot is not None:
@@ -120,5 +121,17 @@ def displacement_field(spec: dict[str, Any], pts_mm: torch.Tensor, half_extent_m
 
 def displacement_bound_mm(name: str, half_extent_mm: float) -> float:
     """sup |displacement| in mm."""
-    amp, _, sup = DISPLACEMENTS[name]
-    return amp * half_extent_mm * sup
+    amp, _, lo, hi, _ = DISPLACEMENTS[name]
+    return amp * half_extent_mm * max(abs(lo), abs(hi))
+
+
+def displacement_range_mm(name: str, half_extent_mm: float) -> tuple[float, float]:
+    """(inf, sup) of the displacement in mm (ridge-like fields are never negative)."""
+    amp, _, lo, hi, _ = DISPLACEMENTS[name]
+    return amp * half_extent_mm * lo, amp * half_extent_mm * hi
+
+
+def displacement_lipschitz(name: str) -> float:
+    """Lipschitz constant (mm per mm) of the displacement field (inf where it jumps)."""
+    amp, _, _, _, lip = DISPLACEMENTS[name]
+    return amp * lip

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["MAPPERS", "MAPPER_NAMES", "apply_mapper", "mapper_margin_mm"]
+__all__ = ["MAPPERS", "MAPPER_NAMES", "apply_mapper", "mapper_margin_mm", "mapper_saturation_mm"]
 
 
 def _inside(d: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -68,8 +68,17 @@ MAPPERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 MAPPER_NAMES: tuple[str, ...] = tuple(MAPPERS)
 
-# inverse_cube < 0.25 beyond 8 mm: below FDIF's uint8 quantisation step even summed over a few objects
+# inverse_cube < 0.25 beyond 8 mm: below FDIF's uint8 quantisation step
 _MARGIN_MM = {"inverse_cube": 8.0}
+# depth (mm) beyond which a mapper's value inside is below 1e-3 (modular, sinusoidal: never)
+_SATURATION_MM = {
+    "exponential_base_1.5": math.log(128e3) / math.log(1.5),
+    "exponential_base_2.0": math.log(128e3) / math.log(2.0),
+    "floor_width_0.5": 6.5,
+    "floor_width_1.0": 13.0,
+    "inverse_cube": (128e3) ** (1 / 3),
+    "linear_slope_10.0": 12.8,
+}
 
 
 def apply_mapper(name: str, sdf: torch.Tensor) -> torch.Tensor:
@@ -79,6 +88,11 @@ def apply_mapper(name: str, sdf: torch.Tensor) -> torch.Tensor:
     except KeyError:
         raise KeyError(f"unknown mapper {name!r}; expected one of {', '.join(MAPPER_NAMES)}") from None
     return fn(sdf)
+
+
+def mapper_saturation_mm(name: str) -> float:
+    """Depth inside (mm) beyond which the mapper's value is below 1e-3 (inf if never)."""
+    return _SATURATION_MM.get(name, math.inf)
 
 
 def mapper_margin_mm(name: str) -> float:
