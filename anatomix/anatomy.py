@@ -268,3 +268,56 @@ class AnatomyGenerator:
 
     def summary(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return summarize_records(records)
+
+
+def anatomy_config(config_path: str | os.PathLike[str] | None = None, *, graph: str | None = None,
+                   bank: str | None = None, fov: str | None = None) -> AnatomySynthConfig:
+    """The config of ``anatomix synth --graph G [--config C] [--bank B] [--fov F]``.
+
+    Reads ``config_path`` (must be ``mode: anatomy``) or takes the defaults, then applies the
+    command-line overrides. Everything is validated here, before any case is written.
+
+    Raises:
+        ConfigError / AnatomixError: bad file, wrong mode, bad override.
+    """
+    from anatomix.errors import ConfigError
+    from anatomix.synth import load_synth_config
+
+    if config_path is not None:
+        cfg = load_synth_config(config_path)
+        if not isinstance(cfg, AnatomySynthConfig):
+            raise ConfigError(f"{config_path}: --graph needs a `mode: anatomy` config, found mode "
+                              f"{getattr(cfg, 'mode', None)!r}")
+    else:
+        cfg = AnatomySynthConfig()
+    data = cfg.model_dump()
+    if graph is not None:
+        data["graph"] = str(graph)
+    if bank is not None:
+        data["bank"] = str(bank)
+    if fov is not None:
+        if fov not in ("whole", "window"):
+            raise ConfigError(f"--fov: expected whole or window; found {fov!r}")
+        data["grid"]["fov"] = fov
+    return AnatomySynthConfig.model_validate(data)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Human-readable constraint summary (printed at the end of a run)."""
+    if not summary or not summary.get("cases"):
+        return "constraint summary: no case"
+
+    def pct(v: Any) -> str:
+        return "n/a" if v is None else f"{100.0 * v:.1f} %"
+
+    lines = [f"constraint summary over {summary['cases']} case(s):",
+             f"  all hard constraints satisfied: {pct(summary['hard_constraints_satisfied'])}",
+             f"  contacts satisfied: {pct(summary['contacts_satisfied'])} of {summary['contacts_total']}"]
+    if summary.get("organs_dropped"):
+        lines.append("  optional organs dropped: " + ", ".join(f"{k} {v}" for k, v in summary["organs_dropped"].items()))
+    if summary.get("organs_failed"):
+        lines.append("  required organs that could not be placed: "
+                     + ", ".join(f"{k} {v}" for k, v in summary["organs_failed"].items()))
+    if summary.get("hard_violations"):
+        lines.append("  hard violations: " + ", ".join(f"{k} {v}" for k, v in summary["hard_violations"].items()))
+    return "\n".join(lines)
