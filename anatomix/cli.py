@@ -207,15 +207,25 @@ def synth_command(
     shard: str = typer.Option("0/1", "--shard", help="Write only cases with index % n == k (k/n)."),
     device: str = typer.Option("cpu", "--device", help="torch device for generation."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    graph: str = typer.Option(None, "--graph", help="Organ graph YAML: structure-aware synthesis (mode anatomy)."),
+    bank: str = typer.Option(None, "--bank", help="Shape bank folder (with --graph; default: the embedded bank)."),
+    fov: str = typer.Option(None, "--fov", help="With --graph: whole (whole abdomen) or window (fixed grid)."),
 ) -> None:
     """Write n synthetic cases: imagesTr/, labelsTr/, dataset.json, datalist.json, records/."""
     from anatomix.errors import AnatomixError
     from anatomix.synth import build_generator, load_synth_config, write_dataset
 
-    if config is None:
-        fail("give --config FILE (e.g. configs/fdif.yaml)")
+    if config is None and graph is None:
+        fail("give --graph FILE (e.g. graphs/abdomen.yaml) or --config FILE (e.g. configs/fdif.yaml)")
     try:
-        cfg = load_synth_config(config)
+        if graph is not None:
+            from anatomix.anatomy import anatomy_config
+
+            cfg = anatomy_config(config, graph=graph, bank=bank, fov=fov)
+        else:
+            if bank is not None or fov is not None:
+                fail("--bank and --fov go with --graph (structure-aware synthesis)")
+            cfg = load_synth_config(config)
         generator = build_generator(cfg, seed=seed, device=device)
         summary = write_dataset(generator, out, n=n, seed=seed, workers=workers, shard=shard,
                                 progress=progress)
@@ -226,6 +236,31 @@ def synth_command(
 
     Console().print(f"wrote {summary['written']} case(s), kept {summary['skipped']} finished, "
                     f"{summary['total_done']} in {summary['out_dir']} ({summary['seconds']:.1f} s)")
+    if graph is not None:
+        from anatomix.anatomy import format_summary
+
+        Console().print(format_summary(summary.get("generator_summary") or {}), highlight=False)
+
+
+@app.command("preview")
+def preview_command(
+    folder: str = typer.Argument(..., help="Output folder of `anatomix synth`."),
+    out: str = typer.Option("preview.png", "--out", help="Montage PNG to write."),
+    cases: int = typer.Option(4, "--cases", help="Number of cases (rows) in the montage."),
+    mesh: str = typer.Option(None, "--mesh", help="Also export the first case's organs as a mesh (.glb/.ply/.obj)."),
+) -> None:
+    """Montage of a few cases (axial/coronal/sagittal, labels overlaid); optional 3D mesh."""
+    from anatomix.errors import AnatomixError
+    from anatomix.preview import preview_dataset
+
+    try:
+        path = preview_dataset(folder, out, cases=cases, mesh=mesh)
+    except AnatomixError as exc:
+        fail(str(exc))
+        return
+    from rich.console import Console
+
+    Console().print(f"wrote {path}" + (f" and {mesh}" if mesh else ""))
 
 # ---- evaluate (anatomical realism) ----------------------------------------------------------
 
