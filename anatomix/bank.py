@@ -504,7 +504,7 @@ def resolve_labels(labels: str | os.PathLike | Mapping[Any, Any] | None) -> Labe
 def _organ_table(path: Path, lv: Any, spec: LabelSpec, organs: set[str] | None,
                  present: list[int], problems: list[str]) -> dict[int, str]:
     """value -> organ for one input; appends problems."""
-    from anatomix.labels import PRESETS, UnknownOrganError, canonical_organ
+    from anatomix.labels import PRESETS, UnknownOrganError, canonical_organ, closest_organs
 
     table: dict[int, str] = {}
     names = lv.names
@@ -516,7 +516,7 @@ def _organ_table(path: Path, lv: Any, spec: LabelSpec, organs: set[str] | None,
                             f"none; pass --labels with a preset ({', '.join(sorted(PRESETS))}) or "
                             "a JSON/YAML file mapping label value to organ name")
             return {}
-        unknown = []
+        unknown: list[str] = []
         for value, name in names.items():
             key = name.strip().lower()
             if key in spec.renames:
@@ -526,13 +526,15 @@ def _organ_table(path: Path, lv: Any, spec: LabelSpec, organs: set[str] | None,
                 continue
             try:
                 table[value] = canonical_organ(name)
-            except UnknownOrganError as e:
+            except UnknownOrganError:
                 if organs is None and value in present:
-                    unknown.append(str(e))
+                    unknown.append(name)
         for u in unknown:
-            problems.append(f"{path}: expected organ names anatomix knows, found {u}; rename "
-                            "with a --labels file ('<name>: <organ>' or null to ignore) or "
-                            "select organs with --organs")
+            close = closest_organs(u)
+            problems.append(f"{path}: expected organ names anatomix knows, found {u!r} "
+                            f"({'closest: ' + ', '.join(close) if close else 'no close match'})"
+                            f"; rename it in a --labels file ('{u}: <organ>', or null to "
+                            "ignore it) or pick organs with --organs")
     else:
         assert spec.values is not None
         missing = [v for v in present if v not in spec.values]
@@ -855,13 +857,14 @@ def ingest_masks(
     except InputError as e:
         problems.extend(e.problems)
     paths: list[Path] = []
-    try:
-        paths = io.find_label_maps(inputs)
-    except InputError as e:
-        problems.extend(e.problems)
+    for raw in inputs:  # expand one by one so that a missing path does not hide other problems
+        try:
+            paths.extend(p for p in io.find_label_maps([raw]) if p not in paths)
+        except InputError as e:
+            problems.extend(e.problems)
     if not inputs:
         problems.append("inputs: expected at least one label map or folder, found none")
-    if problems or spec is None:
+    if spec is None or (problems and not paths):
         raise InputError(problems)
 
     subjects: list[_Subject] = []

@@ -228,6 +228,8 @@ def test_label_file_and_auto(tmp_path: Path) -> None:
     with pytest.warns(BankWarning):
         m = ingest_masks([f], tmp_path / "b", labels=lab, spacing_mm=2.0)
     assert "pancreas" not in {r.organ for r in m.shapes}
+    with pytest.raises(InputError, match="'right lung' \\(closest: kidney_right"):
+        ingest_masks([FIX / "slicerio" / "Segmentation.seg.nrrd"], tmp_path / "s")
     with pytest.raises(InputError, match="flare22"):  # no names embedded: suggest presets
         ingest_masks([f], tmp_path / "c", spacing_mm=2.0)
     assert not (tmp_path / "c").exists()
@@ -319,10 +321,11 @@ def test_bad_input(bank_bad_cases: dict, tmp_path: Path, case: str) -> None:
 
 def test_all_problems_at_once(bank_bad_cases: dict, tmp_path: Path) -> None:
     cases = bank_bad_cases
-    inputs = [p for k in ("unreadable", "4d", "float", "background") for p in cases[k][0]]
+    inputs = [p for k in ("unreadable", "4d", "float", "background", "missing_path")
+              for p in cases[k][0]]
     with pytest.raises(InputError) as e:
         ingest_masks(inputs, tmp_path / "out", labels="flare22")
-    assert len(e.value.problems) == 4
+    assert len(e.value.problems) == 5
     assert not (tmp_path / "out").exists()
 
 
