@@ -470,7 +470,7 @@ def write_dataset(
     _check_run(out, _run_info(generator, seed))
     # leftovers of a killed run (temp files are dot-files, never counted as cases)
     for sub in ("imagesTr", "labelsTr", "records"):
-        for tmp in (out / sub).glob(".*.tmp*"):
+        for tmp in [*(out / sub).glob(".*.tmp*"), *(out / sub).glob(".tmp-*")]:
             try:
                 tmp.unlink()
             except FileNotFoundError:

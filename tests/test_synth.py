@@ -114,11 +114,13 @@ def test_fdif_resume_and_shards(tmp_path, fdif_small_generator):
     # a killed run: one case lost its record (half written), a temp file left behind
     (full / "records" / f"{case_name(2)}.json").unlink()
     (full / "imagesTr" / f".{case_name(3)}_0000.nii.gz.123.tmp.nii.gz").write_bytes(b"junk")
+    (full / "labelsTr" / ".tmp-abc123.nii.gz").write_bytes(b"junk")
     before = (full / "records" / f"{case_name(0)}.json").stat().st_mtime_ns
     s = write_dataset(fdif_small_generator, full, n=4, seed=7, progress=False)
     assert s["written"] == 1 and s["skipped"] == 3
     assert (full / "records" / f"{case_name(0)}.json").stat().st_mtime_ns == before
     assert _files(full) == reference
+    assert not list(full.rglob(".tmp-*")) and not list(full.rglob(".*.tmp*"))
     # another seed into the same folder is refused
     other = build_generator(validate_synth_config(dict(SMALL)), seed=8)
     with pytest.raises(SynthError, match="different synthesis run"):
