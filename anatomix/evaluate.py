@@ -640,31 +640,27 @@ def direction_errors(summary: MapSummary) -> list[str]:
 def record_violations(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Hard constraint violations from a synthetic record's constraint report (None if absent).
 
-    Accepts a report as a list of relation entries (``type``/``kind``/``relation``, ``hard``,
-    ``holds``/``satisfied``/``ok``, organs ``a``/``b``), found under ``constraint_report``,
-    ``constraints`` or ``report``, at the top level or under ``scene``/``placement``.
+    Reads the list of measured relations (``kind``/``type``/``relation``, ``hard``,
+    ``holds``/``satisfied``/``ok``, organs ``a``/``b``, ``value``): the placement Scene's
+    ``scene.report`` as ``anatomix synth --graph`` writes it, else a list under ``report``,
+    ``constraint_report`` or ``constraints`` at the top level or under ``placement``.
     """
     if not record:
         return None
-    report = None
-    for holder in (record, record.get("scene"), record.get("placement")):
+    entries = None
+    for holder in (record.get("scene"), record, record.get("placement")):
         if not isinstance(holder, Mapping):
             continue
-        for key in ("constraint_report", "constraints", "report"):
-            if key in holder:
-                report = holder[key]
+        for key in ("report", "constraint_report", "constraints"):
+            cand = holder.get(key)
+            if isinstance(cand, Mapping):
+                cand = cand.get("relations", cand.get("entries", cand.get("items")))
+            if isinstance(cand, list) and all(isinstance(e, Mapping) for e in cand):
+                entries = cand
                 break
-        if report is not None:
+        if entries is not None:
             break
-    if report is None:
-        return None
-    if isinstance(report, Mapping):
-        entries = report.get("relations", report.get("entries", report.get("items")))
-        if entries is None:
-            entries = [dict(v, name=k) if isinstance(v, Mapping) else {} for k, v in report.items()]
-    else:
-        entries = report
-    if not isinstance(entries, list):
+    if entries is None:
         return None
     hard = overlaps = checked = 0
     details: list[str] = []

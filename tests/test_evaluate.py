@@ -288,7 +288,8 @@ def test_constraint_reports_counted():
     assert v["checked"] == 3 and v["hard_violations"] == 1 and v["impossible_overlaps"] == 1
     assert ev.record_violations({"seed": 0}) is None
     # the placement Scene's layout: record["scene"]["report"], entries with `kind`
-    scene = {"scene": {"placement": "random", "report": [
+    scene = {"constraints": {"hard_ok": False, "hard_violations": ["avoid liver-kidney_right"]},
+             "scene": {"placement": "random", "report": [
         {"kind": "avoid", "a": "liver", "b": "kidney_right", "hard": True, "value": 0.4, "holds": False},
         {"kind": "contact", "a": "liver", "b": "gallbladder", "hard": False, "value": 9.0, "holds": False},
     ]}}
