@@ -1,0 +1,57 @@
+"""Appearance: image range, ablations, window, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anatomix.appearance import AppearanceConfig, apply_lesions, render_image, sample_appearance, sample_lesions, window
+from anatomix.placement import sample_scene
+from anatomix.render import Grid, render_scene
+
+
+def _case(graph, bank, cfg, seed=0):
+    scene = sample_scene(graph, bank, np.random.default_rng(seed))
+    c = np.asarray(scene.organ("liver").centroid_mm)
+    grid = Grid((48, 48, 40), (2.5, 2.5, 3.0), tuple(c - [60.0, 60.0, 60.0]))
+    r = render_scene(scene, bank, grid)
+    rng = np.random.default_rng(seed + 100)
+    lesions = sample_lesions(r, rng, cfg, 9)
+    params = sample_appearance(list(r.sdfs), r.labels, grid.shape, grid.spacing_mm,
+                               (scene.box_min_mm, scene.box_max_mm), grid.origin_mm, rng, cfg)
+    label = r.label.copy()
+    painted = apply_lesions(r, label, lesions)
+    return render_image(r, label, params, painted), label, params, painted
+
+
+@pytest.mark.parametrize("cfg", [AppearanceConfig(), AppearanceConfig(texture="none"),
+                                 AppearanceConfig(mode="contour"), AppearanceConfig(ct_probability=1.0)])
+def test_image_in_unit_range(anatomy_graph, anatomy_bank, cfg):
+    img, label, params, _ = _case(anatomy_graph, anatomy_bank, cfg)
+    assert img.dtype == np.float32 and img.shape == label.shape
+    assert img.min() >= 0.0 and img.max() <= 1.0 and img.std() > 0.01
+
+
+def test_lesions_inside_their_host(anatomy_graph, anatomy_bank):
+    cfg = AppearanceConfig(lesion_probability=1.0, max_lesions=3)
+    _, label, _, painted = _case(anatomy_graph, anatomy_bank, cfg, seed=3)
+    assert painted and (label == 9).sum() > 0
+    for box, mask, les in painted:
+        assert les["host"] in ("liver", "kidney_right", "spleen")
+
+
+def test_window_and_determinism(anatomy_graph, anatomy_bank):
+    x = window(np.array([-1000.0, -175.0, 37.5, 250.0, 3000.0]), (-175.0, 250.0))
+    assert np.allclose(x, [0, 0, 0.5, 1, 1])
+    a = _case(anatomy_graph, anatomy_bank, AppearanceConfig(), seed=5)[0]
+    b = _case(anatomy_graph, anatomy_bank, AppearanceConfig(), seed=5)[0]
+    assert a.tobytes() == b.tobytes()
+
+
+def test_config_rejects_bad_values():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        AppearanceConfig(window_hu=(250.0, -175.0))
+    with pytest.raises(ValidationError):
+        AppearanceConfig(texture="perlin")

@@ -1,0 +1,107 @@
+"""Placement on the toy abdomen (phantom graph + bank from conftest)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from anatomix.placement import PlacementConfig, Scene, check_inputs, sample_scene
+
+N_SCENES = 100
+
+
+@pytest.fixture(scope="module")
+def anatomy_scenes(anatomy_graph, anatomy_bank):
+    cache: dict = {}
+    return [sample_scene(anatomy_graph, anatomy_bank, np.random.default_rng(i), PlacementConfig(), cache=cache)
+            for i in range(N_SCENES)]
+
+
+def test_every_hard_constraint_holds_in_every_case(anatomy_scenes):
+    bad = [(i, [(r.kind, r.a, r.b, r.value) for r in s.report if r.hard and not r.holds], s.failed)
+           for i, s in enumerate(anatomy_scenes) if not s.hard_ok]
+    assert not bad, bad[:5]
+    # the report covers explicit relations and the implicit avoids between every pair
+    s = anatomy_scenes[0]
+    names = [o.organ for o in s.organs]
+    pairs = {frozenset((r.a, r.b)) for r in s.report}
+    assert all(frozenset((a, b)) in pairs for i, a in enumerate(names) for b in names[i + 1:])
+
+
+def test_contacts_at_the_configured_rate(anatomy_scenes):
+    contacts = [r for s in anatomy_scenes for r in s.report if r.kind == "contact"]
+    assert len(contacts) >= N_SCENES
+    assert np.mean([r.holds for r in contacts]) >= 0.85
+
+
+def test_anchors_respected_on_average(anatomy_scenes, anatomy_graph):
+    for organ in ("liver", "kidney_right"):
+        cents = np.array([s.organ(organ).centroid_mm for s in anatomy_scenes])
+        scales = np.array([s.body_scale for s in anatomy_scenes])
+        mean = np.asarray(anatomy_graph.organ(organ).anchor.mean_mm)
+        # the centroid follows the anchor scaled by the subject's body size, within a few mm
+        err = (cents / scales[:, None]).mean(axis=0) - mean
+        assert np.all(np.abs(err) < 6.0), (organ, err)
+    # optional organ appears at about its probability (0.7)
+    share = np.mean([any(o.organ == "spleen" for o in s.organs) for s in anatomy_scenes])
+    assert 0.55 < share < 0.85
+
+
+def test_random_placement_ablation_violates_constraints(anatomy_graph, anatomy_bank):
+    cfg = PlacementConfig(mode="random")
+    scenes = [sample_scene(anatomy_graph, anatomy_bank, np.random.default_rng(i), cfg) for i in range(30)]
+    assert np.mean([s.hard_ok for s in scenes]) < 0.6
+    contacts = [r.holds for s in scenes for r in s.report if r.kind == "contact"]
+    assert np.mean(contacts) < 0.6
+
+
+def test_scene_is_frozen_json_and_deterministic(anatomy_graph, anatomy_bank):
+    a = sample_scene(anatomy_graph, anatomy_bank, np.random.default_rng(7))
+    b = sample_scene(anatomy_graph, anatomy_bank, np.random.default_rng(7))
+    assert a.model_dump_json() == b.model_dump_json()
+    again = Scene.model_validate(json.loads(a.model_dump_json()))
+    assert again == a
+    with pytest.raises(Exception):
+        a.body_scale = 2.0  # type: ignore[misc]
+    # no mirroring: positive scales; rotations within the graph range (+-10 deg)
+    for o in a.organs:
+        assert min(o.scale) > 0 and max(abs(r) for r in o.rotation_deg) <= 10.0 + 1e-9
+
+
+def test_interpolation_blends_two_subjects(anatomy_graph, anatomy_bank):
+    s = sample_scene(anatomy_graph, anatomy_bank, np.random.default_rng(3),
+                     PlacementConfig(interpolation_probability=1.0))
+    for o in s.organs:
+        assert o.blend_shape_id is not None and o.blend_shape_id != o.shape_id
+        assert 0.0 <= o.blend_weight <= 1.0
+        assert anatomy_bank.record(o.blend_shape_id).subject_id != anatomy_bank.record(o.shape_id).subject_id
+
+
+def test_complete_shapes_preferred(anatomy_graph, anatomy_bank):
+    cfg = PlacementConfig(interpolation_probability=0.0, truncated_weight=0.0)
+    for i in range(10):
+        s = sample_scene(anatomy_graph, anatomy_bank, np.random.default_rng(i), cfg)
+        assert s.organ("liver").shape_id != "liver__s2"  # the truncated one
+
+
+def test_check_inputs_reports_missing_required_organs(anatomy_graph, anatomy_bank):
+    class NoKidney:
+        organs = [o for o in anatomy_bank.organs if o != "kidney_right"]
+
+        def shapes(self, organ):
+            return [] if organ == "kidney_right" else anatomy_bank.shapes(organ)
+
+    problems = check_inputs(anatomy_graph, NoKidney())
+    assert len(problems) == 1 and "kidney_right" in problems[0]
+    assert check_inputs(anatomy_graph, anatomy_bank) == []
+
+
+def test_placement_config_rejects_unknown_keys():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        PlacementConfig(candidatez=3)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        PlacementConfig(body_scale=(1.2, 0.9))
