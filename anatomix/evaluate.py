@@ -900,6 +900,10 @@ def write_report(report: Mapping[str, Any], path: str | Path) -> Path:
 # ---- plots ---------------------------------------------------------------------------------------
 
 
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{float(v):.2f}"
+
+
 def plot_reports(reports: Mapping[str, Mapping[str, Any]], path: str | Path, title: str | None = None) -> Path:
     """One figure comparing synthetic sets with the real leave-one-out baseline (taken from the first).
 
@@ -934,7 +938,7 @@ def plot_reports(reports: Mapping[str, Mapping[str, Any]], path: str | Path, tit
         y = [s["mahalanobis_per_pair_median"].get(p) for p in pairs]
         y = [np.nan if v is None else v for v in y]
         ax_pair.plot(x, y, "o-" if name.startswith("real") else "o", ms=4, lw=1, color=col,
-                     label=f"{name}: median {s.get('mahalanobis_median') or float('nan'):.2f}")
+                     label=f"{name}: median {_fmt(s.get('mahalanobis_median'))}")
     ax_pair.set_xticks(x)
     ax_pair.set_xticklabels([p.replace("|", " | ") for p in pairs], rotation=90, fontsize=6)
     ax_pair.set_yscale("log")
@@ -983,9 +987,8 @@ def plot_reports(reports: Mapping[str, Mapping[str, Any]], path: str | Path, tit
     for name, s in sets:
         n = s.get("n_cases") or 1
         ov = s.get("constraint_reports", {}).get("impossible_overlaps_total", "-")
-        rows.append([name, f"{s.get('mahalanobis_median') or float('nan'):.2f}",
-                     f"{s.get('contact_f1_median') or float('nan'):.2f}",
-                     f"{s.get('volume_abs_z_overall_median') or float('nan'):.2f}",
+        rows.append([name, _fmt(s.get("mahalanobis_median")), _fmt(s.get("contact_f1_median")),
+                     _fmt(s.get("volume_abs_z_overall_median")),
                      f"{s.get('direction_errors_total', 0) / n:.2f}", str(ov), str(s.get("n_cases"))])
     tab = ax_tab.table(cellText=rows, colLabels=["set", "Mahal.\nmedian", "contact\nF1 med.", "|z| log\nvolume",
                                                  "dir. errors\nper case", "impossible\noverlaps", "n"],
