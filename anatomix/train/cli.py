@@ -1,0 +1,61 @@
+"""``anatomix fit|validate|test|predict``: LightningCLI over SegmentationModule and the data modules.
+
+Every argument lives in YAML (``--config configs/pretrain.yaml``) and can be overridden on the
+command line (``--trainer.max_steps 100``, ``--model.init_args...`` is not needed: the model is a
+fixed class, so ``--model.lr 3e-4``). The data module is chosen by ``data.class_path``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+__all__ = ["lightning_main"]
+
+
+def _cli_class():
+    from lightning.pytorch.cli import LightningCLI
+
+    from anatomix.train.writer import NiftiPredictionWriter
+
+    class AnatomixCLI(LightningCLI):
+        """LightningCLI with the prediction writer wired in (``--prediction_writer.output_dir``)."""
+
+        def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
+            parser.add_lightning_class_args(NiftiPredictionWriter, "prediction_writer")
+
+    return AnatomixCLI
+
+
+def lightning_main(argv: Sequence[str] | None = None) -> None:
+    """Run LightningCLI for ``fit``, ``validate``, ``test`` or ``predict``.
+
+    Args:
+        argv: arguments after ``anatomix`` (e.g. ``["fit", "--config", "configs/tiny.yaml"]``);
+            default ``sys.argv[1:]``.
+
+    User errors (bad config values, missing files, unusable checkpoints) end the process with
+    exit code 1 and one message, without a traceback.
+    """
+    import lightning.pytorch as pl
+
+    from anatomix.errors import AnatomixError
+    from anatomix.train.module import SegmentationModule
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    cls = _cli_class()
+    try:
+        cls(
+            SegmentationModule,
+            pl.LightningDataModule,
+            subclass_mode_data=True,
+            args=args,
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=False,  # no global seeding: data and init are seeded explicitly
+        )
+    except AnatomixError as e:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None
+

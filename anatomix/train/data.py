@@ -1,0 +1,776 @@
+"""Data modules: an endless on-the-fly synthetic stream, synthetic files, and real CT.
+
+Every batch, synthetic or real, is a dict with ``image`` (B, 1, X, Y, Z) float32 in [0, 1] and
+``label`` (B, 1, X, Y, Z) integer class indices, cropped to the same patch size, so that
+pre-training batches look like fine-tuning batches. Arrays are (x, y, z) RAS inside anatomix;
+the channel axis is added only here, at the torch boundary.
+
+Randomness: the synthetic stream draws sample ``index`` of run ``seed`` from
+``anatomix.synth`` (counter-based) and crops it with ``anatomix.rng.sample_rng(seed, index,
+CROP_STREAM)``; the real-data augmentation is seeded from the module's ``seed`` through the
+DataLoader's own ``torch.Generator``. Nothing touches global random state.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from anatomix.errors import AnatomixError, ConfigError
+from anatomix.rng import sample_rng
+
+__all__ = [
+    "CROP_STREAM",
+    "VAL_INDEX_OFFSET",
+    "RealDataModule",
+    "SynthDataModule",
+    "SynthStream",
+    "build_label_lut",
+    "crop_or_pad",
+    "load_datalist",
+    "nnunet_datalist",
+    "stream_indices",
+]
+
+log = logging.getLogger(__name__)
+
+#: rng stream of a synthetic sample used for cropping (the synthesis uses low stream numbers).
+CROP_STREAM = 9001
+#: validation samples of the on-the-fly stream use indices from here on (disjoint from training).
+VAL_INDEX_OFFSET = 2**40
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+Intensity = Literal["auto", "minmax", "none"]
+
+
+# ---- labels ---------------------------------------------------------------------------------
+
+def _canon(name: str) -> str:
+    from anatomix.labels import UnknownOrganError, canonical_organ
+
+    try:
+        return canonical_organ(name)
+    except UnknownOrganError:
+        return name.strip().lower()
+
+
+def resolve_source_labels(source: str | Mapping[Any, str] | None) -> dict[int, str] | None:
+    """A label table value -> name from a preset name, a JSON/YAML file, or a mapping.
+
+    A JSON file may be an nnU-Net ``dataset.json`` (``labels``: name -> value) or a plain mapping
+    value -> name.
+    """
+    if source is None:
+        return None
+    if isinstance(source, Mapping):
+        return {int(k): str(v) for k, v in source.items()}
+    from anatomix.labels import PRESETS, preset
+
+    if str(source).strip().lower() in PRESETS:
+        return dict(preset(str(source)))
+    p = Path(source)
+    if not p.is_file():
+        raise ConfigError(
+            f"source_labels {source!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a file")
+    import yaml
+
+    data = yaml.safe_load(p.read_text())
+    if isinstance(data, dict) and isinstance(data.get("labels"), dict):  # nnU-Net dataset.json
+        return {int(v): str(k) for k, v in data["labels"].items() if not isinstance(v, list)}
+    if isinstance(data, dict):
+        return {int(k): str(v) for k, v in data.items()}
+    raise ConfigError(f"{p}: expected a mapping of label value to organ name, found {type(data).__name__}")
+
+
+def build_label_lut(source: Mapping[int, str], classes: Sequence[str]) -> np.ndarray:
+    """Look-up table mapping source label values to class indices (1..len(classes); 0 elsewhere).
+
+    Names are compared after ``anatomix.labels.canonical_organ`` (so "Right Kidney" and
+    "kidney_right" agree). A class written ``"a+b"`` merges organs a and b.
+
+    Raises:
+        ConfigError: a class that no source label provides (the message lists the available names).
+    """
+    by_name: dict[str, list[int]] = {}
+    for value, name in source.items():
+        by_name.setdefault(_canon(name), []).append(int(value))
+    lut = np.zeros(max([*source.keys(), 0]) + 1, dtype=np.uint8)
+    missing = []
+    for ci, cls in enumerate(classes, start=1):
+        found = False
+        for part in str(cls).split("+"):
+            for v in by_name.get(_canon(part), []):
+                lut[v] = ci
+                found = True
+        if not found:
+            missing.append(str(cls))
+    if missing:
+        raise ConfigError(
+            f"classes {missing} are not in the source label table; available: "
+            f"{', '.join(sorted(by_name)[:40])}{' ...' if len(by_name) > 40 else ''}")
+    return lut
+
+
+def apply_lut(label: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
+    """Map label values through ``lut`` (values beyond the table become 0)."""
+    if lut is None:
+        return label
+    lab = np.asarray(label).astype(np.int64)
+    lab = np.where((lab >= 0) & (lab < len(lut)), lab, 0)
+    return lut[lab]
+
+
+# ---- geometry helpers -----------------------------------------------------------------------
+
+def crop_or_pad(
+    image: np.ndarray, label: np.ndarray, patch: Sequence[int], rng: np.random.Generator,
+    pos_fraction: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random patch of (x, y, z) arrays, centred on a foreground voxel with probability
+    ``pos_fraction``; arrays smaller than the patch are zero-padded (centred)."""
+    patch = tuple(int(p) for p in patch)
+    pad = [max(0, p - s) for p, s in zip(patch, image.shape)]
+    if any(pad):
+        widths = [(d // 2, d - d // 2) for d in pad]
+        image = np.pad(image, widths)
+        label = np.pad(label, widths)
+    shape = image.shape
+    if tuple(shape) == patch:
+        return image, label
+    fg = np.flatnonzero(label)
+    if fg.size and rng.random() < pos_fraction:
+        centre = np.unravel_index(fg[rng.integers(fg.size)], shape)
+    else:
+        centre = tuple(int(rng.integers(s)) for s in shape)
+    start = [int(np.clip(c - p // 2, 0, s - p)) for c, p, s in zip(centre, patch, shape)]
+    sl = tuple(slice(a, a + p) for a, p in zip(start, patch))
+    return image[sl], label[sl]
+
+
+def scale_intensity(image: np.ndarray, mode: Intensity) -> np.ndarray:
+    """Bring a synthetic image to [0, 1]: ``auto`` leaves [0, 1] images alone and min-max scales others."""
+    image = np.asarray(image, dtype=np.float32)
+    if mode == "none":
+        return image
+    lo, hi = float(image.min()), float(image.max())
+    if mode == "auto" and lo >= 0.0 and hi <= 1.0:
+        return image
+    return ((image - lo) / (hi - lo)).astype(np.float32) if hi > lo else np.zeros_like(image)
+
+
+def stream_indices(start: int, global_worker: int, total_workers: int) -> Iterator[int]:
+    """Sample indices of one worker: start + global_worker, then every ``total_workers``-th."""
+    i = start + global_worker
+    while True:
+        yield i
+        i += total_workers
+
+
+# ---- synthetic stream -----------------------------------------------------------------------
+
+class _GeneratorFactory:
+    """Picklable recipe that builds the synthesis generator inside each worker.
+
+    Args:
+        synth_config: a synthesis YAML path or an already-parsed mapping (with ``mode``).
+        seed: run seed.
+        device: torch device of the generation work.
+        overrides: top-level fields replaced before validation (e.g. ``{"shape": [64, 64, 64]}``).
+    """
+
+    def __init__(self, synth_config: str | Mapping[str, Any], seed: int, device: str = "cpu",
+                 overrides: Mapping[str, Any] | None = None) -> None:
+        self.synth_config = synth_config
+        self.seed = int(seed)
+        self.device = device
+        self.overrides = dict(overrides or {})
+
+    def config(self) -> Any:
+        from anatomix import synth
+
+        if isinstance(self.synth_config, Mapping):
+            data, source = dict(self.synth_config), "data.synth_config"
+        else:
+            import yaml
+
+            p = Path(self.synth_config)
+            if not p.is_file():
+                raise ConfigError(f"synthesis config {p} does not exist (data.synth_config)")
+            data, source = yaml.safe_load(p.read_text(encoding="utf-8")), str(p)
+        if self.overrides:
+            if not isinstance(data, dict):
+                raise ConfigError(f"{source}: expected a mapping")
+            data = {**data, **self.overrides}
+            source += " (with data.overrides)"
+        return synth.validate_synth_config(data, source=source)
+
+    def __call__(self) -> Any:
+        from anatomix import synth
+
+        return synth.build_generator(self.config(), seed=self.seed, device=self.device)
+
+
+class SynthStream(IterableDataset):
+    """Endless stream of synthetic patches generated on the fly.
+
+    Worker w of rank r (``num_workers`` per rank, ``world_size`` ranks) draws indices
+    ``start_index + g, start_index + g + T, ...`` with ``g = r * num_workers + w`` and
+    ``T = world_size * num_workers``: disjoint across workers and ranks, and reproducible.
+
+    Args:
+        factory: zero-argument callable building the generator (``sample(index)``, ``label_names()``).
+        seed: the synthesis seed (used for the crop streams).
+        patch_size: (x, y, z) output patch.
+        start_index: first index of this run (resume).
+        rank / world_size: distributed position (set by the data module from the trainer).
+        lut: label look-up table to the fine-tuning class set, or None.
+        pos_fraction: probability of a foreground-centred crop.
+        intensity: see :func:`scale_intensity`.
+    """
+
+    def __init__(self, factory: Callable[[], Any], seed: int, patch_size: Sequence[int],
+                 start_index: int = 0, rank: int = 0, world_size: int = 1,
+                 lut: np.ndarray | None = None, pos_fraction: float = 0.5,
+                 intensity: Intensity = "auto") -> None:
+        super().__init__()
+        self.factory = factory
+        self.seed = int(seed)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.start_index = int(start_index)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.lut = lut
+        self.pos_fraction = float(pos_fraction)
+        self.intensity = intensity
+        self._generator = None
+
+    @property
+    def generator(self) -> Any:
+        if self._generator is None:
+            self._generator = self.factory()
+        return self._generator
+
+    def worker_position(self) -> tuple[int, int]:
+        """(global worker id, total workers) of the calling process."""
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.rank * nw + wid, self.world_size * nw
+
+    def item(self, index: int) -> dict[str, Any]:
+        """The patch of sample ``index`` as a dict of channels-first tensors."""
+        s = self.generator.sample(int(index))
+        image = scale_intensity(s.image, self.intensity)
+        label = apply_lut(np.asarray(s.label), self.lut).astype(np.uint8)
+        rng = sample_rng(self.seed, int(index), CROP_STREAM)
+        image, label = crop_or_pad(image, label, self.patch_size, rng, self.pos_fraction)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None],
+            "label": torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))[None],
+            "index": int(index),
+        }
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if get_worker_info() is not None:
+            torch.set_num_threads(1)  # one core per worker process
+        g, total = self.worker_position()
+        for index in stream_indices(self.start_index, g, total):
+            yield self.item(index)
+
+
+class _SynthVolumes(torch.utils.data.Dataset):
+    """Whole synthetic volumes (validation by sliding window), indices from VAL_INDEX_OFFSET."""
+
+    def __init__(self, stream: SynthStream, n: int) -> None:
+        self.stream, self.n = stream, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        s = self.stream.generator.sample(VAL_INDEX_OFFSET + k)
+        image = scale_intensity(s.image, self.stream.intensity)
+        label = apply_lut(np.asarray(s.label), self.stream.lut).astype(np.int64)
+        return {"image": torch.from_numpy(np.ascontiguousarray(image))[None],
+                "label": torch.from_numpy(np.ascontiguousarray(label))[None]}
+
+
+def _seeded_loader_generator(seed: int, rank: int) -> torch.Generator:
+    ss = np.random.SeedSequence(int(seed), spawn_key=(int(rank),))
+    g = torch.Generator()
+    g.manual_seed(int(ss.generate_state(1, dtype=np.uint64)[0] >> 1))
+    return g
+
+
+class SynthDataModule(pl.LightningDataModule):
+    """Synthetic pre-training data: generated on the fly (default) or read from ``anatomix synth`` output.
+
+    Args:
+        synth_config: synthesis YAML (``configs/fdif.yaml``, ``configs/synth.yaml``) or an inline
+            mapping with ``mode``; required unless ``files`` is given.
+        files: instead of streaming, a folder written by ``anatomix synth`` (datalist.json /
+            nnU-Net layout); its images are already on the synthesis grid and are not resampled.
+        seed: synthesis seed; (seed, index) decides every sample.
+        start_index: first sample index (continue a run without repeating samples).
+        patch_size: (x, y, z) patch, the same as the fine-tuning patch.
+        batch_size: patches per step and rank.
+        num_workers: DataLoader workers generating samples (each uses one thread).
+        classes: map the generator's label names to this class set (organs not listed become
+            background); None keeps the generator's label values.
+        num_classes: override the class count (background included) when ``classes`` is None.
+        pos_fraction: probability of a foreground-centred crop.
+        intensity: ``auto`` (keep [0, 1] images, min-max scale others), ``minmax`` or ``none``.
+        val_samples: whole synthetic volumes for validation (indices from 2**40).
+        device: device the generator runs on inside the workers (``cpu``; ``cuda`` with num_workers 0).
+        overrides: fields replaced in the loaded synthesis config (e.g. ``{shape: [64, 64, 64]}``).
+    """
+
+    def __init__(
+        self,
+        synth_config: str | dict[str, Any] | None = None,
+        files: str | None = None,
+        seed: int = 0,
+        start_index: int = 0,
+        patch_size: tuple[int, int, int] = (96, 96, 96),
+        batch_size: int = 2,
+        num_workers: int = 2,
+        classes: list[str] | None = None,
+        num_classes: int | None = None,
+        pos_fraction: float = 0.5,
+        intensity: Intensity = "auto",
+        val_samples: int = 2,
+        device: str = "cpu",
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.synth_config = synth_config
+        self.files = files
+        self.seed = int(seed)
+        self.start_index = int(start_index)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.classes = list(classes) if classes else None
+        self._num_classes = num_classes
+        self.pos_fraction = pos_fraction
+        self.intensity = intensity
+        self.val_samples = int(val_samples)
+        self.device = device
+        self.overrides = overrides
+        self._files_dm: RealDataModule | None = None
+        self._label_names: dict[int, str] | None = None
+        if files is not None:
+            self._files_dm = RealDataModule(
+                datalist=str(Path(files) / "datalist.json") if (Path(files) / "datalist.json").is_file() else None,
+                nnunet_dir=None if (Path(files) / "datalist.json").is_file() else files,
+                classes=self.classes, source_labels=str(Path(files) / "dataset.json")
+                if self.classes and (Path(files) / "dataset.json").is_file() else None,
+                num_classes=num_classes, patch_size=self.patch_size, spacing_mm=None, ct_window=None,
+                batch_size=batch_size, num_samples=1, num_workers=num_workers, seed=seed, augment=False)
+
+    # -- stream pieces --
+    def factory(self) -> _GeneratorFactory:
+        if self.synth_config is None:
+            raise ConfigError("SynthDataModule needs data.synth_config (a synthesis YAML) or data.files")
+        return _GeneratorFactory(self.synth_config, self.seed, self.device, self.overrides)
+
+    def label_names(self) -> dict[int, str]:
+        """The generator's label table (value -> name)."""
+        if self._label_names is None:
+            self._label_names = {int(k): str(v) for k, v in self.factory()().label_names().items()}
+        return self._label_names
+
+    def lut(self) -> np.ndarray | None:
+        return build_label_lut(self.label_names(), self.classes) if self.classes else None
+
+    @property
+    def num_classes(self) -> int:
+        """Classes including background."""
+        if self._files_dm is not None:
+            return self._files_dm.num_classes
+        if self.classes:
+            return len(self.classes) + 1
+        if self._num_classes is not None:
+            return int(self._num_classes)
+        return max(self.label_names()) + 1
+
+    def _rank(self) -> tuple[int, int]:
+        t = getattr(self, "trainer", None)
+        if t is None:
+            return 0, 1
+        return int(t.global_rank), int(t.world_size)
+
+    def stream(self, rank: int | None = None, world_size: int | None = None) -> SynthStream:
+        """The training stream for a given rank (defaults: the trainer's)."""
+        r, w = self._rank()
+        return SynthStream(
+            self.factory(), self.seed, self.patch_size, start_index=self.start_index,
+            rank=r if rank is None else rank, world_size=w if world_size is None else world_size,
+            lut=self.lut(), pos_fraction=self.pos_fraction, intensity=self.intensity)
+
+    # -- Lightning hooks --
+    def setup(self, stage: str | None = None) -> None:
+        if self._files_dm is not None:
+            self._files_dm.trainer = getattr(self, "trainer", None)
+            self._files_dm.setup(stage)
+
+    def train_dataloader(self) -> Any:
+        if self._files_dm is not None:
+            return self._files_dm.train_dataloader()
+        r, _ = self._rank()
+        return torch.utils.data.DataLoader(
+            self.stream(), batch_size=self.batch_size, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
+            generator=_seeded_loader_generator(self.seed, r))
+
+    def val_dataloader(self) -> Any:
+        if self._files_dm is not None:
+            return self._files_dm.val_dataloader()
+        if self.val_samples <= 0:
+            return []
+        return torch.utils.data.DataLoader(_SynthVolumes(self.stream(), self.val_samples), batch_size=1,
+                                           num_workers=0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: where a resumed run continues the stream (approximately: the
+        samples prefetched by the workers are skipped, never repeated)."""
+        t = getattr(self, "trainer", None)
+        step = int(t.global_step) if t is not None else 0
+        _, w = self._rank()
+        return {"next_index": self.start_index + (step + 2 * max(1, self.num_workers)) * self.batch_size * w}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "next_index" in state:
+            self.start_index = int(state["next_index"])
+
+
+# ---- real data ------------------------------------------------------------------------------
+
+def load_datalist(path: str | Path, base_dir: str | Path | None = None) -> dict[str, list[dict[str, str]]]:
+    """Read a MONAI/Decathlon datalist: ``{"training": [{image, label}], "validation": [...], "test": [...]}``.
+
+    Relative paths are resolved against ``base_dir`` (default: the datalist's folder).
+
+    Raises:
+        InputError-like ConfigError: missing file, missing keys, missing images.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"datalist {p} does not exist")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"datalist {p} is not valid JSON: {e}") from e
+    base = Path(base_dir) if base_dir else p.parent
+    out: dict[str, list[dict[str, str]]] = {}
+    problems = []
+    for key in ("training", "validation", "test"):
+        items = data.get(key)
+        if items is None:
+            continue
+        rows = []
+        for i, item in enumerate(items):
+            if isinstance(item, str):
+                item = {"image": item}
+            row = {}
+            for k in ("image", "label"):
+                if k in item:
+                    v = item[k][0] if isinstance(item[k], list) else item[k]
+                    f = Path(v) if Path(v).is_absolute() else base / v
+                    if not f.exists():
+                        problems.append(f"{p}: {key}[{i}].{k}: file {f} not found")
+                    row[k] = str(f)
+            rows.append(row)
+        out[key] = rows
+    if "training" not in out:
+        problems.append(f"{p}: no 'training' list (expected a MONAI/Decathlon datalist)")
+    if problems:
+        raise ConfigError("datalist problems:\n  " + "\n  ".join(problems))
+    return out
+
+
+def nnunet_datalist(folder: str | Path) -> tuple[dict[str, list[dict[str, str]]], dict[int, str]]:
+    """Datalist and label table of an nnU-Net v2 raw dataset (imagesTr/<case>_0000, labelsTr/<case>)."""
+    root = Path(folder)
+    dj = root / "dataset.json"
+    if not dj.is_file():
+        raise ConfigError(f"{root} is not an nnU-Net v2 raw dataset: no dataset.json")
+    meta = json.loads(dj.read_text())
+    ending = meta.get("file_ending", ".nii.gz")
+    rows = []
+    for lab in sorted((root / "labelsTr").glob(f"*{ending}")):
+        case = lab.name[: -len(ending)]
+        img = root / "imagesTr" / f"{case}_0000{ending}"
+        if not img.is_file():
+            raise ConfigError(f"{root}: label {lab.name} has no image imagesTr/{img.name}")
+        rows.append({"image": str(img), "label": str(lab)})
+    if not rows:
+        raise ConfigError(f"{root}: no labelsTr/*{ending} files")
+    tests = [{"image": str(f)} for f in sorted((root / "imagesTs").glob(f"*_0000{ending}"))]
+    names = {int(v): str(k) for k, v in meta.get("labels", {}).items() if not isinstance(v, list)}
+    return {"training": rows, **({"test": tests} if tests else {})}, names
+
+
+class _RemapLabeld:
+    """MONAI-style dict transform mapping the ``label`` key through a look-up table."""
+
+    def __init__(self, lut: np.ndarray) -> None:
+        self.lut = torch.as_tensor(lut.astype(np.int64))
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        lab = d["label"]
+        t = torch.as_tensor(lab).long()
+        t = torch.where((t >= 0) & (t < len(self.lut)), t, torch.zeros_like(t))
+        mapped = self.lut[t]
+        if hasattr(lab, "copy_meta_from"):
+            from monai.data import MetaTensor
+
+            mapped = MetaTensor(mapped, affine=lab.affine, meta=lab.meta)
+        d["label"] = mapped
+        return d
+
+
+def _predict_files(spec: str | Sequence[str]) -> list[str]:
+    items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    out: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(str(f) for f in p.iterdir() if f.name.endswith(IMAGE_SUFFIXES))
+        elif any(c in str(item) for c in "*?["):
+            out += sorted(glob.glob(str(item)))
+        elif p.is_file():
+            out.append(str(p))
+        else:
+            raise ConfigError(f"predict input {item} does not exist")
+    if not out:
+        raise ConfigError(f"no images found in {items}")
+    return out
+
+
+class RealDataModule(pl.LightningDataModule):
+    """Real CT for fine-tuning, validation, testing and prediction (the BTCV recipe).
+
+    Preprocessing: orientation RAS, spacing ``spacing_mm`` (1.5 x 1.5 x 2.0), CT window
+    ``ct_window`` (-175..250 HU) to [0, 1], crop to the body; training adds foreground-biased
+    random crops of ``patch_size`` (``num_samples`` per volume, positive:negative 1:1), random
+    flips along each axis, random 90-degree rotations, intensity scaling and shifting.
+
+    Args:
+        datalist: MONAI/Decathlon datalist JSON (``training``, optional ``validation``/``test``).
+        nnunet_dir: alternatively an nnU-Net v2 raw dataset folder.
+        base_dir: folder that relative datalist paths start from (default: the datalist's).
+        classes: target class names (class 1, 2, ...); source labels are mapped by organ name.
+        source_labels: the source label table: preset name (``totalsegmentator``, ``btcv``, ...),
+            a JSON/YAML file (nnU-Net ``dataset.json`` or value -> name), or a mapping. Defaults to
+            the nnU-Net dataset's own labels.
+        num_classes: class count (background included) when ``classes`` is not given.
+        patch_size, spacing_mm, ct_window: see above; ``spacing_mm``/``ct_window`` None skip the
+            step (synthetic files already on their grid and in [0, 1]).
+        batch_size: volumes per step (each gives ``num_samples`` patches).
+        val_fraction: share of training cases held out when the datalist has no ``validation``;
+            with a single case, that case is used for both.
+        seed: split and augmentation seed.
+        augment: the random flips/rotations/intensity changes (crops always happen).
+        cache: keep preprocessed volumes in memory.
+        predict_files: images (files, folders or globs) for ``anatomix predict``.
+    """
+
+    def __init__(
+        self,
+        datalist: str | None = None,
+        nnunet_dir: str | None = None,
+        base_dir: str | None = None,
+        classes: list[str] | None = None,
+        source_labels: str | dict[int, str] | None = None,
+        num_classes: int | None = None,
+        patch_size: tuple[int, int, int] = (96, 96, 96),
+        spacing_mm: tuple[float, float, float] | None = (1.5, 1.5, 2.0),
+        ct_window: tuple[float, float] | None = (-175.0, 250.0),
+        batch_size: int = 1,
+        num_samples: int = 4,
+        num_workers: int = 2,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        augment: bool = True,
+        cache: bool = True,
+        predict_files: list[str] | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.datalist_path = datalist
+        self.nnunet_dir = nnunet_dir
+        self.base_dir = base_dir
+        self.classes = list(classes) if classes else None
+        self.source_labels = source_labels
+        self._num_classes = num_classes
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.spacing_mm = tuple(spacing_mm) if spacing_mm else None
+        self.ct_window = tuple(ct_window) if ct_window else None
+        self.batch_size = batch_size
+        self.num_samples = num_samples
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.augment = augment
+        self.cache = cache
+        self.predict_files = predict_files
+        self._lists: dict[str, list[dict[str, str]]] | None = None
+        self._source: dict[int, str] | None = None
+        self.train_ds = self.val_ds = self.test_ds = self.predict_ds = None
+
+    # -- lists and labels --
+    def _load_lists(self) -> dict[str, list[dict[str, str]]]:
+        if self._lists is not None:
+            return self._lists
+        if self.datalist_path:
+            lists = load_datalist(self.datalist_path, self.base_dir)
+            self._source = resolve_source_labels(self.source_labels)
+        elif self.nnunet_dir:
+            lists, names = nnunet_datalist(self.nnunet_dir)
+            self._source = resolve_source_labels(self.source_labels) or names
+        else:
+            lists, self._source = {}, resolve_source_labels(self.source_labels)
+        if lists and "validation" not in lists:
+            train = lists["training"]
+            if len(train) == 1:
+                log.warning("a single training case: it is used for validation too")
+                lists["validation"] = list(train)
+            else:
+                rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(0,)))
+                order = rng.permutation(len(train))
+                n_val = max(1, int(round(self.val_fraction * len(train))))
+                lists["validation"] = [train[i] for i in sorted(order[:n_val])]
+                lists["training"] = [train[i] for i in sorted(order[n_val:])]
+        self._lists = lists
+        return lists
+
+    def lut(self) -> np.ndarray | None:
+        self._load_lists()
+        if not self.classes:
+            return None
+        if self._source is None:
+            raise ConfigError("data.classes needs data.source_labels (a preset such as 'totalsegmentator', "
+                              "or a dataset.json) to know which source label is which organ")
+        return build_label_lut(self._source, self.classes)
+
+    @property
+    def num_classes(self) -> int | None:
+        """Classes including background (None when unknown)."""
+        if self.classes:
+            return len(self.classes) + 1
+        if self._num_classes is not None:
+            return int(self._num_classes)
+        self._load_lists()
+        return max(self._source) + 1 if self._source else None
+
+    # -- transforms --
+    def _base(self, keys: list[str]) -> list[Any]:
+        import monai.transforms as T
+
+        t: list[Any] = [
+            T.LoadImaged(keys=keys, image_only=True),
+            T.EnsureChannelFirstd(keys=keys),
+            T.EnsureTyped(keys=["image"], dtype=torch.float32),
+            T.Orientationd(keys=keys, axcodes="RAS"),
+        ]
+        if self.spacing_mm:
+            modes = ["bilinear" if k == "image" else "nearest" for k in keys]
+            t.append(T.Spacingd(keys=keys, pixdim=self.spacing_mm, mode=modes))
+        if self.ct_window:
+            t.append(T.ScaleIntensityRanged(keys=["image"], a_min=self.ct_window[0], a_max=self.ct_window[1],
+                                            b_min=0.0, b_max=1.0, clip=True))
+        else:
+            t.append(T.ScaleIntensityd(keys=["image"], minv=0.0, maxv=1.0))
+        if "label" in keys:
+            lut = self.lut()
+            if lut is not None:
+                t.append(_RemapLabeld(lut))
+        return t
+
+    def transforms(self, stage: Literal["train", "val", "predict"]) -> Any:
+        """The MONAI Compose for a stage."""
+        import monai.transforms as T
+
+        if stage == "predict":
+            return T.Compose(self._base(["image"]))
+        keys = ["image", "label"]
+        t = self._base(keys)
+        t.append(T.CropForegroundd(keys=keys, source_key="image", allow_smaller=True))
+        if stage == "train":
+            t += [
+                T.SpatialPadd(keys=keys, spatial_size=self.patch_size),
+                T.RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=self.patch_size, pos=1,
+                                         neg=1, num_samples=self.num_samples, image_key="image",
+                                         image_threshold=0),
+            ]
+            if self.augment:
+                t += [
+                    T.RandFlipd(keys=keys, prob=0.1, spatial_axis=0),
+                    T.RandFlipd(keys=keys, prob=0.1, spatial_axis=1),
+                    T.RandFlipd(keys=keys, prob=0.1, spatial_axis=2),
+                    T.RandRotate90d(keys=keys, prob=0.1, max_k=3),
+                    T.RandScaleIntensityd(keys=["image"], factors=0.1, prob=0.1),
+                    T.RandShiftIntensityd(keys=["image"], offsets=0.1, prob=0.5),
+                ]
+        t.append(T.EnsureTyped(keys=["label"], dtype=torch.int64))
+        return T.Compose(t)
+
+    # -- Lightning hooks --
+    def _rank(self) -> int:
+        t = getattr(self, "trainer", None)
+        return int(t.global_rank) if t is not None else 0
+
+    def _dataset(self, rows: list[dict[str, str]], stage: Literal["train", "val", "predict"]) -> Any:
+        from monai.data import CacheDataset, Dataset
+
+        tf = self.transforms(stage)
+        if self.cache and stage != "predict":
+            return CacheDataset(rows, tf, cache_rate=1.0, num_workers=0, progress=False)
+        return Dataset(rows, tf)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate", "test"):
+            lists = self._load_lists()
+            if not lists:
+                raise ConfigError("RealDataModule needs data.datalist or data.nnunet_dir for training/validation")
+            if stage in (None, "fit") and self.train_ds is None:
+                self.train_ds = self._dataset(lists["training"], "train")
+            if stage in (None, "fit", "validate") and self.val_ds is None:
+                self.val_ds = self._dataset(lists["validation"], "val")
+            if stage == "test" and self.test_ds is None:
+                rows = [r for r in lists.get("test", []) if "label" in r] or lists["validation"]
+                self.test_ds = self._dataset(rows, "val")
+        if stage == "predict":
+            if not self.predict_files:
+                raise ConfigError("`anatomix predict` needs --data.predict_files (images, folders or globs)")
+            self._load_lists()
+            self.predict_ds = self._dataset([{"image": f} for f in _predict_files(self.predict_files)], "predict")
+
+    def _loader(self, ds: Any, shuffle: bool, batch_size: int) -> Any:
+        from monai.data import DataLoader
+
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=False, generator=_seeded_loader_generator(self.seed, self._rank()))
+
+    def train_dataloader(self) -> Any:
+        return self._loader(self.train_ds, True, self.batch_size)
+
+    def val_dataloader(self) -> Any:
+        return self._loader(self.val_ds, False, 1)
+
+    def test_dataloader(self) -> Any:
+        return self._loader(self.test_ds, False, 1)
+
+    def predict_dataloader(self) -> Any:
+        return self._loader(self.predict_ds, False, 1)

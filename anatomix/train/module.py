@@ -1,0 +1,303 @@
+"""SegmentationModule: a MONAI UNETR / SwinUNETR segmenter as a LightningModule.
+
+Batches are dicts with ``image`` (B, C, X, Y, Z) float in [0, 1] and ``label`` (B, 1, X, Y, Z)
+integer class indices (0 = background), as both data modules produce them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Literal, Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from anatomix.errors import AnatomixError
+
+__all__ = ["SegmentationModule", "build_network", "warmup_cosine"]
+
+log = logging.getLogger(__name__)
+
+NetworkName = Literal["unetr", "swinunetr"]
+
+
+def build_network(
+    network: NetworkName,
+    in_channels: int,
+    out_channels: int,
+    img_size: Sequence[int],
+    *,
+    feature_size: int = 48,
+    depths: Sequence[int] = (2, 2, 2, 2),
+    swin_heads: Sequence[int] = (3, 6, 12, 24),
+    use_v2: bool = False,
+    use_checkpoint: bool = False,
+    vit_hidden_size: int = 768,
+    vit_mlp_dim: int = 3072,
+    vit_heads: int = 12,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """Build a MONAI segmentation network.
+
+    Args:
+        network: ``"unetr"`` (ViT encoder, 16^3 patches) or ``"swinunetr"``.
+        in_channels / out_channels: image channels; classes including background.
+        img_size: training patch (x, y, z) voxels; UNETR needs multiples of 16, SwinUNETR of 32.
+        feature_size: convolutional width (SwinUNETR: multiple of 12).
+        depths / swin_heads / use_v2 / use_checkpoint: SwinUNETR stages, heads, v2 residual
+            convolutions, gradient checkpointing.
+        vit_hidden_size / vit_mlp_dim / vit_heads: UNETR's transformer.
+        dropout: dropout rate.
+
+    Raises:
+        AnatomixError: sizes the network cannot take.
+    """
+    from monai.networks.nets import UNETR, SwinUNETR
+
+    size = tuple(int(s) for s in img_size)
+    if len(size) != 3:
+        raise AnatomixError(f"img_size must have 3 values (x, y, z), found {list(img_size)}")
+    if network == "unetr":
+        if any(s % 16 for s in size):
+            raise AnatomixError(f"UNETR needs img_size divisible by 16, found {list(size)}")
+        if vit_hidden_size % vit_heads:
+            raise AnatomixError(
+                f"vit_hidden_size ({vit_hidden_size}) must be divisible by vit_heads ({vit_heads})")
+        return UNETR(
+            in_channels=in_channels, out_channels=out_channels, img_size=size,
+            feature_size=feature_size, hidden_size=vit_hidden_size, mlp_dim=vit_mlp_dim,
+            num_heads=vit_heads, proj_type="conv", norm_name="instance", res_block=True,
+            dropout_rate=dropout,
+        )
+    if network == "swinunetr":
+        if any(s % 32 for s in size):
+            raise AnatomixError(f"SwinUNETR needs img_size divisible by 32, found {list(size)}")
+        if feature_size % 12:
+            raise AnatomixError(f"SwinUNETR needs feature_size divisible by 12, found {feature_size}")
+        if len(depths) != len(swin_heads):
+            raise AnatomixError(f"depths {list(depths)} and swin_heads {list(swin_heads)} differ in length")
+        return SwinUNETR(
+            in_channels=in_channels, out_channels=out_channels, depths=tuple(depths),
+            num_heads=tuple(swin_heads), feature_size=feature_size, drop_rate=dropout,
+            use_checkpoint=use_checkpoint, use_v2=use_v2, spatial_dims=3,
+        )
+    raise AnatomixError(f"unknown network {network!r}; expected 'unetr' or 'swinunetr'")
+
+
+def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_ratio: float = 0.0) -> float:
+    """Learning-rate factor: linear warm-up from 0 to 1 over ``warmup_steps``, then cosine to ``min_ratio``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, max_steps - warmup_steps)
+    t = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class SegmentationModule(pl.LightningModule):
+    """3D segmentation with MONAI UNETR / SwinUNETR, DiceCE loss, per-class Dice.
+
+    Args:
+        network: ``"swinunetr"`` or ``"unetr"``.
+        in_channels: image channels.
+        out_channels: classes including background (0).
+        img_size: training patch (x, y, z); also the sliding-window size for validation/prediction.
+        feature_size, depths, swin_heads, use_v2, use_checkpoint: SwinUNETR settings
+            (``use_checkpoint`` = gradient checkpointing).
+        vit_hidden_size, vit_mlp_dim, vit_heads: UNETR settings.
+        dropout: dropout rate.
+        class_names: names of classes 1..out_channels-1, for per-class Dice logs.
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps.
+        max_steps: steps of the cosine schedule (use the trainer's max_steps; -1 = 10000).
+        min_lr_ratio: final learning rate as a fraction of ``lr``.
+        pretrained: checkpoint to initialise from (fine-tuning); a different class count replaces
+            the output head.
+        freeze_encoder: keep the transformer encoder fixed.
+        encoder_lr_scale: learning-rate factor for the transformer encoder (e.g. 0.1).
+        sw_batch_size: windows per forward pass in sliding-window inference.
+        sw_overlap: sliding-window overlap.
+        init_seed: seed of the weight initialisation (global torch state is left untouched).
+    """
+
+    def __init__(
+        self,
+        network: NetworkName = "swinunetr",
+        in_channels: int = 1,
+        out_channels: int = 14,
+        img_size: tuple[int, int, int] = (96, 96, 96),
+        feature_size: int = 48,
+        depths: tuple[int, ...] = (2, 2, 2, 2),
+        swin_heads: tuple[int, ...] = (3, 6, 12, 24),
+        use_v2: bool = False,
+        use_checkpoint: bool = False,
+        vit_hidden_size: int = 768,
+        vit_mlp_dim: int = 3072,
+        vit_heads: int = 12,
+        dropout: float = 0.0,
+        class_names: list[str] | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-5,
+        warmup_steps: int = 100,
+        max_steps: int = -1,
+        min_lr_ratio: float = 0.0,
+        pretrained: str | None = None,
+        freeze_encoder: bool = False,
+        encoder_lr_scale: float = 1.0,
+        sw_batch_size: int = 2,
+        sw_overlap: float = 0.5,
+        init_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if class_names is not None and len(class_names) != out_channels - 1:
+            raise AnatomixError(
+                f"class_names has {len(class_names)} names but out_channels={out_channels} needs "
+                f"{out_channels - 1} (background is class 0)")
+        self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(1, out_channels)]
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation; global state restored after
+            torch.manual_seed(int(init_seed))
+            self.net = build_network(
+                network, in_channels, out_channels, img_size, feature_size=feature_size, depths=depths,
+                swin_heads=swin_heads, use_v2=use_v2, use_checkpoint=use_checkpoint,
+                vit_hidden_size=vit_hidden_size, vit_mlp_dim=vit_mlp_dim, vit_heads=vit_heads,
+                dropout=dropout)
+        from monai.losses import DiceCELoss
+        from monai.metrics import DiceMetric
+
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.dice = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
+        self.load_report = None
+        self._pretrained_done = False
+
+    # ---- network parts -------------------------------------------------------------------------
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the transformer encoder (SwinUNETR ``swinViT``, UNETR ``vit``)."""
+        enc = getattr(self.net, "swinViT", None) or getattr(self.net, "vit", None)
+        return list(enc.parameters()) if enc is not None else []
+
+    def load_pretrained(self, path: str) -> Any:
+        """Load matching weights from ``path`` into the network; returns a LoadReport."""
+        from anatomix.train.checkpoint import load_pretrained
+
+        report = load_pretrained(self.net, path)
+        self.load_report = report
+        from lightning.pytorch.utilities import rank_zero_info
+
+        log.info(report.summary())
+        rank_zero_info(report.summary())
+        return report
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.pretrained and not self._pretrained_done:
+            self.load_pretrained(self.hparams.pretrained)
+            self._pretrained_done = True
+        if self.hparams.freeze_encoder:
+            for p in self.encoder_parameters():
+                p.requires_grad_(False)
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        n = getattr(dm, "num_classes", None)
+        if n is not None and int(n) != int(self.hparams.out_channels):
+            raise AnatomixError(
+                f"the data has {n} classes (background included) but model.out_channels is "
+                f"{self.hparams.out_channels}; set model.init_args.out_channels: {n}")
+
+    # ---- steps ---------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        image, label = _plain_tensor(batch["image"]), _plain_tensor(batch["label"])
+        logits = self(image)
+        loss = self.loss_fn(logits, label)
+        self.log("train/loss", loss, prog_bar=True, batch_size=image.shape[0], sync_dist=False)
+        return loss
+
+    def infer(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits for whole volumes by sliding-window inference (windows of ``img_size``)."""
+        from monai.inferers import sliding_window_inference
+
+        return sliding_window_inference(
+            image, roi_size=tuple(self.hparams.img_size), sw_batch_size=self.hparams.sw_batch_size,
+            predictor=self.net, overlap=self.hparams.sw_overlap, mode="gaussian")
+
+    def _eval_step(self, batch: dict, prefix: str) -> torch.Tensor:
+        from monai.networks.utils import one_hot
+
+        image, label = _plain_tensor(batch["image"]), _plain_tensor(batch["label"])
+        logits = self.infer(image)
+        loss = self.loss_fn(logits, label)
+        pred = logits.argmax(dim=1, keepdim=True)
+        n = self.hparams.out_channels
+        self.dice(y_pred=one_hot(pred, n), y=one_hot(label.long(), n))
+        self.log(f"{prefix}/loss", loss, batch_size=image.shape[0], sync_dist=True)
+        return loss
+
+    def _eval_end(self, prefix: str) -> None:
+        per_class = self.dice.aggregate()
+        self.dice.reset()
+        per_class = torch.as_tensor(per_class, dtype=torch.float32, device=self.device).flatten()
+        for name, value in zip(self.class_names, per_class):
+            if not torch.isnan(value):
+                self.log(f"{prefix}/dice_{name}", value, sync_dist=True)
+        valid = per_class[~torch.isnan(per_class)]
+        self.log(f"{prefix}/dice", valid.mean() if valid.numel() else torch.tensor(0.0, device=self.device),
+                 prog_bar=True, sync_dist=True)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """Returns ``{"pred": (B, 1, X, Y, Z) uint8 labels, "image": the input (meta kept)}``."""
+        logits = self.infer(_plain_tensor(batch["image"]))
+        return {"pred": logits.argmax(dim=1, keepdim=True).to(torch.uint8), "image": batch["image"]}
+
+    # ---- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        enc_ids = {id(p) for p in self.encoder_parameters()}
+        enc = [p for p in self.net.parameters() if id(p) in enc_ids and p.requires_grad]
+        rest = [p for p in self.net.parameters() if id(p) not in enc_ids and p.requires_grad]
+        groups = [{"params": rest, "lr": hp.lr}]
+        if enc:
+            groups.append({"params": enc, "lr": hp.lr * hp.encoder_lr_scale})
+        opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        max_steps = hp.max_steps
+        if max_steps is None or max_steps <= 0:
+            tmax = getattr(self.trainer, "max_steps", -1) if self._trainer is not None else -1
+            max_steps = tmax if tmax and tmax > 0 else 10000
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, hp.warmup_steps, max_steps, hp.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Plain containers only, so that the file loads with torch.load(weights_only=True).
+        hp = checkpoint.get("hyper_parameters")
+        if hp is not None:
+            checkpoint["hyper_parameters"] = _plain(dict(hp))
+
+
+def _plain_tensor(x: torch.Tensor) -> torch.Tensor:
+    """A MONAI MetaTensor as a plain tensor (faster, and logs stay plain)."""
+    return x.as_tensor() if hasattr(x, "as_tensor") else x
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)

@@ -1,0 +1,102 @@
+"""Write predicted label maps in the geometry of the input image they came from."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+__all__ = ["NiftiPredictionWriter", "label_map_to_reference", "write_label_map_like"]
+
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _strip_suffix(name: str) -> str:
+    for s in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+        if name.endswith(s):
+            return name[: -len(s)]
+    return Path(name).stem
+
+
+def label_map_to_reference(labels: np.ndarray, affine_ras: np.ndarray, reference: Any) -> Any:
+    """Resample a label map (x, y, z) with a RAS affine onto a reference SimpleITK image (nearest).
+
+    Args:
+        labels: integer array indexed (i, j, k) along the affine's columns.
+        affine_ras: 4x4 voxel -> RAS world mm.
+        reference: ``SimpleITK.Image`` whose grid the result takes.
+
+    Returns:
+        ``SimpleITK.Image`` (uint8) on the reference grid.
+    """
+    import SimpleITK as sitk
+
+    a = _RAS_TO_LPS @ np.asarray(affine_ras, dtype=np.float64)
+    m = a[:3, :3]
+    spacing = np.linalg.norm(m, axis=0)
+    direction = m / spacing
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(labels).astype(np.uint8).transpose(2, 1, 0)))
+    img.SetSpacing([float(s) for s in spacing])
+    img.SetOrigin([float(o) for o in a[:3, 3]])
+    img.SetDirection([float(d) for d in direction.flatten()])
+    return sitk.Resample(img, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+
+
+def write_label_map_like(labels: np.ndarray, affine_ras: np.ndarray, input_path: str | Path,
+                         out_path: str | Path) -> Path:
+    """Write ``labels`` resampled onto the grid of the image at ``input_path`` (atomic write)."""
+    import SimpleITK as sitk
+
+    try:  # the project's reader when present (DICOM folders, every orientation)
+        from anatomix.io import read_image_sitk as _read
+    except ImportError:
+        _read = sitk.ReadImage
+    reference = _read(str(input_path))
+    out = label_map_to_reference(labels, affine_ras, reference)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if out_path.name.endswith(".nii.gz") else out_path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=out_path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(out, tmp, True)
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out_path
+
+
+class NiftiPredictionWriter(BasePredictionWriter):
+    """Writes ``<output_dir>/<input name>_seg.nii.gz`` for every predicted volume, in the input's geometry.
+
+    Args:
+        output_dir: folder for the label maps (created).
+        suffix: appended to the input's name.
+    """
+
+    def __init__(self, output_dir: str = "predictions", suffix: str = "_seg") -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+        self.suffix = suffix
+        self.written: list[Path] = []
+
+    def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: Any, batch_indices: Sequence[int] | None,
+                           batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+        preds = prediction["pred"].detach().cpu()
+        image = prediction["image"]
+        for b in range(preds.shape[0]):
+            meta = image[b].meta if hasattr(image[b], "meta") else image.meta
+            src = meta["filename_or_obj"]
+            src = src[b] if isinstance(src, (list, tuple)) else src
+            affine = image[b].affine if hasattr(image[b], "affine") else meta["affine"]
+            affine = np.asarray(affine.cpu() if hasattr(affine, "cpu") else affine, dtype=np.float64)
+            if affine.ndim == 3:
+                affine = affine[b]
+            name = _strip_suffix(Path(str(src)).name) + self.suffix + ".nii.gz"
+            out = write_label_map_like(preds[b, 0].numpy(), affine, src, Path(self.output_dir) / name)
+            self.written.append(out)

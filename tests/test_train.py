@@ -1,0 +1,330 @@
+"""Lightning training: stream, module, fine-tuning, prediction (CPU, tiny networks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from anatomix.errors import AnatomixError
+
+pytest.importorskip("lightning")
+pytest.importorskip("monai")
+
+import lightning.pytorch as pl  # noqa: E402
+
+from anatomix.train.checkpoint import CheckpointError, load_pretrained, read_state_dict  # noqa: E402
+from anatomix.train.data import (  # noqa: E402
+    VAL_INDEX_OFFSET,
+    RealDataModule,
+    SynthDataModule,
+    SynthStream,
+    build_label_lut,
+    crop_or_pad,
+    stream_indices,
+)
+from anatomix.train.module import SegmentationModule, warmup_cosine  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TS = REPO / "tests" / "fixtures" / "totalsegmentator"
+PATCH = (32, 32, 32)
+TINY = dict(network="unetr", img_size=PATCH, feature_size=8, vit_hidden_size=96, vit_mlp_dim=192,
+            vit_heads=4, sw_batch_size=4, sw_overlap=0.25)
+ORGANS = ["liver", "spleen", "kidney_left", "kidney_right", "stomach"]
+
+
+def _fdif_available() -> bool:
+    try:
+        import anatomix.sdf.generator  # noqa: F401
+        from anatomix.synth import validate_synth_config
+
+        validate_synth_config({"mode": "fdif", "shape": [40, 40, 40]})
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+class _TrainPhantomGenerator:
+    """Stand-in for the synthesis while the FDIF generator is not installed: blobs on noise."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def label_names(self) -> dict[int, str]:
+        return {1: "liver", 2: "spleen", 3: "stomach"}
+
+    def sample(self, index: int):
+        from anatomix.rng import sample_rng
+        from anatomix.synth import Sample
+
+        rng = sample_rng(self.seed, index, 0)
+        g = np.stack(np.meshgrid(*[np.arange(40)] * 3, indexing="ij"), -1).astype(np.float32)
+        image = rng.normal(0.2, 0.05, (40, 40, 40)).astype(np.float32)
+        label = np.zeros((40, 40, 40), np.uint8)
+        for v in (1, 2, 3):
+            c, r = rng.uniform(8, 32, 3), rng.uniform(4, 9)
+            inside = np.linalg.norm(g - c, axis=-1) < r
+            label[inside], image[inside] = v, 0.25 * v + rng.normal(0, 0.05)
+        return Sample(image=np.clip(image, 0, 1), label=label, spacing_mm=(1.5, 1.5, 2.0),
+                      record={"seed": self.seed, "index": index, "mode": "phantom"})
+
+
+class _TrainPhantomFactory:
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __call__(self) -> _TrainPhantomGenerator:
+        return _TrainPhantomGenerator(self.seed)
+
+
+class _TrainPhantomDataModule(SynthDataModule):
+    def factory(self):  # noqa: ANN201
+        return _TrainPhantomFactory(self.seed)
+
+
+def _fdif_available() -> bool:
+    try:
+        import anatomix.sdf.generator  # noqa: F401
+        from anatomix.synth import validate_synth_config
+
+        validate_synth_config(TRAIN_FDIF)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+TRAIN_FDIF = {"mode": "fdif", "shape": [36, 36, 36], "n_objects": [4, 6]}
+
+
+def _synth_dm(**kw) -> SynthDataModule:
+    """The on-the-fly FDIF stream at 40^3 (a phantom stand-in when FDIF is not installed)."""
+    if _fdif_available():
+        return SynthDataModule(synth_config=TRAIN_FDIF, **kw)
+    return _TrainPhantomDataModule(synth_config={"mode": "phantom"}, **kw)
+
+
+@pytest.fixture(scope="module")
+def train_dm() -> SynthDataModule:
+    return _synth_dm(seed=3, patch_size=PATCH, batch_size=2, num_workers=0, val_samples=1)
+
+
+@pytest.fixture(scope="module")
+def train_datalist(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("train_real")
+    p = d / "datalist.json"
+    p.write_text(json.dumps({"training": [{
+        "image": str(TS / "example_ct.nii.gz"), "label": str(TS / "example_seg_fast_force_split.nii.gz")}]}))
+    return p
+
+
+# ---- pure helpers -------------------------------------------------------------------------------
+
+def test_stream_indices_disjoint_and_complete() -> None:
+    total = 6  # e.g. 3 ranks x 2 workers
+    seen = []
+    for g in range(total):
+        it = stream_indices(100, g, total)
+        seen.append([next(it) for _ in range(20)])
+    flat = [i for s in seen for i in s]
+    assert len(set(flat)) == len(flat)
+    assert sorted(flat) == list(range(100, 100 + 120))
+
+
+def test_warmup_cosine_schedule() -> None:
+    f = [warmup_cosine(s, 10, 110) for s in range(120)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[10] == pytest.approx(1.0) and f[60] == pytest.approx(0.5, abs=1e-6)
+    assert f[110] == pytest.approx(0.0, abs=1e-9) and all(a >= b for a, b in zip(f[10:], f[11:]))
+
+
+def test_crop_is_foreground_biased_and_pads() -> None:
+    img = np.zeros((64, 64, 64), np.float32)
+    lab = np.zeros((64, 64, 64), np.uint8)
+    lab[50:54, 50:54, 50:54] = 1
+    rng = np.random.default_rng(0)
+    hits = sum(crop_or_pad(img, lab, (16, 16, 16), rng, pos_fraction=1.0)[1].any() for _ in range(20))
+    assert hits == 20
+    i, l_ = crop_or_pad(img[:10], lab[:10], (16, 16, 16), rng)
+    assert i.shape == l_.shape == (16, 16, 16)
+
+
+def test_label_lut_maps_totalsegmentator_names() -> None:
+    from anatomix.labels import preset
+
+    lut = build_label_lut(preset("totalsegmentator"), ORGANS + ["kidney_left+kidney_right"])
+    ts = {v: k for k, v in preset("totalsegmentator").items()}
+    assert lut[ts["liver"]] == 1 and lut[ts["spleen"]] == 2 and lut[ts["stomach"]] == 5
+    assert lut[ts["aorta"]] == 0
+    with pytest.raises(AnatomixError, match="not in the source label table"):
+        build_label_lut(preset("totalsegmentator"), ["liver", "no_such_organ"])
+
+
+# ---- the on-the-fly stream ----------------------------------------------------------------------
+
+def test_stream_same_seed_same_batches_and_disjoint_ranks(train_dm: SynthDataModule) -> None:
+    a = train_dm.stream(rank=0, world_size=2)
+    b = train_dm.stream(rank=0, world_size=2)
+    c = train_dm.stream(rank=1, world_size=2)
+    ia, ib, ic = iter(a), iter(b), iter(c)
+    xa, xb, xc = next(ia), next(ib), next(ic)
+    assert xa["index"] == xb["index"] == 0 and xc["index"] == 1
+    assert torch.equal(xa["image"], xb["image"]) and torch.equal(xa["label"], xb["label"])
+    assert not torch.equal(xa["image"], xc["image"])
+    assert next(ia)["index"] == 2 and next(ic)["index"] == 3
+    assert xa["image"].shape == (1, *PATCH) and xa["image"].dtype == torch.float32
+    assert 0.0 <= float(xa["image"].min()) and float(xa["image"].max()) <= 1.0
+    assert xa["label"].shape == (1, *PATCH)
+
+
+def test_stream_workers_draw_disjoint_indices() -> None:
+    dm = _synth_dm(seed=3, patch_size=PATCH, batch_size=1, num_workers=2, val_samples=0)
+    loader = dm.train_dataloader()
+    it = iter(loader)
+    got = [int(next(it)["index"][0]) for _ in range(6)]
+    del it
+    assert sorted(got) == list(range(6))  # worker 0: 0,2,4; worker 1: 1,3,5
+    ref = dm.stream().item(got[3])
+    again = next(x for x in SynthStream(dm.factory(), 3, PATCH) if x["index"] == got[3])
+    assert torch.equal(ref["image"], again["image"])
+
+
+# ---- module: training lowers the loss, fine-tuning, prediction ---------------------------------
+
+@pytest.fixture(scope="module")
+def train_pretrained(train_dm: SynthDataModule, tmp_path_factory) -> dict:
+    """A tiny UNETR trained a few steps on the stream; its checkpoint and its loss on a fixed batch."""
+    out = tmp_path_factory.mktemp("train_pretrain")
+    n = train_dm.num_classes
+    model = SegmentationModule(out_channels=n, lr=2e-3, warmup_steps=1, max_steps=12, **TINY)
+    fixed = [train_dm.stream().item(VAL_INDEX_OFFSET + 7 + k) for k in range(2)]
+    batch = {k: torch.stack([f[k] for f in fixed]) for k in ("image", "label")}
+
+    def loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            value = float(model.loss_fn(model(batch["image"]), batch["label"]))
+        model.train()
+        return value
+
+    before = loss()
+    trainer = pl.Trainer(max_steps=12, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         default_root_dir=out)
+    trainer.fit(model, train_dm)
+    after = loss()
+    ckpt = out / "pretrain.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return {"ckpt": ckpt, "before": before, "after": after, "classes": n}
+
+
+def test_training_on_stream_lowers_loss(train_pretrained: dict) -> None:
+    assert train_pretrained["after"] < train_pretrained["before"]
+
+
+def test_checkpoint_loads_weights_only_and_replaces_head(train_pretrained: dict) -> None:
+    sd = read_state_dict(train_pretrained["ckpt"])
+    assert "out.conv.conv.weight" in sd and not any(k.startswith("net.") for k in sd)
+    model = SegmentationModule(out_channels=len(ORGANS) + 1, **TINY)
+    report = load_pretrained(model.net, train_pretrained["ckpt"])
+    assert set(report.new) == {"out.conv.conv.weight", "out.conv.conv.bias"}
+    assert len(report.loaded) == len(model.net.state_dict()) - 2
+    assert torch.equal(model.net.state_dict()["vit.patch_embedding.patch_embeddings.weight"],
+                       sd["vit.patch_embedding.patch_embeddings.weight"])
+    assert "2 new" in report.summary()
+
+
+def test_corrupt_or_mismatched_checkpoint_fails_clearly(train_pretrained: dict, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"this is not a checkpoint" * 10)
+    model = SegmentationModule(out_channels=3, **TINY)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_pretrained(model.net, bad)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_pretrained(model.net, tmp_path / "missing.ckpt")
+    other = SegmentationModule(out_channels=3, **{**TINY, "vit_hidden_size": 48, "vit_mlp_dim": 96})
+    with pytest.raises(CheckpointError, match="does not fit this network"):
+        load_pretrained(other.net, train_pretrained["ckpt"])
+    swin = SegmentationModule(out_channels=3, network="swinunetr", img_size=(32, 32, 32), feature_size=12,
+                              depths=(1, 1, 1, 1), swin_heads=(1, 1, 1, 1))
+    with pytest.raises(CheckpointError, match="another network"):
+        load_pretrained(swin.net, train_pretrained["ckpt"])
+    torch.save({"state_dict": {"x": object()}}, tmp_path / "pickle.ckpt")
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_pretrained(model.net, tmp_path / "pickle.ckpt")
+
+
+def _write_yaml(path: Path, data: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_finetune_on_real_ct_then_predict_in_input_geometry(train_pretrained: dict, train_datalist: Path,
+                                                            tmp_path: Path, caplog) -> None:
+    import SimpleITK as sitk
+
+    from anatomix.train.cli import lightning_main
+
+    cfg = {
+        "trainer": {"accelerator": "cpu", "max_steps": 3, "logger": False, "enable_progress_bar": False,
+                    "enable_model_summary": False, "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path),
+                    "check_val_every_n_epoch": 1},
+        "model": {**{k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
+                  "out_channels": len(ORGANS) + 1, "class_names": ORGANS,
+                  "pretrained": str(train_pretrained["ckpt"]), "encoder_lr_scale": 0.1, "warmup_steps": 1},
+        "data": {"class_path": "anatomix.train.data.RealDataModule", "init_args": {
+            "datalist": str(train_datalist), "classes": ORGANS, "source_labels": "totalsegmentator",
+            "patch_size": list(PATCH), "spacing_mm": [6.0, 6.0, 6.0], "num_samples": 2, "num_workers": 0}},
+        "prediction_writer": {"output_dir": str(tmp_path / "pred")},
+    }
+    config = _write_yaml(tmp_path / "ft.yaml", cfg)
+    with caplog.at_level("INFO"):
+        lightning_main(["fit", "--config", str(config)])
+    assert "2 new" in caplog.text and "out.conv.conv.weight" in caplog.text  # the load report
+    ckpts = sorted(tmp_path.rglob("*.ckpt"))
+    assert ckpts, "fit wrote no checkpoint"
+    ckpt = ckpts[-1]
+    assert (tmp_path / "config.yaml").is_file() or list(tmp_path.rglob("config.yaml"))
+    lightning_main(["predict", "--config", str(config), "--ckpt_path", str(ckpt),
+                    "--model.pretrained", "null", "--data.init_args.predict_files", str(TS / "example_ct.nii.gz")])
+    written = tmp_path / "pred" / "example_ct_seg.nii.gz"
+    assert written.is_file()
+    src, seg = sitk.ReadImage(str(TS / "example_ct.nii.gz")), sitk.ReadImage(str(written))
+    assert seg.GetSize() == src.GetSize()
+    assert np.allclose(seg.GetSpacing(), src.GetSpacing()) and np.allclose(seg.GetOrigin(), src.GetOrigin())
+    assert np.allclose(seg.GetDirection(), src.GetDirection())
+    arr = sitk.GetArrayFromImage(seg)
+    assert arr.max() <= len(ORGANS)
+
+
+def test_cli_bad_checkpoint_exits_with_message(train_datalist: Path, tmp_path: Path, capsys) -> None:
+    from anatomix.train.cli import lightning_main
+
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"\x00garbage")
+    with pytest.raises(SystemExit) as e:
+        lightning_main(["validate", "--model.network", "unetr", "--model.img_size", "[32,32,32]",
+                        "--model.vit_hidden_size", "96", "--model.vit_mlp_dim", "192", "--model.vit_heads", "4",
+                        "--model.feature_size", "8", "--model.out_channels", "6",
+                        "--model.pretrained", str(bad), "--trainer.accelerator", "cpu", "--trainer.logger", "false",
+                        "--data", "anatomix.train.data.RealDataModule", "--data.datalist", str(train_datalist),
+                        "--data.classes", json.dumps(ORGANS), "--data.source_labels", "totalsegmentator",
+                        "--data.num_workers", "0", "--data.spacing_mm", "[6,6,6]",
+                        "--trainer.default_root_dir", str(tmp_path)])
+    assert e.value.code == 1
+    assert "cannot read checkpoint" in capsys.readouterr().err
+
+
+def test_real_datamodule_batches_look_like_stream(train_datalist: Path) -> None:
+    dm = RealDataModule(datalist=str(train_datalist), classes=ORGANS, source_labels="totalsegmentator",
+                        patch_size=PATCH, spacing_mm=(6.0, 6.0, 6.0), num_samples=2, num_workers=0, seed=1)
+    dm.setup("fit")
+    b = next(iter(dm.train_dataloader()))
+    assert b["image"].shape == (2, 1, *PATCH) and b["label"].shape == (2, 1, *PATCH)
+    assert float(b["image"].min()) >= 0.0 and float(b["image"].max()) <= 1.0
+    assert set(torch.unique(b["label"]).tolist()) <= set(range(len(ORGANS) + 1))
+    assert dm.num_classes == len(ORGANS) + 1
