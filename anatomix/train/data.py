@@ -209,7 +209,7 @@ class _GeneratorFactory:
         if self.overrides:
             if not isinstance(data, dict):
                 raise ConfigError(f"{source}: expected a mapping")
-            data = {**data, **self.overrides}
+            data = _deep_merge(data, self.overrides)
             source += " (with data.overrides)"
         return synth.validate_synth_config(data, source=source)
 
@@ -217,6 +217,13 @@ class _GeneratorFactory:
         from anatomix import synth
 
         return synth.build_generator(self.config(), seed=self.seed, device=self.device)
+
+
+def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
 
 
 class SynthStream(IterableDataset):
@@ -330,7 +337,8 @@ class SynthDataModule(pl.LightningDataModule):
         intensity: ``auto`` (keep [0, 1] images, min-max scale others), ``minmax`` or ``none``.
         val_samples: whole synthetic volumes for validation (indices from 2**40).
         device: device the generator runs on inside the workers (``cpu``; ``cuda`` with num_workers 0).
-        overrides: fields replaced in the loaded synthesis config (e.g. ``{shape: [64, 64, 64]}``).
+        overrides: fields replaced in the loaded synthesis config, merged key by key
+            (e.g. ``{graph: graphs/abdomen.yaml, grid: {shape: [64, 64, 64]}}``).
     """
 
     def __init__(
