@@ -101,6 +101,8 @@ class PlacementConfig(BaseModel):
     position_spread: float = Field(1.0, gt=0.0, le=5.0, description="candidate spread in units of the anchor std")
     contact_weight: float = Field(1.0, ge=0.0)
     anchor_weight: float = Field(0.3, ge=0.0)
+    push_candidates: int = Field(8, ge=0, le=64, description="rejected candidates pushed out of overlaps")
+    push_steps: int = Field(6, ge=0, le=20, description="lattice steps of one push-out")
     contact_steps: int = Field(8, ge=0, le=50, description="lattice steps towards unmet contacts")
     default_avoid_tolerance: float = Field(0.02, ge=0.0, le=1.0)
     lattice_margin_mm: float = Field(9.0, ge=0.0, le=50.0)
@@ -398,12 +400,18 @@ class _Placed:
     m: np.ndarray  # int (3,) lattice index of the translation
     params: dict[str, Any]
 
-    @property
-    def start(self) -> np.ndarray:
-        return self.m + self.lat.k0
+    def __post_init__(self) -> None:
+        self.start = self.m + self.lat.k0  # lattice index of sdf[0, 0, 0]
+        self.end = self.start + np.asarray(self.lat.sdf.shape)
+        self.tight_lo = self.start + self.lat.tight_lo
+        self.tight_hi = self.start + self.lat.tight_hi
+        self._centroid: dict[float, np.ndarray] = {}
 
     def centroid(self, h: float) -> np.ndarray:
-        return self.m * h + self.lat.centroid_off
+        c = self._centroid.get(h)
+        if c is None:
+            c = self._centroid[h] = self.m * h + self.lat.centroid_off
+        return c
 
 
 def _overlap_region(a_start: np.ndarray, a: np.ndarray, b_start: np.ndarray, b: np.ndarray
@@ -412,9 +420,10 @@ def _overlap_region(a_start: np.ndarray, a: np.ndarray, b_start: np.ndarray, b: 
     hi = np.minimum(a_start + np.asarray(a.shape), b_start + np.asarray(b.shape))
     if np.any(hi <= lo):
         return None
-    sa = tuple(slice(int(l - s), int(u - s)) for l, u, s in zip(lo, hi, a_start))
-    sb = tuple(slice(int(l - s), int(u - s)) for l, u, s in zip(lo, hi, b_start))
-    return sa, sb
+    la, ua = (lo - a_start).tolist(), (hi - a_start).tolist()
+    lb, ub = (lo - b_start).tolist(), (hi - b_start).tolist()
+    return ((slice(la[0], ua[0]), slice(la[1], ua[1]), slice(la[2], ua[2])),
+            (slice(lb[0], ub[0]), slice(lb[1], ub[1]), slice(lb[2], ub[2])))
 
 
 def _pair_values(a_start: np.ndarray, la: _Lattice, b_start: np.ndarray, lb: _Lattice,
@@ -540,10 +549,10 @@ def _check_candidate(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarra
     if not area:
         return True, penalty
     placed = [ctx.placed[r.b if r.a == info.name else r.a] for r in area]
-    plo = np.array([p.start + p.lat.tight_lo for p in placed])
-    phi = np.array([p.start + p.lat.tight_hi for p in placed])
+    plo = np.array([p.tight_lo for p in placed])
+    phi = np.array([p.tight_hi for p in placed])
     slo = np.array([p.start for p in placed])
-    shi = np.array([p.start + np.asarray(p.lat.sdf.shape) for p in placed])
+    shi = np.array([p.end for p in placed])
     meet_mask = np.all((plo <= start + lat.tight_hi) & (phi >= start + lat.tight_lo), axis=1)
     meet_sdf = np.all((slo < start + np.asarray(lat.sdf.shape)) & (shi > start), axis=1)
     for i, r in enumerate(area):
@@ -605,10 +614,14 @@ def _place_organ(ctx: _Context, info: OrganInfo, bank: Any, rng: np.random.Gener
         if lat is None:
             continue
         best: tuple[float, np.ndarray] | None = None
+        pushes = 0
         for k in range(config.candidates):
             target = c_mean + chol @ z[k] if k > 0 else c_mean + chol @ z[k] * 0.5
             m = np.rint((target - lat.centroid_off) / h).astype(int)
             ok, pen = _check_candidate(ctx, info, lat, m, rels)
+            if not ok and best is None and pushes < config.push_candidates:
+                pushes += 1
+                m, ok, pen = _push_out(ctx, info, lat, m, rels, config.push_steps)
             if not ok:
                 continue
             cen = m * h + lat.centroid_off
@@ -620,6 +633,47 @@ def _place_organ(ctx: _Context, info: OrganInfo, bank: Any, rng: np.random.Gener
         m = _refine_contacts(ctx, info, lat, best[1], rels, config)
         return _Placed(info, lat, m, dict(params, attempts=attempt))
     return None
+
+
+def _push_out(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarray, rels: list[Rel],
+              steps: int) -> tuple[np.ndarray, bool, float]:
+    """Resolve overlaps of a rejected candidate: step away from the overlapping volumes.
+
+    Each step moves one lattice step (per axis, rounded) along the sum of the unit vectors from
+    the centroid of each too-large overlap to the candidate's centroid; stops when every hard
+    relation holds. Returns (translation, valid, penalty).
+    """
+    h = ctx.h
+    for _ in range(steps):
+        start = m + lat.k0
+        cen = m * h + lat.centroid_off
+        push = np.zeros(3)
+        for r in rels:
+            if r.kind != "avoid":
+                continue
+            p = ctx.placed[r.b if r.a == info.name else r.a]
+            reg = _overlap_region(start, lat.sdf, p.start, p.lat.sdf)
+            if reg is None:
+                continue
+            both = lat.mask[reg[0]] & p.lat.mask[reg[1]]
+            cnt = int(np.count_nonzero(both))
+            if cnt <= r.tolerance * min(lat.count, p.lat.count):
+                continue
+            idx = np.nonzero(both)
+            oc = np.array([(idx[d].mean() + start[d] + reg[0][d].start) * h for d in range(3)])
+            v = cen - oc
+            nv = np.linalg.norm(v)
+            push += v / nv if nv > 1e-6 else (cen - p.centroid(h)) / (np.linalg.norm(cen - p.centroid(h)) + 1e-9)
+        if not push.any():
+            break
+        step = np.rint(push / (np.abs(push).max() + 1e-12)).astype(int)
+        if not step.any():
+            break
+        m = m + step
+        ok, pen = _check_candidate(ctx, info, lat, m, rels)
+        if ok:
+            return m, True, pen
+    return m, False, math.inf
 
 
 def _neighbour_prediction(ctx: _Context, info: OrganInfo) -> np.ndarray | None:

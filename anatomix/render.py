@@ -359,8 +359,26 @@ class Rendered:
     grid: Grid
 
 
+def _eval_upsampled(fld: OrganField, start: np.ndarray, step: np.ndarray, n: np.ndarray,
+                    factors: np.ndarray) -> torch.Tensor:
+    """SDF on a box, evaluated on a ``factors``-times coarser lattice and upsampled (trilinear).
+
+    A signed distance field is piecewise smooth, so trilinear upsampling from twice the spacing
+    moves the zero level set by a small fraction of a voxel while costing an eighth of the
+    ``grid_sample`` work.
+    """
+    if np.all(factors == 1):
+        return fld.eval_box(start, step, n)
+    nc = np.where(n > 1, np.ceil((n - 1) / factors).astype(int) + 1, 1)
+    coarse = fld.eval_box(start, step * factors, nc)
+    full = tuple(int(v) for v in np.where(n > 1, (nc - 1) * factors + 1, 1))
+    up = F.interpolate(coarse[None, None], size=full, mode="trilinear", align_corners=True)[0, 0]
+    return up[: n[0], : n[1], : n[2]]
+
+
 def render_scene(scene: "Scene", bank: ShapeSource, grid: Grid, cache: dict[str, Any] | None = None,
-                 device: str | torch.device = "cpu", margin_mm: float = 6.0) -> Rendered:
+                 device: str | torch.device = "cpu", margin_mm: float = 6.0,
+                 coarse_spacing_mm: float = 2.5) -> Rendered:
     """Render every organ of ``scene`` on ``grid``: per-organ SDFs in their boxes and the label map.
 
     Args:
@@ -370,12 +388,15 @@ def render_scene(scene: "Scene", bank: ShapeSource, grid: Grid, cache: dict[str,
         cache: optional dict of crop tensors reused across calls.
         device: unused placeholder for device placement (evaluation is torch, CPU by default).
         margin_mm: extra SDF kept around each organ's tight box (for textures near the surface).
+        coarse_spacing_mm: along axes with a finer output spacing, organ SDFs are evaluated at
+            twice the spacing and upsampled trilinearly (0: always at full resolution).
     """
     label = np.zeros(grid.shape, dtype=np.uint8)
     sdfs: dict[str, tuple[tuple[slice, slice, slice], np.ndarray]] = {}
     labels: dict[str, int] = {}
     o = np.asarray(grid.origin_mm)
     sp = np.asarray(grid.spacing_mm)
+    factors = np.where(sp < coarse_spacing_mm, 2, 1)
     for organ in label_precedence(scene.organs):
         fld = placed_field(organ, bank, cache)
         lo = np.maximum(np.asarray(organ.organ_min_mm) - margin_mm, fld.world_box(margin_mm)[0])
@@ -383,8 +404,9 @@ def render_scene(scene: "Scene", bank: ShapeSource, grid: Grid, cache: dict[str,
         sl = grid.box_slices(lo, hi)
         if sl is None:
             continue
-        axes = [o[d] + np.arange(sl[d].start, sl[d].stop) * sp[d] - fld.translation[d] for d in range(3)]
-        sdf = fld.eval_offsets(axes).numpy()
+        start = o + np.array([b.start for b in sl]) * sp - fld.translation
+        n = np.array([b.stop - b.start for b in sl])
+        sdf = _eval_upsampled(fld, start, sp, n, factors).numpy()
         label[sl][sdf <= 0] = organ.label
         sdfs[organ.organ] = (sl, sdf)
         labels[organ.organ] = organ.label
