@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from anatomix import relations as rel
 from anatomix.errors import AnatomixError
-from anatomix.render import OrganField, organ_field
+from anatomix.render import OrganField, _eval_upsampled, organ_field
 
 __all__ = [
     "ElasticTerm",
@@ -374,8 +374,11 @@ def _lattice(fld: OrganField, h: float, margin_mm: float) -> _Lattice | None:
     lo, hi = fld.offset_box(margin_mm)
     k_lo = np.floor(lo / h).astype(int)
     k_hi = np.ceil(hi / h).astype(int)
-    axes = [np.arange(k_lo[d], k_hi[d] + 1) * h for d in range(3)]
-    sdf = fld.eval_offsets(axes).numpy()
+    n = k_hi - k_lo + 1
+    # large organs (every extent > 45 mm): evaluate at 2 h and upsample, like rendering does
+    llo, lhi = fld.local_box()
+    factors = np.full(3, 2 if np.min(lhi - llo) > 45.0 else 1)
+    sdf = _eval_upsampled(fld, k_lo * h, np.full(3, h), n, factors).numpy()
     mask = sdf <= 0
     if not mask.any():
         return None
@@ -402,6 +405,7 @@ class _Placed:
 
     def __post_init__(self) -> None:
         self.start = self.m + self.lat.k0  # lattice index of sdf[0, 0, 0]
+        self.start_t = tuple(int(v) for v in self.start)
         self.end = self.start + np.asarray(self.lat.sdf.shape)
         self.tight_lo = self.start + self.lat.tight_lo
         self.tight_hi = self.start + self.lat.tight_hi
@@ -414,25 +418,28 @@ class _Placed:
         return c
 
 
-def _overlap_region(a_start: np.ndarray, a: np.ndarray, b_start: np.ndarray, b: np.ndarray
+def _overlap_region(a_start: tuple[int, int, int], a: np.ndarray, b_start: tuple[int, int, int], b: np.ndarray
                     ) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
-    lo = np.maximum(a_start, b_start)
-    hi = np.minimum(a_start + np.asarray(a.shape), b_start + np.asarray(b.shape))
-    if np.any(hi <= lo):
+    """Slices of ``a`` and ``b`` (lattice arrays placed at integer starts, python int tuples) over
+    their common box."""
+    ax, ay, az = a_start
+    bx, by, bz = b_start
+    sa, sb = a.shape, b.shape
+    x0, y0, z0 = max(ax, bx), max(ay, by), max(az, bz)
+    x1, y1, z1 = min(ax + sa[0], bx + sb[0]), min(ay + sa[1], by + sb[1]), min(az + sa[2], bz + sb[2])
+    if x1 <= x0 or y1 <= y0 or z1 <= z0:
         return None
-    la, ua = (lo - a_start).tolist(), (hi - a_start).tolist()
-    lb, ub = (lo - b_start).tolist(), (hi - b_start).tolist()
-    return ((slice(la[0], ua[0]), slice(la[1], ua[1]), slice(la[2], ua[2])),
-            (slice(lb[0], ub[0]), slice(lb[1], ub[1]), slice(lb[2], ub[2])))
+    return ((slice(x0 - ax, x1 - ax), slice(y0 - ay, y1 - ay), slice(z0 - az, z1 - az)),
+            (slice(x0 - bx, x1 - bx), slice(y0 - by, y1 - by), slice(z0 - bz, z1 - bz)))
 
 
-def _pair_values(a_start: np.ndarray, la: _Lattice, b_start: np.ndarray, lb: _Lattice,
+def _pair_values(a_start: tuple[int, int, int], la: _Lattice, b_start: tuple[int, int, int], lb: _Lattice,
                  need_gap: bool) -> tuple[int, float]:
     """(intersection voxel count, surface gap mm with relations' SDF definition) on the lattice."""
     reg = _overlap_region(a_start, la.sdf, b_start, lb.sdf)
     if reg is None:
         return 0, math.inf
-    sa, sb = reg
+    sa, sb = reg  # a_start, b_start: python int tuples
     ma, mb = la.mask[sa], lb.mask[sb]
     inter = int(np.count_nonzero(ma & mb))
     if inter or not need_gap:
@@ -555,6 +562,7 @@ def _check_candidate(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarra
     shi = np.array([p.end for p in placed])
     meet_mask = np.all((plo <= start + lat.tight_hi) & (phi >= start + lat.tight_lo), axis=1)
     meet_sdf = np.all((slo < start + np.asarray(lat.sdf.shape)) & (shi > start), axis=1)
+    start_t = tuple(int(v) for v in start)
     for i, r in enumerate(area):
         p = placed[i]
         if r.kind == "avoid" and not meet_mask[i]:
@@ -563,9 +571,9 @@ def _check_candidate(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarra
             if not meet_sdf[i]:
                 inter, gap = 0, math.inf
             else:
-                inter, gap = _pair_values(start, lat, p.start, p.lat, need_gap=True)
+                inter, gap = _pair_values(start_t, lat, p.start_t, p.lat, need_gap=True)
         elif meet_mask[i]:
-            inter, gap = _pair_values(start, lat, p.start, p.lat, need_gap=False)
+            inter, gap = _pair_values(start_t, lat, p.start_t, p.lat, need_gap=False)
         else:
             inter, gap = 0, math.inf
         if r.kind == "avoid":
@@ -614,20 +622,28 @@ def _place_organ(ctx: _Context, info: OrganInfo, bank: Any, rng: np.random.Gener
         if lat is None:
             continue
         best: tuple[float, np.ndarray] | None = None
-        pushes = 0
+        rejected: list[np.ndarray] = []
         for k in range(config.candidates):
             target = c_mean + chol @ z[k] if k > 0 else c_mean + chol @ z[k] * 0.5
             m = np.rint((target - lat.centroid_off) / h).astype(int)
             ok, pen = _check_candidate(ctx, info, lat, m, rels)
-            if not ok and best is None and pushes < config.push_candidates:
-                pushes += 1
-                m, ok, pen = _push_out(ctx, info, lat, m, rels, config.push_steps)
             if not ok:
+                rejected.append(m)
                 continue
             cen = m * h + lat.centroid_off
             score = config.contact_weight * pen + config.anchor_weight * _mahalanobis(cen, mean, cov) ** 2 / 3.0
             if best is None or score < best[0]:
                 best = (score, m)
+        if best is None:
+            # no candidate valid as drawn: push the first few rejected ones out of their overlaps
+            for m in rejected[: config.push_candidates]:
+                m, ok, pen = _push_out(ctx, info, lat, m, rels, config.push_steps)
+                if not ok:
+                    continue
+                cen = m * h + lat.centroid_off
+                score = config.contact_weight * pen + config.anchor_weight * _mahalanobis(cen, mean, cov) ** 2 / 3.0
+                if best is None or score < best[0]:
+                    best = (score, m)
         if best is None:
             continue
         m = _refine_contacts(ctx, info, lat, best[1], rels, config)
@@ -648,11 +664,14 @@ def _push_out(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarray, rels
         start = m + lat.k0
         cen = m * h + lat.centroid_off
         push = np.zeros(3)
+        t_lo, t_hi = start + lat.tight_lo, start + lat.tight_hi
         for r in rels:
             if r.kind != "avoid":
                 continue
             p = ctx.placed[r.b if r.a == info.name else r.a]
-            reg = _overlap_region(start, lat.sdf, p.start, p.lat.sdf)
+            if np.any(p.tight_lo > t_hi) or np.any(p.tight_hi < t_lo):
+                continue
+            reg = _overlap_region(tuple(int(v) for v in start), lat.sdf, p.start_t, p.lat.sdf)
             if reg is None:
                 continue
             both = lat.mask[reg[0]] & p.lat.mask[reg[1]]
@@ -712,7 +731,7 @@ def _refine_contacts(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarra
         start = m + lat.k0
         for r in contacts:
             other = ctx.placed[r.b if r.a == info.name else r.a]
-            _, gap = _pair_values(start, lat, other.start, other.lat, need_gap=True)
+            _, gap = _pair_values(tuple(int(v) for v in start), lat, other.start_t, other.lat, need_gap=True)
             if gap > r.tolerance:
                 unmet.append((other, gap))
         if not unmet:
@@ -751,7 +770,7 @@ def _measure_report(ctx: _Context) -> list[RelationCheck]:
         if r.kind == "direction":
             v = rel.direction_margin_mm(pa.centroid(h), pb.centroid(h), r.direction or "")
         else:
-            reg = _overlap_region(pa.start, pa.lat.sdf, pb.start, pb.lat.sdf)
+            reg = _overlap_region(pa.start_t, pa.lat.sdf, pb.start_t, pb.lat.sdf)
             if reg is None:
                 v = {"avoid": 0.0, "inside": 0.0, "contact": math.inf}[r.kind]
             else:
