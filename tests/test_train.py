@@ -36,74 +36,13 @@ TINY = dict(network="unetr", img_size=PATCH, feature_size=8, vit_hidden_size=96,
 ORGANS = ["liver", "spleen", "kidney_left", "kidney_right", "stomach"]
 
 
-def _fdif_available() -> bool:
-    try:
-        import anatomix.sdf.generator  # noqa: F401
-        from anatomix.synth import validate_synth_config
-
-        validate_synth_config({"mode": "fdif", "shape": [40, 40, 40]})
-    except Exception:  # noqa: BLE001
-        return False
-    return True
-
-
-class _TrainPhantomGenerator:
-    """Stand-in for the synthesis while the FDIF generator is not installed: blobs on noise."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def label_names(self) -> dict[int, str]:
-        return {1: "liver", 2: "spleen", 3: "stomach"}
-
-    def sample(self, index: int):
-        from anatomix.rng import sample_rng
-        from anatomix.synth import Sample
-
-        rng = sample_rng(self.seed, index, 0)
-        g = np.stack(np.meshgrid(*[np.arange(40)] * 3, indexing="ij"), -1).astype(np.float32)
-        image = rng.normal(0.2, 0.05, (40, 40, 40)).astype(np.float32)
-        label = np.zeros((40, 40, 40), np.uint8)
-        for v in (1, 2, 3):
-            c, r = rng.uniform(8, 32, 3), rng.uniform(4, 9)
-            inside = np.linalg.norm(g - c, axis=-1) < r
-            label[inside], image[inside] = v, 0.25 * v + rng.normal(0, 0.05)
-        return Sample(image=np.clip(image, 0, 1), label=label, spacing_mm=(1.5, 1.5, 2.0),
-                      record={"seed": self.seed, "index": index, "mode": "phantom"})
-
-
-class _TrainPhantomFactory:
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def __call__(self) -> _TrainPhantomGenerator:
-        return _TrainPhantomGenerator(self.seed)
-
-
-class _TrainPhantomDataModule(SynthDataModule):
-    def factory(self):  # noqa: ANN201
-        return _TrainPhantomFactory(self.seed)
-
-
-def _fdif_available() -> bool:
-    try:
-        import anatomix.sdf.generator  # noqa: F401
-        from anatomix.synth import validate_synth_config
-
-        validate_synth_config(TRAIN_FDIF)
-    except Exception:  # noqa: BLE001
-        return False
-    return True
-
-
-TRAIN_FDIF = {"mode": "fdif", "shape": [36, 36, 36], "n_objects": [4, 6]}
+TRAIN_SHAPES = ["sphere", "cylinder", "torus", "octahedron"]
+TRAIN_FDIF = {"mode": "fdif", "shape": [36, 36, 36], "n_objects": [4, 6], "classes": TRAIN_SHAPES}
 
 
 def _synth_dm(**kw) -> SynthDataModule:
-    """The on-the-fly FDIF stream at 40^3 (a phantom stand-in when FDIF is not installed)."""
-    if _fdif_available():
-        return SynthDataModule(synth_config=TRAIN_FDIF, **kw)
-    return _TrainPhantomDataModule(synth_config={"mode": "phantom"}, **kw)
+    """The on-the-fly FDIF stream at 36^3, its 4 primitive classes as labels 1..4."""
+    return SynthDataModule(synth_config=TRAIN_FDIF, classes=TRAIN_SHAPES, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +137,7 @@ def train_pretrained(train_dm: SynthDataModule, tmp_path_factory) -> dict:
     """A tiny UNETR trained a few steps on the stream; its checkpoint and its loss on a fixed batch."""
     out = tmp_path_factory.mktemp("train_pretrain")
     n = train_dm.num_classes
-    model = SegmentationModule(out_channels=n, lr=2e-3, warmup_steps=1, max_steps=12, **TINY)
+    model = SegmentationModule(out_channels=n, lr=2e-3, warmup_steps=1, max_steps=8, **TINY)
     fixed = [train_dm.stream().item(VAL_INDEX_OFFSET + 7 + k) for k in range(2)]
     batch = {k: torch.stack([f[k] for f in fixed]) for k in ("image", "label")}
 
@@ -210,7 +149,7 @@ def train_pretrained(train_dm: SynthDataModule, tmp_path_factory) -> dict:
         return value
 
     before = loss()
-    trainer = pl.Trainer(max_steps=12, accelerator="cpu", logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                          default_root_dir=out)
     trainer.fit(model, train_dm)
@@ -270,7 +209,7 @@ def test_finetune_on_real_ct_then_predict_in_input_geometry(train_pretrained: di
     from anatomix.train.cli import lightning_main
 
     cfg = {
-        "trainer": {"accelerator": "cpu", "max_steps": 3, "logger": False, "enable_progress_bar": False,
+        "trainer": {"accelerator": "cpu", "max_steps": 2, "logger": False, "enable_progress_bar": False,
                     "enable_model_summary": False, "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path),
                     "check_val_every_n_epoch": 1},
         "model": {**{k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
@@ -278,7 +217,7 @@ def test_finetune_on_real_ct_then_predict_in_input_geometry(train_pretrained: di
                   "pretrained": str(train_pretrained["ckpt"]), "encoder_lr_scale": 0.1, "warmup_steps": 1},
         "data": {"class_path": "anatomix.train.data.RealDataModule", "init_args": {
             "datalist": str(train_datalist), "classes": ORGANS, "source_labels": "totalsegmentator",
-            "patch_size": list(PATCH), "spacing_mm": [6.0, 6.0, 6.0], "num_samples": 2, "num_workers": 0}},
+            "patch_size": list(PATCH), "spacing_mm": [6.0, 6.0, 6.0], "num_samples": 1, "num_workers": 0}},
         "prediction_writer": {"output_dir": str(tmp_path / "pred")},
     }
     config = _write_yaml(tmp_path / "ft.yaml", cfg)
