@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ def _box_points(params, n=20, pad=1.25, seed=0):
 
 @pytest.mark.parametrize("name", CLASS_NAMES)
 def test_fdif_primitive_is_a_signed_distance(name):
-    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))  # hash() is salted per process
     for _ in range(2):
         p = sample_primitive(name, EXTENT, rng=rng)
         pts, he = _box_points(p)
@@ -179,11 +180,8 @@ def test_fdif_object_with_shear_is_lipschitz():
         assert float(r.max()) <= 1.0 + 2e-3
 
 
-@pytest.mark.parametrize("mappers, atol", [
-    ("all", 0.75),  # inverse_cube's tail is cut 8 mm outside (< 0.25 per object)
-    ([m for m in MAPPER_NAMES if m != "inverse_cube"], 0.01),  # saturated interiors (< 1e-3 each)
-])
-def test_fdif_block_culling_matches_dense_reference(mappers, atol):
+@pytest.mark.parametrize("mappers", ["all", [m for m in MAPPER_NAMES if m != "inverse_cube"]])
+def test_fdif_block_culling_matches_dense_reference(mappers):
     from anatomix.sdf.generator import FdifGenerator, FdifSynthConfig
 
     gen = FdifGenerator(FdifSynthConfig(shape=(40, 40, 40), n_objects=(8, 8), mappers=mappers), seed=11)
@@ -194,4 +192,5 @@ def test_fdif_block_culling_matches_dense_reference(mappers, atol):
         img_b, lab_b, vol_b = render_objects(rec["objects"], labs, grid, quantize=False)
         img_d, lab_d, vol_d = render_objects(rec["objects"], labs, grid, quantize=False, method="dense")
         assert torch.equal(lab_b, lab_d) and vol_b == vol_d
-        assert float((img_b - img_d).abs().max()) < atol
+        # both add the truncated mapper values: equal up to float rounding
+        assert float((img_b - img_d).abs().max()) < 1e-4

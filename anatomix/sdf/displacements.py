@@ -28,56 +28,73 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DISPLACEMENTS", "DISPLACEMENT_NAMES", "displacement_bound_mm", "displacement_field",
+__all__ = ["DISPLACEMENTS", "DISPLACEMENT_NAMES", "DisplacementField", "displacement_bound_mm", "displacement_field",
            "displacement_lipschitz", "displacement_range_mm", "sample_displacement"]
 
 
-def _perlin(f: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda u: torch.sin(f * u[:, 0]) * torch.sin(f * u[:, 1]) + torch.sin(f * u[:, 2])
+# The fields act on u as three coordinate rows (3, N) (contiguous per axis); f multiplies u
+# before g and is folded into the rotation (:class:`DisplacementField`).
+def _perlin(v: torch.Tensor) -> torch.Tensor:
+    s = torch.sin(v)
+    return s[0].mul_(s[1]).add_(s[2])
 
 
-def _turbulence(scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    def g(u: torch.Tensor) -> torch.Tensor:
-        v = u * scale
-        return (torch.sin(0.1 * v[:, 0]) * torch.cos(0.15 * v[:, 1])
-                + torch.sin(0.2 * v[:, 1]) * torch.cos(0.25 * v[:, 2])
-                + torch.sin(0.3 * v[:, 2]) * torch.cos(0.35 * v[:, 0]))
-    return g
+def _turbulence(v: torch.Tensor) -> torch.Tensor:
+    return (torch.sin(0.1 * v[0]).mul_(torch.cos(0.15 * v[1]))
+            .add_(torch.sin(0.2 * v[1]).mul_(torch.cos(0.25 * v[2])))
+            .add_(torch.sin(0.3 * v[2]).mul_(torch.cos(0.35 * v[0]))))
 
 
-def _ridge(f: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda u: torch.abs(torch.sin(f * u)).sum(dim=1)
+def _ridge(v: torch.Tensor) -> torch.Tensor:
+    return torch.sin(v).abs_().sum(0)
 
 
-def _sharpmax(f: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda u: torch.abs(torch.sin(f * u)).amax(dim=1)
+def _sharpmax(v: torch.Tensor) -> torch.Tensor:
+    return torch.sin(v).abs_().amax(0)
 
 
-def _twisted(f: float, axis: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda u: torch.abs(torch.sin(f * u[:, axis]))
+def _twisted(v: torch.Tensor) -> torch.Tensor:  # v: the x row only, (1, N)
+    return torch.sin(v[0]).abs_()
 
 
-def _sawtooth(f: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    def g(u: torch.Tensor) -> torch.Tensor:
-        v = f * u
-        return ((2.0 / math.pi) * (v - torch.floor(0.5 + v))).sum(dim=1)
-    return g
+def _sawtooth(v: torch.Tensor) -> torch.Tensor:
+    return (v - torch.floor(v + 0.5)).sum(0).mul_(2.0 / math.pi)
 
 
-# name -> (amplitude (fraction of the half extent), g, inf g, sup g, Lipschitz bound of g in u)
-DISPLACEMENTS: dict[str, tuple[float, Callable[[torch.Tensor], torch.Tensor], float, float, float]] = {
-    "perlin_more_fine": (0.03, _perlin(50.0), -2.0, 2.0, 50.0 * math.sqrt(2.0)),
-    "perlin_fine": (0.01, _perlin(30.0), -2.0, 2.0, 30.0 * math.sqrt(2.0)),
-    "turbulence": (0.05, _turbulence(30.0), -3.0, 3.0, 30.0 * (math.hypot(0.1, 0.15) + math.hypot(0.2, 0.25)
-                                                               + math.hypot(0.3, 0.35))),
-    "ridge": (0.03, _ridge(30.0), 0.0, 3.0, 30.0 * math.sqrt(3.0)),
-    "ridge_coarse": (0.05, _ridge(10.0), 0.0, 3.0, 10.0 * math.sqrt(3.0)),
-    "sharpmax": (0.05, _sharpmax(20.0), 0.0, 1.0, 20.0),
-    "sharpmax_fine": (0.03, _sharpmax(40.0), 0.0, 1.0, 40.0),
-    "twisted_x": (0.04, _twisted(20.0, 0), 0.0, 1.0, 20.0),
-    "sawtooth": (0.03, _sawtooth(15.0), -3.0 / math.pi, 3.0 / math.pi, math.inf),  # jumps
+# name -> (amplitude (fraction of the half extent), g on f * u rows, f, axes used, inf g, sup g,
+# Lipschitz bound of g in u)
+DISPLACEMENTS: dict[str, tuple[float, Callable[[torch.Tensor], torch.Tensor], float, tuple[int, ...],
+                               float, float, float]] = {
+    "perlin_more_fine": (0.03, _perlin, 50.0, (0, 1, 2), -2.0, 2.0, 50.0 * math.sqrt(2.0)),
+    "perlin_fine": (0.01, _perlin, 30.0, (0, 1, 2), -2.0, 2.0, 30.0 * math.sqrt(2.0)),
+    "turbulence": (0.05, _turbulence, 30.0, (0, 1, 2), -3.0, 3.0,
+                   30.0 * (math.hypot(0.1, 0.15) + math.hypot(0.2, 0.25) + math.hypot(0.3, 0.35))),
+    "ridge": (0.03, _ridge, 30.0, (0, 1, 2), 0.0, 3.0, 30.0 * math.sqrt(3.0)),
+    "ridge_coarse": (0.05, _ridge, 10.0, (0, 1, 2), 0.0, 3.0, 10.0 * math.sqrt(3.0)),
+    "sharpmax": (0.05, _sharpmax, 20.0, (0, 1, 2), 0.0, 1.0, 20.0),
+    "sharpmax_fine": (0.03, _sharpmax, 40.0, (0, 1, 2), 0.0, 1.0, 40.0),
+    "twisted_x": (0.04, _twisted, 20.0, (0,), 0.0, 1.0, 20.0),
+    "sawtooth": (0.03, _sawtooth, 15.0, (0, 1, 2), -3.0 / math.pi, 3.0 / math.pi, math.inf),  # jumps
 }
 DISPLACEMENT_NAMES: tuple[str, ...] = tuple(DISPLACEMENTS)
+
+
+class DisplacementField:
+    """A displacement field compiled once (rotation, phase, frequency and normaliser folded
+    into one affine map); ``field(p)`` takes world points as rows (3, N), mm."""
+
+    def __init__(self, spec: dict[str, Any], half_extent_mm: float, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu") -> None:
+        amp, self.g, f, axes = DISPLACEMENTS[spec["name"]][:4]
+        rot = np.asarray(spec["rotation"], dtype=np.float64) if spec.get("rotation") is not None else np.eye(3)
+        phase = np.asarray(spec["phase"], dtype=np.float64) if spec.get("phase") is not None else np.zeros(3)
+        idx = list(axes)
+        self.m = torch.tensor(rot[idx] * (f / half_extent_mm), dtype=dtype, device=device)
+        self.b = torch.tensor(phase[idx, None] * f, dtype=dtype, device=device)
+        self.scale = amp * half_extent_mm
+
+    def __call__(self, p: torch.Tensor) -> torch.Tensor:
+        return self.g(torch.addmm(self.b, self.m, p)).mul_(self.scale)
 
 
 def sample_displacement(name: str, *, rng: np.random.Generator, randomize: bool = True) -> dict[str, Any]:
@@ -107,31 +124,23 @@ def displacement_field(spec: dict[str, Any], pts_mm: torch.Tensor, half_extent_m
     Returns:
         (N,) tensor to add to an SDF.
     """
-    amp, g = DISPLACEMENTS[spec["name"]][:2]
-    u = pts_mm * (1.0 / half_extent_mm)
-    rot = spec.get("rotation")
-    if rot is not None:
-        r = torch.tensor(rot, dtype=pts_mm.dtype, device=pts_mm.device)
-        u = u @ r.T
-    phase = spec.get("phase")
-    if phase is not None:
-        u = u + torch.tensor(phase, dtype=pts_mm.dtype, device=pts_mm.device)
-    return (amp * half_extent_mm) * g(u)
+    field = DisplacementField(spec, half_extent_mm, pts_mm.dtype, pts_mm.device)
+    return field(pts_mm.T.contiguous())
 
 
 def displacement_bound_mm(name: str, half_extent_mm: float) -> float:
     """sup |displacement| in mm."""
-    amp, _, lo, hi, _ = DISPLACEMENTS[name]
+    amp, _, _, _, lo, hi, _ = DISPLACEMENTS[name]
     return amp * half_extent_mm * max(abs(lo), abs(hi))
 
 
 def displacement_range_mm(name: str, half_extent_mm: float) -> tuple[float, float]:
     """(inf, sup) of the displacement in mm (ridge-like fields are never negative)."""
-    amp, _, lo, hi, _ = DISPLACEMENTS[name]
+    amp, _, _, _, lo, hi, _ = DISPLACEMENTS[name]
     return amp * half_extent_mm * lo, amp * half_extent_mm * hi
 
 
 def displacement_lipschitz(name: str) -> float:
     """Lipschitz constant (mm per mm) of the displacement field (inf where it jumps)."""
-    amp, _, _, _, lip = DISPLACEMENTS[name]
+    amp, *_, lip = DISPLACEMENTS[name]
     return amp * lip

@@ -21,37 +21,38 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["MAPPERS", "MAPPER_NAMES", "apply_mapper", "mapper_margin_mm", "mapper_saturation_mm"]
+__all__ = ["MAPPERS", "MAPPER_NAMES", "apply_mapper", "apply_mapper_truncated", "mapper_margin_mm", "mapper_saturation_mm"]
 
 
+# In-place chains on one fresh tensor: mappers run on every evaluated voxel.
 def _inside(d: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return torch.where(d > 0.0, torch.zeros_like(v), v)
+    return v.masked_fill_(d > 0.0, 0.0)
 
 
 def exponential(d: torch.Tensor, base: float) -> torch.Tensor:
-    return _inside(d, 128.0 * torch.pow(base, torch.clamp(d, max=0.0)))
+    return _inside(d, torch.clamp(d, max=0.0).mul_(math.log(base)).exp_().mul_(128.0))
 
 
 def floor_steps(d: torch.Tensor, width: float, decrement: float = 10.0) -> torch.Tensor:
-    return _inside(d, torch.clamp(torch.ceil(d / width) * decrement + 128.0, 0.0, 128.0))
+    return _inside(d, torch.div(d, width).ceil_().mul_(decrement).add_(128.0).clamp_(0.0, 128.0))
 
 
 def inverse_cube(d: torch.Tensor) -> torch.Tensor:
     a = torch.abs(d)
-    return 128.0 / (a * a * a + 1.0)
+    return (a * a).mul_(a).add_(1.0).reciprocal_().mul_(128.0)
 
 
 def linear(d: torch.Tensor, slope: float) -> torch.Tensor:
-    return _inside(d, torch.clamp(128.0 + slope * d, 0.0, 128.0))
+    return _inside(d, torch.mul(d, slope).add_(128.0).clamp_(0.0, 128.0))
 
 
 def modular(d: torch.Tensor, width: float, modulus: int) -> torch.Tensor:
-    v = torch.remainder(torch.ceil(d / width) + (modulus - 1.0), float(modulus)) * (128.0 / (modulus - 1.0))
+    v = torch.div(d, width).ceil_().add_(modulus - 1.0).remainder_(float(modulus)).mul_(128.0 / (modulus - 1.0))
     return _inside(d, v)
 
 
 def sinusoidal(d: torch.Tensor, wavelength: float) -> torch.Tensor:
-    return _inside(d, (torch.cos(d * (2.0 * math.pi / wavelength)) + 1.0) * 64.0)
+    return _inside(d, torch.mul(d, 2.0 * math.pi / wavelength).cos_().add_(1.0).mul_(64.0))
 
 
 MAPPERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -79,6 +80,8 @@ _SATURATION_MM = {
     "inverse_cube": (128e3) ** (1 / 3),
     "linear_slope_10.0": 12.8,
 }
+# mappers whose value beyond the saturation depth (or the margin) is small but not exactly 0
+_TAILS = ("exponential_base_1.5", "exponential_base_2.0", "inverse_cube")
 
 
 def apply_mapper(name: str, sdf: torch.Tensor) -> torch.Tensor:
@@ -88,6 +91,21 @@ def apply_mapper(name: str, sdf: torch.Tensor) -> torch.Tensor:
     except KeyError:
         raise KeyError(f"unknown mapper {name!r}; expected one of {', '.join(MAPPER_NAMES)}") from None
     return fn(sdf)
+
+
+def apply_mapper_truncated(name: str, sdf: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_mapper` with its negligible tails set to 0: beyond
+    :func:`mapper_saturation_mm` inside (value < 1e-3) and beyond :func:`mapper_margin_mm`
+    outside (inverse_cube < 0.25). This is the value composition adds to the image, so every
+    renderer (dense or culled) agrees on it exactly."""
+    v = apply_mapper(name, sdf)
+    sat = _SATURATION_MM.get(name, math.inf)
+    if name in _TAILS:
+        cut = sdf < -sat
+        if name in _MARGIN_MM:
+            cut |= sdf > _MARGIN_MM[name]
+        v.masked_fill_(cut, 0.0)
+    return v
 
 
 def mapper_saturation_mm(name: str) -> float:

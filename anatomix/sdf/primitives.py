@@ -27,6 +27,7 @@ __all__ = [
     "CLASS_NAMES",
     "CLASSES",
     "PrimitiveClass",
+    "PrimitiveSDF",
     "local_half_extent",
     "polygon_sdf2d",
     "primitive_sdf",
@@ -203,44 +204,89 @@ def star_sdf2d(x: torch.Tensor, y: torch.Tensor, radius: float, n: int, w: float
     acx, acy = radius * math.cos(an), radius * math.sin(an)
     ecx, ecy = math.cos(en), math.sin(en)
     ax = torch.abs(x)
-    bn = torch.remainder(torch.atan2(y, ax), 2.0 * an) - an
-    r = torch.sqrt(ax * ax + y * y)
-    px = r * torch.cos(bn) - acx
-    py = r * torch.abs(torch.sin(bn)) - acy
-    t = torch.clamp(-(px * ecx + py * ecy), 0.0, acy / ecy)
-    px = px + ecx * t
-    py = py + ecy * t
-    return torch.sign(px) * torch.sqrt(px * px + py * py)
+    bn = torch.remainder(torch.atan2(y, ax), 2.0 * an).sub_(an)
+    r = torch.hypot(ax, y)
+    px = (r * torch.cos(bn)).sub_(acx)
+    py = torch.sin(bn).abs_().mul_(r).sub_(acy)
+    t = torch.clamp(torch.add(px * (-ecx), py, alpha=-ecy), 0.0, acy / ecy)
+    px.add_(t, alpha=ecx)
+    py.add_(t, alpha=ecy)
+    return torch.hypot(px, py).copysign_(px)
+
+
+class _Polygon:
+    """Exact SDF of a simple polygon, coefficients precomputed once per polygon.
+
+    Every quantity is linear in the point, so the n edges are evaluated as an (n, N) array
+    (edges along rows, points contiguous: reductions over edges are vectorised row minima).
+    Evaluating ``s * sdf(p / s)`` for a per-point scale ``s`` (tapered prisms) only scales the
+    constant terms, so it costs no divisions.
+    """
+
+    def __init__(self, vertices: torch.Tensor) -> None:
+        v = vertices.to(torch.float64)
+        e = torch.roll(v, -1, 0) - v
+        half = 0.5 * e.norm(dim=1).clamp_min(1e-12)
+        t = e / (2.0 * half[:, None])  # unit edge direction
+        nx, ny = -t[:, 1], t[:, 0]  # left normal: inside of a counter-clockwise polygon
+
+        def col(a: torch.Tensor) -> torch.Tensor:
+            return a[:, None].to(vertices.dtype).contiguous()
+
+        # m = (p - edge midpoint) . t: |m| > half beyond the edge's ends
+        self.tx, self.ty, self.tc = col(t[:, 0]), col(t[:, 1]), col(-(v * t).sum(1) - half)
+        self.half = col(-half)
+        # h = (p - v) . n: signed distance to the edge's line
+        self.nx, self.ny, self.nc = col(nx), col(ny), col(-(v[:, 0] * nx + v[:, 1] * ny))
+        self.vy = torch.cat([v[:, 1], v[:1, 1]])[:, None].to(vertices.dtype).contiguous()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
+        m = self.tx * x
+        m.addcmul_(self.ty, y)
+        m = m.add_(self.tc) if s is None else m.addcmul_(self.tc, s)
+        m.abs_()
+        m = m.add_(self.half) if s is None else m.addcmul_(self.half, s)
+        m.clamp_(min=0.0).mul_(m)
+        h = self.nx * x
+        h.addcmul_(self.ny, y)
+        h = h.add_(self.nc) if s is None else h.addcmul_(self.nc, s)
+        d = m.addcmul_(h, h).amin(0).sqrt_()
+        # crossing parity (sign): edge i crosses the horizontal ray from p when its ends lie
+        # on both sides of y and p is on the matching side of the edge's line
+        above = (y >= self.vy) if s is None else (y >= self.vy * s)
+        flip = (above[:-1] != above[1:]).logical_and_(above[:-1] == (h > 0.0))
+        inside = flip.sum(0, dtype=torch.uint8).bitwise_and_(1).bool()
+        return torch.where(inside, -d, d)
 
 
 def polygon_sdf2d(x: torch.Tensor, y: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
     """Exact SDF of a simple polygon (vertices (n, 2) in order), sign by crossing parity."""
-    vx, vy = vertices[:, 0], vertices[:, 1]
-    ex = torch.roll(vx, -1) - vx
-    ey = torch.roll(vy, -1) - vy
-    inv_ee = 1.0 / (ex * ex + ey * ey + 1e-12)
-    wx = x[:, None] - vx
-    wy = y[:, None] - vy
-    t = torch.clamp((wx * ex + wy * ey) * inv_ee, 0.0, 1.0)
-    bx = wx - ex * t
-    by = wy - ey * t
-    d2 = torch.amin(bx * bx + by * by, dim=1)
-    c1 = y[:, None] >= vy
-    c2 = y[:, None] < torch.roll(vy, -1)
-    c3 = ex * wy > ey * wx
-    flip = (c1 & c2 & c3) | (~c1 & ~c2 & ~c3)
-    inside = (flip.sum(dim=1) % 2) == 1
-    d = torch.sqrt(d2)
-    return torch.where(inside, -d, d)
+    return _Polygon(vertices.to(x.device, x.dtype))(x.contiguous(), y.contiguous())
+
+
+class _Section:
+    """A cross-section's 2D SDF (circle, star or polygon), ``s * f(p / s)`` for a scale s."""
+
+    def __init__(self, section: dict[str, Any], dtype: torch.dtype, device: torch.device | str) -> None:
+        self.section = section
+        self.poly = None
+        if "vertices" in section:
+            self.poly = _Polygon(torch.tensor(section["vertices"], dtype=dtype, device=device))
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
+        sec = self.section
+        if self.poly is not None:
+            return self.poly(x, y, s)
+        if "n" not in sec:  # circle: s (|p / s| - r) = |p| - s r
+            d = torch.hypot(x, y)
+            return d.sub_(sec["radius"]) if s is None else d.sub_(s * sec["radius"])
+        if s is None:
+            return star_sdf2d(x, y, sec["radius"], sec["n"], sec["w"])
+        return star_sdf2d(x / s, y / s, sec["radius"], sec["n"], sec["w"]).mul_(s)
 
 
 def _section_sdf(section: dict[str, Any], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if "vertices" in section:
-        v = torch.tensor(section["vertices"], dtype=x.dtype, device=x.device)
-        return polygon_sdf2d(x, y, v)
-    if "n" in section:
-        return star_sdf2d(x, y, section["radius"], section["n"], section["w"])
-    return circle_sdf2d(x, y, section["radius"])
+    return _Section(section, x.dtype, x.device)(x.contiguous(), y.contiguous())
 
 
 def _section_rmax(section: dict[str, Any]) -> float:
@@ -288,25 +334,6 @@ def _profile_pieces(p: dict[str, Any], profile: str) -> list[tuple[float, float,
     return [(-h, h, scale(-h), scale(h))]
 
 
-def _prism_piece(p: dict[str, Any], piece: tuple[float, float, float, float], x: torch.Tensor,
-                 y: torch.Tensor, a: torch.Tensor, rmax: float, onion_t: float | None) -> torch.Tensor:
-    a0, a1, s0, s1 = piece
-    half = 0.5 * (a1 - a0)
-    mid = 0.5 * (a1 + a0)
-    slope = (s1 - s0) / max(a1 - a0, 1e-9)
-    ac = torch.clamp(a, a0, a1)
-    s = torch.clamp(s0 + slope * (ac - a0), min=1e-6)
-    lip = math.sqrt(1.0 + (slope * rmax) ** 2)  # |d/da (s f(p/s))| <= |s'| * rmax
-    perp = s * _section_sdf(p["section"], x / s, y / s) / lip
-    if onion_t is not None:
-        perp = torch.abs(perp) - onion_t
-    along = torch.abs(a - mid) - half
-    k = abs(slope) * rmax / lip  # axial gradient component of perp
-    out = torch.sqrt(torch.clamp(perp, min=0.0) ** 2 + torch.clamp(along, min=0.0) ** 2)
-    out = out + torch.clamp(torch.maximum(perp, along), max=0.0)
-    return out / math.sqrt(1.0 + k) if k > 0 else out
-
-
 def _onion_thickness(p: dict[str, Any], cls: PrimitiveClass) -> float:
     """FDIF: shell half-thickness = ratio * |min of the cross-section SDF| (its deepest point)."""
     pieces = _profile_pieces(p, cls.profile)
@@ -317,18 +344,81 @@ def _onion_thickness(p: dict[str, Any], cls: PrimitiveClass) -> float:
     return float(p["onion_ratio"] * smax * depth / math.sqrt(1 + (slope_max * rmax) ** 2))
 
 
-def _prism_sdf(p: dict[str, Any], cls: PrimitiveClass, pts: torch.Tensor) -> torch.Tensor:
-    x, y, a = pts[:, 0], pts[:, 1], pts[:, 2]
-    pieces = _profile_pieces(p, cls.profile)
-    rmax = _section_rmax(p["section"])
-    onion_t = p.get("onion_thickness") if cls.onioned else None
-    if cls.onioned and onion_t is None:
-        onion_t = _onion_thickness(p, cls)
-    out = None
-    for pc in pieces:
-        d = _prism_piece(p, pc, x, y, a, rmax, onion_t)
-        out = d if out is None else torch.minimum(out, d)
-    return out
+class _PrismPiece:
+    """One linear piece of an extrusion: ``s * f(p / s)`` with s linear along the axis, divided
+    by its Lipschitz constant, intersected with the piece's slab."""
+
+    def __init__(self, piece: tuple[float, float, float, float], rmax: float) -> None:
+        a0, a1, s0, s1 = piece
+        self.a0, self.a1, self.s0 = a0, a1, s0
+        self.half, self.mid = 0.5 * (a1 - a0), 0.5 * (a1 + a0)
+        self.slope = (s1 - s0) / max(a1 - a0, 1e-9)
+        self.tapered = self.slope != 0.0 or s0 != 1.0
+        lip = math.sqrt(1.0 + (self.slope * rmax) ** 2)  # |d/da (s f(p/s))| <= |s'| * rmax
+        self.inv_lip = 1.0 / lip
+        k = abs(self.slope) * rmax / lip  # axial gradient component of perp
+        self.norm = 1.0 / math.sqrt(1.0 + k)
+
+    def __call__(self, section: _Section, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
+                 onion_t: float | None) -> torch.Tensor:
+        if self.tapered:
+            s = torch.clamp(a, self.a0, self.a1).sub_(self.a0).mul_(self.slope).add_(self.s0).clamp_(min=1e-6)
+            perp = section(x, y, s)
+        else:
+            perp = section(x, y)
+        if self.inv_lip != 1.0:
+            perp.mul_(self.inv_lip)
+        if onion_t is not None:
+            perp.abs_().sub_(onion_t)
+        along = torch.sub(a, self.mid).abs_().sub_(self.half)
+        out = torch.hypot(perp.clamp(min=0.0), along.clamp(min=0.0))
+        out.add_(torch.maximum(perp, along).clamp_(max=0.0))
+        return out.mul_(self.norm) if self.norm != 1.0 else out
+
+
+class PrimitiveSDF:
+    """A primitive's SDF with its parameters compiled once (tensors on ``device``).
+
+    ``PrimitiveSDF(params)(x, y, z)`` takes the local coordinates as three 1D tensors (mm) and
+    returns the (N,) signed distance; :func:`primitive_sdf` is the (N, 3) convenience form.
+    """
+
+    def __init__(self, params: dict[str, Any], dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu") -> None:
+        self.params = params
+        self.cls = cls = _BY_NAME[params["class"]]
+        self.section = _Section(params["section"], dtype, device) if "section" in params else None
+        if cls.family == "cone":
+            r, h = params["radius"], params["height"]
+            self.tri = _Polygon(torch.tensor([[-r, -h / 2], [r, -h / 2], [0.0, h / 2]], dtype=dtype, device=device))
+        if cls.family == "prism":
+            rmax = _section_rmax(params["section"])
+            self.pieces = [_PrismPiece(pc, rmax) for pc in _profile_pieces(params, cls.profile)]
+            self.onion_t = None
+            if cls.onioned:
+                t = params.get("onion_thickness")
+                self.onion_t = _onion_thickness(params, cls) if t is None else t
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        p, fam = self.params, self.cls.family
+        if fam == "sphere":
+            return (x * x).addcmul_(y, y).addcmul_(z, z).sqrt_().sub_(p["radius"])
+        if fam == "torus":
+            q = torch.hypot(x, z).sub_(p["major"])
+            return torch.hypot(q, y).sub_(p["minor"])
+        if fam == "octahedron":
+            return (x.abs() + y.abs()).add_(z.abs()).sub_(p["size"]).mul_(1.0 / math.sqrt(3.0))
+        if fam == "cone":
+            return self.tri(torch.hypot(x, z), y)
+        if fam == "revolution":
+            return self.section(torch.hypot(x, z).sub_(p["distance"]), y)
+        if fam in ("polygon_torus", "star_torus"):
+            return self.section(torch.hypot(x, z).sub_(p["major"]), y)
+        out = None
+        for piece in self.pieces:
+            d = piece(self.section, x, y, z, self.onion_t)
+            out = d if out is None else torch.minimum(out, d)
+        return out
 
 
 def primitive_sdf(params: dict[str, Any], pts: torch.Tensor) -> torch.Tensor:
@@ -342,27 +432,8 @@ def primitive_sdf(params: dict[str, Any], pts: torch.Tensor) -> torch.Tensor:
     Returns:
         (N,) tensor: negative inside, positive outside, 1-Lipschitz.
     """
-    cls = _BY_NAME[params["class"]]
-    x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
-    fam = cls.family
-    if fam == "sphere":
-        return torch.sqrt(x * x + y * y + z * z) - params["radius"]
-    if fam == "torus":
-        q = torch.sqrt(x * x + z * z) - params["major"]
-        return torch.sqrt(q * q + y * y) - params["minor"]
-    if fam == "octahedron":
-        return (x.abs() + y.abs() + z.abs() - params["size"]) * (1.0 / math.sqrt(3.0))
-    if fam == "cone":
-        r, h = params["radius"], params["height"]
-        tri = torch.tensor([[-r, -h / 2], [r, -h / 2], [0.0, h / 2]], dtype=pts.dtype, device=pts.device)
-        return polygon_sdf2d(torch.sqrt(x * x + z * z), y, tri)
-    if fam == "revolution":
-        q = torch.sqrt(x * x + z * z) - params["distance"]
-        return _section_sdf(params["section"], q, y)
-    if fam in ("polygon_torus", "star_torus"):
-        q = torch.sqrt(x * x + z * z) - params["major"]
-        return _section_sdf(params["section"], q, y)
-    return _prism_sdf(params, cls, pts)
+    f = PrimitiveSDF(params, pts.dtype, pts.device)
+    return f(pts[:, 0].contiguous(), pts[:, 1].contiguous(), pts[:, 2].contiguous())
 
 
 def local_half_extent(params: dict[str, Any]) -> tuple[float, float, float]:
