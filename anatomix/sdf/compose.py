@@ -10,6 +10,7 @@ only where the (displaced) SDF is negative.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -120,8 +121,9 @@ def _box_rows(grid: Grid, box: tuple[slice, slice, slice], device: torch.device 
     return torch.stack([g.reshape(-1) for g in torch.meshgrid(*xs, indexing="ij")])
 
 
+@functools.lru_cache(maxsize=32)
 def _block_offsets(b: int, device: torch.device | str) -> torch.Tensor:
-    """Integer offsets (3, b^3) of the voxels of a b^3 block."""
+    """Integer offsets (3, b^3) of the voxels of a b^3 block (cached: never modify)."""
     r = torch.arange(b, device=device)
     return torch.stack([g.reshape(-1) for g in torch.meshgrid(r, r, r, indexing="ij")])
 
@@ -143,65 +145,78 @@ def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=BLOCK_SI
         return torch.zeros(0, dtype=torch.int64, device=device)
     f = _CompiledObject(obj, grid, torch.float32, device)
     nx, ny, nz = grid.shape
-    sp = torch.tensor(grid.spacing_mm, dtype=torch.float32, device=device)[:, None]
+    sp_list = grid.spacing_mm
+    sp = torch.tensor(sp_list, dtype=torch.float32, device=device)[:, None]
     centre = torch.tensor([nx // 2, ny // 2, nz // 2], dtype=torch.float32, device=device)[:, None]
     strides = torch.tensor([[ny * nz], [nz], [1]], dtype=torch.int64, device=device)
     disp = obj.get("displacement")
     dlo, dhi = displacement_range_mm(disp["name"], grid.half_extent_mm) if disp else (0.0, 0.0)
     dlip = displacement_lipschitz(disp["name"]) if disp else 0.0
+    use_lip = disp is not None and math.isfinite(dlip)
     margin = mapper_margin_mm(obj["mapper"])
     sat = mapper_saturation_mm(obj["mapper"])
     lo = [b.start for b in box]
     hi = [b.stop for b in box]
     hi_t = torch.tensor(hi, dtype=torch.int64, device=device)[:, None]
 
-    def tile(b: int) -> torch.Tensor:  # corners (3, B) of the b-blocks tiling the box
-        axes = [torch.arange(lo[a], hi[a], b, device=device) for a in range(3)]
-        return torch.stack([g.reshape(-1) for g in torch.meshgrid(*axes, indexing="ij")])
-
+    axes = [torch.arange(lo[a], hi[a], block_sizes[0], device=device) for a in range(3)]
+    corners = torch.stack([g.reshape(-1) for g in torch.meshgrid(*axes, indexing="ij")])  # (3, B)
     eval_blocks: list[tuple[torch.Tensor, int]] = []
     label_blocks: list[tuple[torch.Tensor, int]] = []
-    corners = tile(block_sizes[0])
     for level, b in enumerate(block_sizes):
         if corners.shape[1] == 0:
             break
-        rho = float(torch.sqrt((((b - 1) / 2.0 * sp) ** 2).sum()))
-        ctr = (corners.to(torch.float32) + ((b - 1) / 2.0) - centre) * sp
+        rho = math.sqrt(sum(((b - 1) / 2.0 * s) ** 2 for s in sp_list))  # centre to corner voxel
+        ctr = torch.addcmul(((b - 1) / 2.0 - centre) * sp, corners.to(torch.float32), sp)
         c = f(ctr, displaced=False)
         # bounds of the displaced SDF over the block: global displacement range, and (for a
         # Lipschitz field) its value at the centre +- (1 + L) * rho
-        low = c - rho + dlo
-        high = c + rho + dhi
-        if disp and math.isfinite(dlip):
-            cd = c + f.disp(ctr)
-            low = torch.maximum(low, cd - (1.0 + dlip) * rho)
-            high = torch.minimum(high, cd + (1.0 + dlip) * rho)
-        keep = low <= margin
+        low = c - (rho - dlo)
+        high = c + (rho + dhi)
+        if use_lip:
+            cd = f.disp(ctr).add_(c)
+            torch.maximum(low, cd - (1.0 + dlip) * rho, out=low)
+            torch.minimum(high, cd.add_((1.0 + dlip) * rho), out=high)
         inside = high < 0.0
-        saturated = inside & (high < -sat)
-        label_blocks.append((corners[:, saturated], b))
-        eval_blocks.append((corners[:, inside & ~saturated], b))
-        undecided = corners[:, keep & ~inside]
+        if math.isfinite(sat):
+            saturated = high < -sat
+            label_blocks.append((corners[:, saturated], b))
+            eval_blocks.append((corners[:, inside ^ saturated], b))
+        else:
+            eval_blocks.append((corners[:, inside], b))
+        undecided = corners[:, (low <= margin) ^ inside]  # inside implies low <= margin
         if level + 1 < len(block_sizes):
             nb = block_sizes[level + 1]
-            sub = _block_offsets(b // nb, device) * nb
-            corners = (undecided[:, :, None] + sub[:, None, :]).reshape(3, -1)
-            corners = corners[:, (corners < hi_t).all(dim=0)]
+            corners = (undecided[:, :, None] + _block_offsets(b // nb, device)[:, None, :] * nb).reshape(3, -1)
+            if bool((undecided + b > hi_t).any()):  # drop children beyond the box
+                corners = corners[:, (corners < hi_t).all(dim=0)]
         else:
             eval_blocks.append((undecided, b))
 
-    def voxels(corners: torch.Tensor, b: int) -> torch.Tensor:  # (3, M) voxels inside the box
-        v = (corners[:, :, None] + _block_offsets(b, device)[:, None, :]).reshape(3, -1)
-        if bool((corners + b > hi_t).any()):  # blocks crossing the box's upper faces
+    def voxels(corners: torch.Tensor, b: int, points: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Flat indices (and world points (3, M)) of the blocks' voxels inside the box."""
+        off = _block_offsets(b, device)
+        crossing = (corners + b > hi_t).any(dim=0)
+        if bool(crossing.any()):  # the box's upper faces cut these blocks: voxel by voxel
+            v = (corners[:, crossing, None] + off[:, None, :]).reshape(3, -1)
             v = v[:, (v < hi_t).all(dim=0)]
-        return v
+            fv, pv = voxels(corners[:, ~crossing], b, points)
+            flat = torch.cat([fv, (v * strides).sum(0)])
+            pts = torch.cat([pv, (v.to(torch.float32) - centre) * sp], dim=1) if points else None
+            return flat, pts
+        # whole blocks: corner + offset, in flat indices and in mm
+        flat = ((corners * strides).sum(0)[:, None] + (off * strides).sum(0)[None, :]).reshape(-1)
+        pts = None
+        if points:
+            cmm = (corners.to(torch.float32) - centre) * sp
+            pts = (cmm[:, :, None] + (off.to(torch.float32) * sp)[:, None, :]).reshape(3, -1)
+        return flat, pts
 
-    inside_idx = [(voxels(cs, b) * strides).sum(0) for cs, b in label_blocks if cs.shape[1]]
-    vox = [voxels(cs, b) for cs, b in eval_blocks if cs.shape[1]]
+    inside_idx = [voxels(cs, b, False)[0] for cs, b in label_blocks if cs.shape[1]]
+    vox = [voxels(cs, b, True) for cs, b in eval_blocks if cs.shape[1]]
     if vox:
-        vox_all = torch.cat(vox, dim=1)
-        flat_all = (vox_all * strides).sum(0)
-        pts_all = (vox_all.to(torch.float32) - centre) * sp
+        flat_all = torch.cat([v[0] for v in vox])
+        pts_all = torch.cat([v[1] for v in vox], dim=1)
         for k in range(0, flat_all.shape[0], CHUNK):
             d = f(pts_all[:, k:k + CHUNK])
             flat = flat_all[k:k + CHUNK]
