@@ -4,7 +4,8 @@ Real set: the 5 FLARE22 training label maps in ../shared/data/flare22 (preset fl
 real-vs-real baseline is leave-one-out over them). Synthetic sets, whole-abdomen field of view:
 
   embedded    anatomix synth --graph graphs/abdomen.yaml (embedded shape bank)
-  flare_bank  the same with a bank ingested from the 5 FLARE22 subjects (anatomix ingest-masks)
+  flare_bank  the same with a bank ingested from the 5 FLARE22 subjects (anatomix ingest-masks),
+              the shipped graph restricted to the bank's organs (FLARE22 has no portal/splenic vein)
   random      the `placement: random` ablation (bank shapes at random poses), embedded bank
 
 Everything this script writes (banks, synthetic sets, reports, figure) goes under --work
@@ -47,6 +48,27 @@ def run(cmd: list[str], timeout: float) -> None:
     print(f"  ({time.perf_counter() - t:.0f} s)", flush=True)
 
 
+def subgraph_for_bank(graph: Path, bank: Path, out: Path) -> Path:
+    """The shipped graph restricted to the organs the bank has shapes of (FLARE22 has no portal vein).
+
+    Organs outside the bank and every relation naming one are dropped; everything else (anchors,
+    relations, ranges) is the shipped graph's, so the set differs from `embedded` by its shapes only.
+    """
+    import yaml
+
+    from anatomix.bank import ShapeBank
+
+    organs = set(ShapeBank.load(bank).organs)
+    spec = yaml.safe_load(graph.read_text(encoding="utf-8"))
+    dropped = sorted(set(spec["organs"]) - organs)
+    spec["organs"] = {k: v for k, v in spec["organs"].items() if k in organs}
+    spec["relations"] = [r for r in spec.get("relations", []) if r.get("a") in organs and r.get("b") in organs]
+    out.write_text(f"# {graph.name} restricted to the organs of {bank} (dropped: {', '.join(dropped) or 'none'})\n"
+                   + yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    print(f"graph for the FLARE22 bank: {out} (dropped organs: {', '.join(dropped) or 'none'})", flush=True)
+    return out
+
+
 def synthesise(mode: str, work: Path, args: argparse.Namespace) -> Path:
     out = work / mode
     if out.exists() and not args.keep:
@@ -59,6 +81,8 @@ def synthesise(mode: str, work: Path, args: argparse.Namespace) -> Path:
             run([*ANATOMIX, "ingest-masks", args.real, "--labels", "flare22", "--out", bank, "--overwrite"],
                 args.timeout)
         cmd += ["--bank", bank]
+        graph = subgraph_for_bank(Path(args.graph), bank, work / "abdomen_flare_organs.yaml")
+        cmd[cmd.index("--graph") + 1] = graph
     if mode == "random":
         cfg = Path(args.random_config) if args.random_config else work / "random.yaml"
         if not args.random_config:
