@@ -101,6 +101,8 @@ class PlacementConfig(BaseModel):
     position_spread: float = Field(1.0, gt=0.0, le=5.0, description="candidate spread in units of the anchor std")
     contact_weight: float = Field(1.0, ge=0.0)
     anchor_weight: float = Field(0.3, ge=0.0)
+    fallback: bool = Field(True, description="after the shape draws, one more try with the bank shape "
+                                             "unaltered, 4x the candidates, all pushed out of overlaps")
     push_candidates: int = Field(8, ge=0, le=64, description="rejected candidates pushed out of overlaps")
     push_steps: int = Field(6, ge=0, le=20, description="lattice steps of one push-out")
     contact_steps: int = Field(8, ge=0, le=50, description="lattice steps towards unmet contacts")
@@ -607,6 +609,10 @@ def _place_organ(ctx: _Context, info: OrganInfo, bank: Any, rng: np.random.Gener
     if parent is not None and info.offset_mean is not None:
         c_mean = parent.centroid(h) + info.offset_mean * ctx.body_scale
         c_cov = (info.offset_cov if info.offset_cov is not None else info.cov) * ctx.body_scale ** 2
+        # the other placed contact partners have a say too (the parent's offset is one vote)
+        pred = _neighbour_prediction(ctx, info, exclude=parent.info.name)
+        if pred is not None:
+            c_mean = (c_mean + pred) / 2.0
     else:
         # follow the placed contact partners: carry the anchor offsets through their poses
         pred = _neighbour_prediction(ctx, info)
@@ -615,15 +621,21 @@ def _place_organ(ctx: _Context, info: OrganInfo, bank: Any, rng: np.random.Gener
         else:
             c_mean, c_cov = pred, cov * config.neighbour_spread ** 2
     chol = np.linalg.cholesky(c_cov * config.position_spread ** 2 + 1e-6 * np.eye(3))
-    for attempt in range(1, config.shape_attempts + 1):
-        params, fld = _draw_shape(bank, info, ctx.body_scale, rng, config, cache, shrink=1.0 / attempt)
+    attempts = config.shape_attempts + (1 if config.fallback else 0)
+    for attempt in range(1, attempts + 1):
+        last = config.fallback and attempt == attempts
+        # the fallback draw: the bank shape as it is (no rotation, scaling or deformation),
+        # 4x the candidates, every rejected candidate pushed out of its overlaps
+        shrink = 0.0 if last else 1.0 / attempt
+        n_cand = config.candidates * (4 if last else 1)
+        params, fld = _draw_shape(bank, info, ctx.body_scale, rng, config, cache, shrink=shrink)
         lat = _lattice(fld, h, config.lattice_margin_mm)
-        z = rng.normal(size=(config.candidates, 3))
+        z = rng.normal(size=(n_cand, 3))
         if lat is None:
             continue
         best: tuple[float, np.ndarray] | None = None
         rejected: list[np.ndarray] = []
-        for k in range(config.candidates):
+        for k in range(n_cand):
             target = c_mean + chol @ z[k] if k > 0 else c_mean + chol @ z[k] * 0.5
             m = np.rint((target - lat.centroid_off) / h).astype(int)
             ok, pen = _check_candidate(ctx, info, lat, m, rels)
@@ -636,8 +648,8 @@ def _place_organ(ctx: _Context, info: OrganInfo, bank: Any, rng: np.random.Gener
                 best = (score, m)
         if best is None:
             # no candidate valid as drawn: push the first few rejected ones out of their overlaps
-            for m in rejected[: config.push_candidates]:
-                m, ok, pen = _push_out(ctx, info, lat, m, rels, config.push_steps)
+            for m in rejected[: (len(rejected) if last else config.push_candidates)]:
+                m, ok, pen = _push_out(ctx, info, lat, m, rels, config.push_steps * (2 if last else 1))
                 if not ok:
                     continue
                 cen = m * h + lat.centroid_off
@@ -695,7 +707,7 @@ def _push_out(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarray, rels
     return m, False, math.inf
 
 
-def _neighbour_prediction(ctx: _Context, info: OrganInfo) -> np.ndarray | None:
+def _neighbour_prediction(ctx: _Context, info: OrganInfo, exclude: str | None = None) -> np.ndarray | None:
     """Where the placed contact partners say this organ's centroid goes.
 
     Each placed partner carries the anchor offset (this organ's anchor minus the partner's)
@@ -708,7 +720,7 @@ def _neighbour_prediction(ctx: _Context, info: OrganInfo) -> np.ndarray | None:
                 if r.kind == "contact" and info.name in (r.a, r.b)}
     preds = []
     for n, p in ctx.placed.items():
-        if n not in partners:
+        if n not in partners or n == exclude:
             continue
         rot = rotation_matrix(p.params["rotation_deg"])
         sc = np.asarray(p.params["scale"])
