@@ -107,9 +107,12 @@ def preview_dataset(folder: str | Path, out: str | Path, cases: int = 4,
         ]
         for col, (title, im2, lb2, aspect) in enumerate(views):
             ax = axes[row, col]
-            # radiological display: rows = second axis flipped (anterior / superior up)
-            ax.imshow(np.flipud(np.transpose(_overlay(im2, lb2, colours), (1, 0, 2))), aspect=aspect,
-                      interpolation="nearest")
+            # radiological display: anterior / superior up; in axial and coronal views the
+            # subject's right (+x) on the left of the picture
+            rgb = np.flipud(np.transpose(_overlay(im2, lb2, colours), (1, 0, 2)))
+            if title != "sagittal":
+                rgb = np.fliplr(rgb)
+            ax.imshow(rgb, aspect=aspect, interpolation="nearest")
             ax.set_axis_off()
             ax.set_title(f"{case} {title}" if col == 0 else title, fontsize=8)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[v] / 255.0) for v in sorted(present)]
