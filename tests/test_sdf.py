@@ -194,3 +194,12 @@ def test_fdif_block_culling_matches_dense_reference(mappers):
         assert torch.equal(lab_b, lab_d) and vol_b == vol_d
         # both add the truncated mapper values: equal up to float rounding
         assert float((img_b - img_d).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("name", MAPPER_NAMES)
+def test_fdif_truncated_mapper_is_within_its_stated_bound(name):
+    from anatomix.sdf.mappers import apply_mapper_truncated
+
+    d = torch.linspace(-60.0, 20.0, 80001)
+    err = (apply_mapper_truncated(name, d) - apply_mapper(name, d)).abs().max()
+    assert float(err) < (0.25 if name == "inverse_cube" else 1e-3)

@@ -2,10 +2,11 @@
 
 Each object is evaluated only inside its world bounding box, expanded by the displacement bound
 and the margin its mapper needs, in chunks of points (bounded memory). The image is the sum of
-the mapped SDFs (mapper tails below 1e-3 inside and inverse_cube's tail beyond 8 mm outside
-set to 0: below FDIF's uint8 step), clipped (FDIF: [0, 128], then truncated to integers); labels are painted from
-the largest object to the smallest so that the smaller object wins where objects overlap, and
-only where the (displaced) SDF is negative.
+the mapped SDFs (tails set to 0: exponentials below 1e-3 deep inside, inverse_cube beyond
+8 mm inside or outside, below 0.25, a quarter of FDIF's uint8 step), clipped (FDIF: [0, 128],
+then truncated to integers); labels are painted from the largest object to the smallest so
+that the smaller object wins where objects overlap, and only where the (displaced) SDF is
+negative.
 """
 
 from __future__ import annotations

@@ -71,13 +71,14 @@ MAPPER_NAMES: tuple[str, ...] = tuple(MAPPERS)
 
 # inverse_cube < 0.25 beyond 8 mm: below FDIF's uint8 quantisation step
 _MARGIN_MM = {"inverse_cube": 8.0}
-# depth (mm) beyond which a mapper's value inside is below 1e-3 (modular, sinusoidal: never)
+# depth (mm) beyond which a mapper's value inside is below 1e-3 (modular, sinusoidal: never;
+# inverse_cube: below 0.25, a quarter of FDIF's uint8 step, like its tail outside)
 _SATURATION_MM = {
     "exponential_base_1.5": math.log(128e3) / math.log(1.5),
     "exponential_base_2.0": math.log(128e3) / math.log(2.0),
     "floor_width_0.5": 6.5,
     "floor_width_1.0": 13.0,
-    "inverse_cube": (128e3) ** (1 / 3),
+    "inverse_cube": 8.0,  # < 0.25, as outside (its 1e-3 depth, 50 mm, is never reached)
     "linear_slope_10.0": 12.8,
 }
 # mappers whose value beyond the saturation depth (or the margin) is small but not exactly 0
@@ -95,8 +96,8 @@ def apply_mapper(name: str, sdf: torch.Tensor) -> torch.Tensor:
 
 def apply_mapper_truncated(name: str, sdf: torch.Tensor) -> torch.Tensor:
     """:func:`apply_mapper` with its negligible tails set to 0: beyond
-    :func:`mapper_saturation_mm` inside (value < 1e-3) and beyond :func:`mapper_margin_mm`
-    outside (inverse_cube < 0.25). This is the value composition adds to the image, so every
+    :func:`mapper_saturation_mm` inside (value < 1e-3; inverse_cube < 0.25) and beyond
+    :func:`mapper_margin_mm` outside (inverse_cube < 0.25). This is the value composition adds to the image, so every
     renderer (dense or culled) agrees on it exactly."""
     v = apply_mapper(name, sdf)
     sat = _SATURATION_MM.get(name, math.inf)
@@ -109,7 +110,8 @@ def apply_mapper_truncated(name: str, sdf: torch.Tensor) -> torch.Tensor:
 
 
 def mapper_saturation_mm(name: str) -> float:
-    """Depth inside (mm) beyond which the mapper's value is below 1e-3 (inf if never)."""
+    """Depth inside (mm) beyond which the mapper's value is below 1e-3 (inverse_cube: 0.25)
+    (inf if never)."""
     return _SATURATION_MM.get(name, math.inf)
 
 

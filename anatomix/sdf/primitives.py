@@ -224,21 +224,19 @@ class _Polygon:
     """
 
     def __init__(self, vertices: torch.Tensor) -> None:
-        v = vertices.to(torch.float64)
-        e = torch.roll(v, -1, 0) - v
-        half = 0.5 * e.norm(dim=1).clamp_min(1e-12)
+        v = vertices.detach().cpu().numpy().astype(np.float64)
+        e = np.roll(v, -1, axis=0) - v
+        half = 0.5 * np.maximum(np.hypot(e[:, 0], e[:, 1]), 1e-12)
         t = e / (2.0 * half[:, None])  # unit edge direction
         nx, ny = -t[:, 1], t[:, 0]  # left normal: inside of a counter-clockwise polygon
-
-        def col(a: torch.Tensor) -> torch.Tensor:
-            return a[:, None].to(vertices.dtype).contiguous()
-
-        # m = (p - edge midpoint) . t: |m| > half beyond the edge's ends
-        self.tx, self.ty, self.tc = col(t[:, 0]), col(t[:, 1]), col(-(v * t).sum(1) - half)
-        self.half = col(-half)
-        # h = (p - v) . n: signed distance to the edge's line
-        self.nx, self.ny, self.nc = col(nx), col(ny), col(-(v[:, 0] * nx + v[:, 1] * ny))
-        self.vy = torch.cat([v[:, 1], v[:1, 1]])[:, None].to(vertices.dtype).contiguous()
+        rows = np.stack([
+            # m = (p - edge midpoint) . t: |m| > half beyond the edge's ends
+            t[:, 0], t[:, 1], -(v * t).sum(1) - half, -half,
+            # h = (p - v) . n: signed distance to the edge's line
+            nx, ny, -(v[:, 0] * nx + v[:, 1] * ny)])
+        c = torch.tensor(rows, dtype=vertices.dtype, device=vertices.device)[:, :, None]
+        self.tx, self.ty, self.tc, self.half, self.nx, self.ny, self.nc = c.unbind(0)
+        self.vy = torch.tensor(np.append(v[:, 1], v[0, 1])[:, None], dtype=vertices.dtype, device=vertices.device)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
         m = self.tx * x
