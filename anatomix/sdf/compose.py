@@ -63,7 +63,11 @@ class Grid:
 def object_box(obj: dict[str, Any], grid: Grid) -> tuple[slice, slice, slice] | None:
     """Voxel slices covering an object plus its displacement bound and mapper margin (None if
     the box misses the grid)."""
-    m, a, anorm = pose_matrices(obj["pose"])
+    return _object_box(obj, grid, pose_matrices(obj["pose"]))
+
+
+def _object_box(obj: dict[str, Any], grid: Grid, pose: tuple[np.ndarray, np.ndarray, float]):
+    m, a, anorm = pose
     he = np.asarray(local_half_extent(obj["primitive"]), dtype=np.float64)
     extra = mapper_margin_mm(obj.get("mapper", "")) if obj.get("mapper") else 0.0
     disp = obj.get("displacement")
@@ -90,8 +94,8 @@ class _CompiledObject:
     device); called on world points as rows (3, N), mm."""
 
     def __init__(self, obj: dict[str, Any], grid: Grid, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str = "cpu") -> None:
-        _, a, anorm = pose_matrices(obj["pose"])
+                 device: torch.device | str = "cpu", pose: tuple | None = None) -> None:
+        _, a, anorm = pose_matrices(obj["pose"]) if pose is None else pose
         t = np.asarray(obj["pose"]["translation_mm"], dtype=np.float64)
         self.a = torch.tensor(a, dtype=dtype, device=device)
         self.c = torch.tensor((-(a @ t))[:, None], dtype=dtype, device=device)
@@ -141,10 +145,11 @@ def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=BLOCK_SI
     exactly those the truncated mapper (:func:`apply_mapper_truncated`) sets to 0, so the image
     equals the dense reference up to float rounding.
     """
-    box = object_box(obj, grid)
+    pose = pose_matrices(obj["pose"])
+    box = _object_box(obj, grid, pose)
     if box is None:
         return torch.zeros(0, dtype=torch.int64, device=device)
-    f = _CompiledObject(obj, grid, torch.float32, device)
+    f = _CompiledObject(obj, grid, torch.float32, device, pose)
     nx, ny, nz = grid.shape
     sp_list = grid.spacing_mm
     sp = torch.tensor(sp_list, dtype=torch.float32, device=device)[:, None]
