@@ -105,7 +105,7 @@ class PlacementConfig(BaseModel):
                                              "unaltered, 4x the candidates, all pushed out of overlaps")
     push_candidates: int = Field(8, ge=0, le=64, description="rejected candidates pushed out of overlaps")
     push_steps: int = Field(6, ge=0, le=20, description="lattice steps of one push-out")
-    contact_steps: int = Field(8, ge=0, le=50, description="lattice steps towards unmet contacts")
+    contact_steps: int = Field(12, ge=0, le=50, description="lattice steps towards unmet contacts")
     default_avoid_tolerance: float = Field(0.02, ge=0.0, le=1.0)
     lattice_margin_mm: float = Field(9.0, ge=0.0, le=50.0)
 
@@ -758,14 +758,21 @@ def _refine_contacts(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarra
         d /= np.abs(d).max()
         step = np.rint(d).astype(int)
         moved = False
-        for cand in (step, np.sign(step) * (np.abs(d) > 0.3)):
-            cand = np.asarray(cand, dtype=int)
-            if not cand.any():
-                continue
-            ok, p2 = _check_candidate(ctx, info, lat, m + cand, rels)
-            if ok and p2 < pen:
-                m, pen, moved = m + cand, p2, True
-                break
+        # the step along the pull first, then single-axis steps in its direction (best of those)
+        axis_steps = [np.eye(3, dtype=int)[a] * int(np.sign(d[a])) for a in np.argsort(-np.abs(d)) if abs(d[a]) > 0.2]
+        ok, p2 = _check_candidate(ctx, info, lat, m + step, rels) if step.any() else (False, math.inf)
+        if ok and p2 < pen:
+            m, pen, moved = m + step, p2, True
+        else:
+            best_axis = None
+            for cand in axis_steps:
+                if np.array_equal(cand, step):
+                    continue
+                ok, p2 = _check_candidate(ctx, info, lat, m + cand, rels)
+                if ok and p2 < pen and (best_axis is None or p2 < best_axis[0]):
+                    best_axis = (p2, cand)
+            if best_axis is not None:
+                m, pen, moved = m + best_axis[1], best_axis[0], True
         if not moved:
             break
     return m
