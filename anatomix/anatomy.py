@@ -17,6 +17,7 @@ Typical use::
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -26,11 +27,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from anatomix.appearance import AppearanceConfig, apply_lesions, render_image, sample_appearance, sample_lesions
 from anatomix.errors import AnatomixError
-from anatomix.placement import PlacementConfig, Scene, check_inputs, sample_scene
+from anatomix.placement import PlacementConfig, Scene, check_inputs, missing_organs, sample_scene
 from anatomix.render import Grid, render_scene, scene_grid
 from anatomix.rng import sample_rng
 
-__all__ = ["AnatomyGenerator", "AnatomySynthConfig", "GridConfig", "choose_grid", "summarize_records"]
+__all__ = ["AnatomyGenerator", "AnatomySynthConfig", "GridConfig", "MissingOrganWarning", "choose_grid",
+           "summarize_records"]
+
+
+class MissingOrganWarning(UserWarning):
+    """Graph organs the shape bank has no shape of: left out of every scene (issued once per run)."""
 
 STREAM_PLACEMENT, STREAM_FOV, STREAM_APPEARANCE = 0, 1, 2
 
@@ -73,6 +79,8 @@ class AnatomySynthConfig(BaseModel):
     grid: GridConfig = GridConfig()
     placement: PlacementConfig = PlacementConfig()
     appearance: AppearanceConfig = AppearanceConfig()
+    strict: bool = Field(False, description="fail (instead of warning and leaving the organ out) when the "
+                                            "bank has no shape of a graph organ")
     lesion_label: Literal["own", "host"] = "own"
     lesion_label_value: int | None = Field(None, ge=1, le=255,
                                            description="label of lesions (own); default: largest organ label + 1")
@@ -103,6 +111,7 @@ def summarize_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     hard_viol: Counter[str] = Counter()
     dropped: Counter[str] = Counter()
     failed: Counter[str] = Counter()
+    not_in_bank: Counter[str] = Counter()
     for r in records:
         c = r.get("constraints", {})
         hard_ok += bool(c.get("hard_ok"))
@@ -112,6 +121,7 @@ def summarize_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
             hard_viol[v] += 1
         dropped.update(c.get("dropped", []))
         failed.update(c.get("failed", []))
+        not_in_bank.update(c.get("not_in_bank", []))
     return {
         "cases": n,
         "hard_constraints_satisfied": hard_ok / n if n else None,
@@ -120,6 +130,7 @@ def summarize_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "hard_violations": dict(hard_viol.most_common()),
         "organs_dropped": dict(sorted(dropped.items())),
         "organs_failed": dict(sorted(failed.items())),
+        "organs_not_in_bank": sorted(not_in_bank),
     }
 
 
@@ -132,6 +143,7 @@ def _constraints(scene: Scene) -> dict[str, Any]:
         "hard_violations": [f"{r.kind} {r.a}-{r.b}" for r in scene.report if r.hard and not r.holds],
         "dropped": list(scene.dropped),
         "failed": list(scene.failed),
+        "not_in_bank": list(scene.not_in_bank),
     }
 
 
@@ -165,10 +177,15 @@ class AnatomyGenerator:
         self._bank = bank
         self._cache: dict[str, Any] = {}
         self._load()
-        problems = check_inputs(self._graph, self._bank, config.placement)
+        problems = check_inputs(self._graph, self._bank, config.placement, strict=config.strict)
         if problems:
             body = "\n".join(f"  - {p}" for p in problems)
             raise AnatomixError(f"{len(problems)} problem(s) with the graph and bank; nothing was written:\n{body}")
+        self.missing_organs = missing_organs(self._graph, self._bank)
+        if self.missing_organs:
+            # once, here, before any case is made (worker processes unpickle, they do not re-warn)
+            warnings.warn(missing_organs_message(self.missing_organs, self.config.bank), MissingOrganWarning,
+                          stacklevel=2)
         self._labels = {int(k): str(v) for k, v in self._graph.label_table().items()}
         self._lesion_value: int | None = None
         if config.lesion_label == "own" and config.appearance.lesion_probability > 0 \
@@ -270,8 +287,19 @@ class AnatomyGenerator:
         return summarize_records(records)
 
 
+def missing_organs_message(organs: Sequence[str], bank: str | None) -> str:
+    """The one warning about graph organs without bank shapes: which, which bank, what to do."""
+    where = f"the shape bank {bank}" if bank else "the embedded shape bank"
+    names = ", ".join(organs)
+    return (f"{where} has no shape of {len(organs)} graph organ(s): {names}. They are left out of every "
+            f"case, with their relations. To include them, add their shapes to the bank (`anatomix "
+            f"ingest-masks` on label maps that contain them); to silence this, remove them from the graph "
+            f"(or pass --strict to make this an error).")
+
+
 def anatomy_config(config_path: str | os.PathLike[str] | None = None, *, graph: str | None = None,
-                   bank: str | None = None, fov: str | None = None) -> AnatomySynthConfig:
+                   bank: str | None = None, fov: str | None = None, strict: bool | None = None
+                   ) -> AnatomySynthConfig:
     """The config of ``anatomix synth --graph G [--config C] [--bank B] [--fov F]``.
 
     Reads ``config_path`` (must be ``mode: anatomy``) or takes the defaults, then applies the
@@ -299,6 +327,8 @@ def anatomy_config(config_path: str | os.PathLike[str] | None = None, *, graph: 
         if fov not in ("whole", "window"):
             raise ConfigError(f"--fov: expected whole or window; found {fov!r}")
         data["grid"]["fov"] = fov
+    if strict is not None:
+        data["strict"] = bool(strict)
     return AnatomySynthConfig.model_validate(data)
 
 
@@ -315,6 +345,8 @@ def format_summary(summary: dict[str, Any]) -> str:
              f"  contacts satisfied: {pct(summary['contacts_satisfied'])} of {summary['contacts_total']}"]
     if summary.get("organs_dropped"):
         lines.append("  optional organs dropped: " + ", ".join(f"{k} {v}" for k, v in summary["organs_dropped"].items()))
+    if summary.get("organs_not_in_bank"):
+        lines.append("  graph organs left out (no shape in the bank): " + ", ".join(summary["organs_not_in_bank"]))
     if summary.get("organs_failed"):
         lines.append("  required organs that could not be placed: "
                      + ", ".join(f"{k} {v}" for k, v in summary["organs_failed"].items()))

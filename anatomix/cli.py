@@ -210,6 +210,8 @@ def synth_command(
     graph: str = typer.Option(None, "--graph", help="Organ graph YAML: structure-aware synthesis (mode anatomy)."),
     bank: str = typer.Option(None, "--bank", help="Shape bank folder (with --graph; default: the embedded bank)."),
     fov: str = typer.Option(None, "--fov", help="With --graph: whole (whole abdomen) or window (fixed grid)."),
+    strict: bool = typer.Option(False, "--strict", help="With --graph: fail when the bank lacks a graph organ "
+                                                        "(default: warn once and leave it out)."),
 ) -> None:
     """Write n synthetic cases: imagesTr/, labelsTr/, dataset.json, datalist.json, records/."""
     from anatomix.errors import AnatomixError
@@ -221,12 +223,23 @@ def synth_command(
         if graph is not None:
             from anatomix.anatomy import anatomy_config
 
-            cfg = anatomy_config(config, graph=graph, bank=bank, fov=fov)
+            cfg = anatomy_config(config, graph=graph, bank=bank, fov=fov, strict=strict or None)
         else:
-            if bank is not None or fov is not None:
-                fail("--bank and --fov go with --graph (structure-aware synthesis)")
+            if bank is not None or fov is not None or strict:
+                fail("--bank, --fov and --strict go with --graph (structure-aware synthesis)")
             cfg = load_synth_config(config)
-        generator = build_generator(cfg, seed=seed, device=device)
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            generator = build_generator(cfg, seed=seed, device=device)
+        from anatomix.anatomy import MissingOrganWarning
+
+        for w in caught:  # graph organs without bank shapes: one warning before generation starts
+            if issubclass(w.category, MissingOrganWarning):
+                typer.echo(f"warning: {w.message}", err=True)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         summary = write_dataset(generator, out, n=n, seed=seed, workers=workers, shard=shard,
                                 progress=progress)
     except AnatomixError as exc:

@@ -61,6 +61,7 @@ __all__ = [
     "check_inputs",
     "graph_organs",
     "graph_relations",
+    "missing_organs",
     "sample_scene",
 ]
 
@@ -174,6 +175,7 @@ class Scene(BaseModel):
     organs: tuple[PlacedOrgan, ...]
     dropped: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
+    not_in_bank: tuple[str, ...] = ()
     report: tuple[RelationCheck, ...] = ()
     box_min_mm: Vec3
     box_max_mm: Vec3
@@ -331,8 +333,18 @@ def graph_relations(graph: Any, organs: Iterable[str], config: PlacementConfig) 
     return rels
 
 
-def check_inputs(graph: Any, bank: Any, config: PlacementConfig | None = None) -> list[str]:
-    """Problems that make the (graph, bank) pair unusable, all at once (empty list: fine)."""
+def missing_organs(graph: Any, bank: Any) -> list[str]:
+    """Graph organs the bank has no shape of, in placement order (they are left out of every scene)."""
+    bank_organs = set(getattr(bank, "organs", []) or [])
+    return [n for n in graph.placement_order() if n not in bank_organs or not list(bank.shapes(n))]
+
+
+def check_inputs(graph: Any, bank: Any, config: PlacementConfig | None = None, strict: bool = False) -> list[str]:
+    """Problems that make the (graph, bank) pair unusable, all at once (empty list: fine).
+
+    A graph organ without shapes in the bank is not a problem (it is left out of every scene,
+    see :func:`missing_organs`) unless ``strict``; a bank holding none of the graph's organs is.
+    """
     config = config or PlacementConfig()
     problems: list[str] = []
     try:
@@ -340,10 +352,18 @@ def check_inputs(graph: Any, bank: Any, config: PlacementConfig | None = None) -
     except Exception as exc:  # noqa: BLE001 - reported as a problem line
         return [f"graph: cannot read the organ specs ({exc})"]
     bank_organs = set(getattr(bank, "organs", []) or [])
+    missing = set(missing_organs(graph, bank))
+    if organs and missing >= set(organs):
+        problems.append(f"the bank has no shape of any of the graph's {len(organs)} organs "
+                        f"(graph: {', '.join(organs)}; bank: {', '.join(sorted(bank_organs)) or 'none'}); "
+                        f"use a bank made from label maps of these organs, or a graph of the bank's organs")
+    elif strict:
+        for name in organs:
+            if name in missing:
+                problems.append(f"organ {name!r}: the bank has no shape of it (bank organs: "
+                                f"{', '.join(sorted(bank_organs)) or 'none'}); add its shapes to the bank "
+                                f"or remove it from the graph")
     for name, info in organs.items():
-        if (name not in bank_organs or not bank.shapes(name)) and info.required:
-            problems.append(f"organ {name!r}: the bank has no shape of it (bank organs: "
-                            f"{', '.join(sorted(bank_organs)) or 'none'})")
         if info.mean.shape != (3,) or info.cov.shape != (3, 3):
             problems.append(f"organ {name!r}: anchor needs mean (3) and cov (3x3), found "
                             f"{info.mean.shape} and {info.cov.shape}")
@@ -841,10 +861,11 @@ def sample_scene(graph: Any, bank: Any, rng: np.random.Generator, config: Placem
     organs = graph_organs(graph, config)
     h = config.score_spacing_mm
     body_scale = float(rng.uniform(*config.body_scale))
-    bank_organs = set(getattr(bank, "organs", organs))
+    missing = set(missing_organs(graph, bank))
+    # graph organs without bank shapes are left out, with their relations (the caller warns once)
     present = [n for n, info in organs.items()
-               if (info.required or rng.random() < info.probability) and n in bank_organs]
-    dropped = [n for n in organs if n not in present]
+               if (info.required or rng.random() < info.probability) and n not in missing]
+    dropped = [n for n in organs if n not in present and n not in missing]
     rels = graph_relations(graph, present, config)
     ctx = _Context(h=h, placed={}, rels=rels, body_scale=body_scale)
     failed: list[str] = []
@@ -900,5 +921,6 @@ def sample_scene(graph: Any, bank: Any, rng: np.random.Generator, config: Placem
     else:
         bmin = bmax = np.zeros(3)
     return Scene(placement=config.mode, body_scale=body_scale, score_spacing_mm=h, organs=tuple(organs_out),
-                 dropped=tuple(dropped), failed=tuple(failed), report=tuple(report),
+                 dropped=tuple(dropped), failed=tuple(failed),
+                 not_in_bank=tuple(n for n in organs if n in missing), report=tuple(report),
                  box_min_mm=tuple(float(v) for v in bmin), box_max_mm=tuple(float(v) for v in bmax))

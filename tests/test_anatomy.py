@@ -85,9 +85,38 @@ def test_bad_inputs_fail_before_writing(tmp_path, anatomy_graph, anatomy_bank):
         def shapes(self, organ):
             return []
 
-    with pytest.raises(AnatomixError, match="bank has no shape"):
+    with pytest.raises(AnatomixError, match="bank has no shape of any"):
         AnatomyGenerator(AnatomySynthConfig(), graph=anatomy_graph, bank=EmptyBank())
     assert not any(tmp_path.rglob("*.nii.gz"))
+
+
+def test_organ_missing_from_bank_warns_once_and_is_summarised(tmp_path, anatomy_graph, anatomy_bank):
+    from anatomix.anatomy import MissingOrganWarning
+
+    class NoSpleen:
+        organs = [o for o in anatomy_bank.organs if o != "spleen"]
+        spacing_mm = anatomy_bank.spacing_mm
+
+        def shapes(self, organ):
+            return [] if organ == "spleen" else anatomy_bank.shapes(organ)
+
+        def __getattr__(self, name):
+            return getattr(anatomy_bank, name)
+
+    with pytest.warns(MissingOrganWarning) as caught:
+        g = _gen(anatomy_graph, NoSpleen())
+    assert len(caught) == 1
+    msg = str(caught[0].message)
+    assert "spleen" in msg and "embedded shape bank" in msg and "add their shapes" in msg and "remove" in msg
+    res = write_dataset(g, tmp_path / "run", n=2, workers=1, progress=False)
+    summary = res["generator_summary"]
+    assert summary["organs_not_in_bank"] == ["spleen"] and "spleen" not in summary["organs_dropped"]
+    assert summary["hard_constraints_satisfied"] == 1.0
+    from anatomix.anatomy import format_summary
+
+    assert "left out (no shape in the bank): spleen" in format_summary(summary)
+    with pytest.raises(AnatomixError, match="'spleen'"):
+        _gen(anatomy_graph, NoSpleen(), strict=True)
 
 
 def test_summary_counts():

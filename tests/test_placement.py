@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from anatomix.placement import PlacementConfig, Scene, check_inputs, sample_scene
+from anatomix.placement import PlacementConfig, Scene, check_inputs, missing_organs, sample_scene
 
 N_SCENES = 100
 
@@ -86,16 +86,46 @@ def test_complete_shapes_preferred(anatomy_graph, anatomy_bank):
         assert s.organ("liver").shape_id != "liver__s2"  # the truncated one
 
 
-def test_check_inputs_reports_missing_required_organs(anatomy_graph, anatomy_bank):
-    class NoKidney:
-        organs = [o for o in anatomy_bank.organs if o != "kidney_right"]
+class _NoKidneyBank:
+    """The phantom bank without kidney_right shapes."""
+
+    def __init__(self, bank):
+        self._bank = bank
+        self.organs = [o for o in bank.organs if o != "kidney_right"]
+        self.spacing_mm = bank.spacing_mm
+
+    def shapes(self, organ):
+        return [] if organ == "kidney_right" else self._bank.shapes(organ)
+
+    def __getattr__(self, name):
+        return getattr(self._bank, name)
+
+
+def test_organ_missing_from_bank_is_left_out(anatomy_graph, anatomy_bank):
+    bank = _NoKidneyBank(anatomy_bank)
+    assert missing_organs(anatomy_graph, bank) == ["kidney_right"]
+    # not a problem by default (the organ is left out), an error with strict
+    assert check_inputs(anatomy_graph, bank) == []
+    strict = check_inputs(anatomy_graph, bank, strict=True)
+    assert len(strict) == 1 and "kidney_right" in strict[0] and "remove it from the graph" in strict[0]
+    assert check_inputs(anatomy_graph, anatomy_bank, strict=True) == []
+    for i in range(10):
+        s = sample_scene(anatomy_graph, bank, np.random.default_rng(i))
+        assert s.not_in_bank == ("kidney_right",) and "kidney_right" not in s.dropped
+        assert "kidney_right" not in [o.organ for o in s.organs] and not s.failed and s.hard_ok
+        assert all("kidney_right" not in (r.a, r.b) for r in s.report)  # its relations skipped
+        assert s.organ("liver")
+
+
+def test_bank_without_any_graph_organ_fails(anatomy_graph):
+    class EmptyBank:
+        organs: list = []
 
         def shapes(self, organ):
-            return [] if organ == "kidney_right" else anatomy_bank.shapes(organ)
+            return []
 
-    problems = check_inputs(anatomy_graph, NoKidney())
-    assert len(problems) == 1 and "kidney_right" in problems[0]
-    assert check_inputs(anatomy_graph, anatomy_bank) == []
+    problems = check_inputs(anatomy_graph, EmptyBank())
+    assert len(problems) == 1 and "none" in problems[0] and "liver" in problems[0]
 
 
 def test_placement_config_rejects_unknown_keys():
