@@ -241,34 +241,10 @@ def build_generator(config: Any, seed: int, device: str = "cpu") -> SampleGenera
 
 def _write_nifti(path: Path, array: np.ndarray, spacing_mm: Sequence[float],
                  origin_mm: Sequence[float]) -> None:
-    """Write a (x, y, z) RAS array as NIfTI, atomically (via anatomix.io when available)."""
-    try:
-        from anatomix.io import write_volume
-    except ImportError:
-        write_volume = None
-    if write_volume is not None:
-        write_volume(path, array, tuple(spacing_mm), tuple(origin_mm))
-        return
-    _write_nifti_sitk(path, array, spacing_mm, origin_mm)
+    """Write a (x, y, z) RAS array as NIfTI, atomically (:func:`anatomix.io.write_volume`)."""
+    from anatomix.io import write_volume
 
-
-def _write_nifti_sitk(path: Path, array: np.ndarray, spacing_mm: Sequence[float],
-                      origin_mm: Sequence[float]) -> None:
-    """Fallback NIfTI writer (SimpleITK). ITK stores LPS; RAS axes become direction diag(-1,-1,1)."""
-    import SimpleITK as sitk
-
-    img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array, (2, 1, 0))))
-    img.SetSpacing(tuple(float(s) for s in spacing_mm))
-    ox, oy, oz = (float(o) for o in origin_mm)
-    img.SetOrigin((-ox, -oy, oz))
-    img.SetDirection((-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.nii.gz")
-    try:
-        sitk.WriteImage(img, str(tmp), useCompression=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_volume(path, array, tuple(spacing_mm), tuple(origin_mm))
 
 
 def _write_json(path: Path, data: Any) -> None:
