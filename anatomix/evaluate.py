@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -877,24 +875,12 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(report: Mapping[str, Any], path: str | Path) -> Path:
     """Write the report as JSON, atomically."""
+    from anatomix.io import atomic_write_text
+
     text = json.dumps(_jsonable(report), indent=1, sort_keys=False)
-    _atomic_write(Path(path), lambda p: p.write_text(text + "\n", encoding="utf-8"))
-    return Path(path)
+    return atomic_write_text(path, text + "\n")
 
 
 # ---- plots ---------------------------------------------------------------------------------------
@@ -999,7 +985,10 @@ def plot_reports(reports: Mapping[str, Mapping[str, Any]], path: str | Path, tit
     ax_tab.set_title("Summary")
     fig.suptitle(title or "anatomix evaluate: anatomical realism vs real label maps", fontsize=13)
     fig.tight_layout()
-    _atomic_write(Path(path), lambda p: fig.savefig(p, dpi=110, format=Path(path).suffix.lstrip(".") or "png"))
+    from anatomix.io import atomic_write
+
+    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format=Path(path).suffix.lstrip(".") or "png"),
+                 suffix=Path(path).suffix)
     plt.close(fig)
     return Path(path)
 

@@ -667,22 +667,12 @@ class OrganGraph:
 
     def save(self, path: str | Path, header: str | None = None) -> None:
         """Write the graph as YAML (atomic: temp file + rename). ``header`` becomes a comment block."""
-        import os
-        import tempfile
+        from anatomix.io import atomic_write_text
 
-        p = Path(path)
         text = dump_yaml(self.to_dict())
         if header:
             text = "".join(f"# {line}\n".replace("# \n", "#\n") for line in header.splitlines()) + text
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, text)
 
     # -- queries --
 

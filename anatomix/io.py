@@ -27,7 +27,7 @@ import tempfile
 from zlib import error as zlib_error
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "LABEL_SUFFIXES",
+    "atomic_write",
+    "atomic_write_text",
     "LabeledVolume",
     "Volume",
     "find_label_maps",
@@ -606,6 +608,37 @@ def _volume_to_sitk(array: np.ndarray, spacing_mm: Sequence[float],
     o = [float(x) for x in origin_mm]
     img.SetOrigin([-o[0], -o[1], o[2]])
     return img
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = ".tmp") -> Path:
+    """Write a file atomically: ``write(tmp)`` fills a temp file beside ``path``, then
+    ``os.replace`` moves it into place; on any failure the temp file is removed and ``path`` is
+    left as it was. The one atomic-write helper of anatomix (images, JSON, YAML, figures).
+
+    Args:
+        path: the final file (its folder is created).
+        write: called with the temp file's path; must write the whole content there.
+        suffix: temp file suffix (temp files are dot-files: ``.<name>.<random><suffix>``).
+
+    Returns:
+        The path written.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=suffix, dir=p.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 text atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_volume(path: str | os.PathLike, array: np.ndarray, spacing_mm: Sequence[float],

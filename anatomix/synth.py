@@ -248,9 +248,9 @@ def _write_nifti(path: Path, array: np.ndarray, spacing_mm: Sequence[float],
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from anatomix.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def _case_paths(out: Path, case: str) -> tuple[Path, Path, Path]:
