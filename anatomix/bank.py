@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from anatomix.errors import AnatomixError, InputError
 
@@ -151,6 +151,17 @@ class ShapeRecord(_Model):
     dropped_fraction: float
     qc_flags: list[str] = Field(default_factory=list)
     sha256: str
+
+    @field_validator("file")
+    @classmethod
+    def _file_inside_bank(cls, v: str) -> str:
+        # the manifest is input: its paths are joined to the bank folder, so they must stay in it
+        parts = v.split("/")
+        if (not v or "\\" in v or ":" in v or v.startswith("/")
+                or any(p in ("", ".", "..") for p in parts)):
+            raise ValueError("a relative path inside the bank folder "
+                             "(shapes/<organ>/<subject>.bits.z)")
+        return v
 
 
 class BodyFrame(_Model):
@@ -257,12 +268,19 @@ class ShapeBank:
             raise BankError(f"{root}: expected a shape bank folder with manifest.json, found "
                             f"{'no such folder' if not root.exists() else 'no manifest.json'}; "
                             "build one with `anatomix ingest-masks INPUT... --out DIR`")
+        from pydantic import ValidationError
+
+        from anatomix.errors import validation_problems
+
         try:
             manifest = BankManifest.model_validate_json(mf.read_bytes())
-        except Exception as e:  # pydantic.ValidationError or JSON error
+        except ValidationError as e:  # also JSON syntax errors (type json_invalid)
             raise BankError(f"{mf}: expected a valid bank manifest (format "
-                            f"{BANK_FORMAT_VERSION}), found: {str(e).splitlines()[0]}; "
+                            f"{BANK_FORMAT_VERSION}), found: "
+                            f"{'; '.join(validation_problems(e)[:10])}; "
                             "rebuild the bank with `anatomix ingest-masks`") from None
+        except OSError as e:
+            raise BankError(f"{mf}: expected a readable bank manifest, found {e}") from None
         if manifest.format_version != BANK_FORMAT_VERSION:
             raise BankError(f"{mf}: expected bank format {BANK_FORMAT_VERSION}, found "
                             f"{manifest.format_version}; rebuild it with this anatomix version")
@@ -332,7 +350,6 @@ class ShapeBank:
         except (OSError, zlib.error, ValueError) as e:
             raise BankError(f"{self.root / r.file}: expected a stored mask of shape "
                             f"{r.shape_vox}, found an unreadable file ({e}); rebuild the bank")
-        # noqa: unreachable
 
     def sdf(self, shape_id: str) -> np.ndarray:
         """Signed distance (mm, float32, negative inside) on the stored crop, (x, y, z).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class AnatomixError(ValueError):
     """Base class: a user-facing problem (bad file, bad config, bad option), with what to do next."""
@@ -22,3 +24,28 @@ class InputError(AnatomixError):
 
 class ConfigError(AnatomixError):
     """A YAML/JSON configuration file does not validate (file, field path, expected, found)."""
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validation_problems(error: Any) -> list[str]:
+    """One line per problem of a pydantic ValidationError: ``field.path: expected ..., found ...``.
+
+    The shared formatter for configuration and manifest errors; callers prefix the file name.
+    """
+    lines = []
+    for e in error.errors():
+        loc = ".".join(str(p) for p in e.get("loc", ())) or "(top level)"
+        kind = e.get("type", "")
+        if kind == "extra_forbidden":
+            lines.append(f"{loc}: unknown key (remove it or check its spelling)")
+        elif kind == "missing":
+            lines.append(f"{loc}: missing required key")
+        else:
+            msg = e.get("msg", "invalid").removeprefix("Value error, ")
+            lines.append(f"{loc}: expected {msg[0].lower() + msg[1:] if msg else 'valid value'}; "
+                         f"found {_describe(e.get('input'))}")
+    return lines

@@ -143,19 +143,9 @@ def _describe(value: Any) -> str:
 
 def config_problems(error: Any) -> list[str]:
     """One line per problem of a pydantic ValidationError: ``field.path: expected ..., found ...``."""
-    lines = []
-    for e in error.errors():
-        loc = ".".join(str(p) for p in e.get("loc", ())) or "(top level)"
-        kind = e.get("type", "")
-        if kind == "extra_forbidden":
-            lines.append(f"{loc}: unknown key (remove it or check its spelling)")
-        elif kind == "missing":
-            lines.append(f"{loc}: missing required key")
-        else:
-            msg = e.get("msg", "invalid").removeprefix("Value error, ")
-            lines.append(f"{loc}: expected {msg[0].lower() + msg[1:] if msg else 'valid value'}; "
-                         f"found {_describe(e.get('input'))}")
-    return lines
+    from anatomix.errors import validation_problems
+
+    return validation_problems(error)
 
 
 def validate_synth_config(data: Any, source: str = "<config>") -> Any:

@@ -443,3 +443,15 @@ def test_bank_errors(tmp_path: Path) -> None:
 def test_bank_module_has_no_global_rng() -> None:
     src = Path(bank_mod.__file__).read_text()
     assert "np.random." not in src and "import random" not in src
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "/etc/passwd", "shapes/../../x.bits.z",
+                                 "shapes\\liver\\s1.bits.z", "C:/x.bits.z", ""])
+def test_manifest_file_paths_stay_inside_the_bank(tmp_path: Path, bad: str) -> None:
+    dst = tmp_path / "bank"
+    shutil.copytree(default_bank_path(), dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    m["shapes"][0]["file"] = bad
+    (dst / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(bank_mod.BankError, match=r"shapes\.0\.file: expected a relative path"):
+        ShapeBank.load(dst)
