@@ -405,12 +405,8 @@ def _pydantic_problems(err: ValidationError, source: str) -> list[str]:
             problems.append(f"{source}: {path}: unknown key; expected {exp}; found {_short(loc[-1])}")
             continue
         msg = e["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-            if msg.startswith("expected"):
-                problems.append(f"{source}: {path}: {msg}")
-                continue
-            problems.append(f"{source}: {path}: {msg}")
+        if msg.startswith("Value error, "):  # our validators word the whole "expected ..., found ..."
+            problems.append(f"{source}: {path}: {msg[len('Value error, '):]}")
             continue
         if e["type"] == "missing":
             problems.append(f"{source}: {path}: expected this required field; found nothing")
