@@ -15,6 +15,8 @@ import re
 from types import MappingProxyType
 from typing import Mapping
 
+from anatomix.errors import AnatomixError
+
 __all__ = [
     "ABDOMEN_13",
     "ALIASES",
@@ -115,7 +117,7 @@ ALIASES: Mapping[str, str] = MappingProxyType({
 })
 
 
-class UnknownOrganError(ValueError):
+class UnknownOrganError(AnatomixError):
     """An organ name that is neither in the vocabulary nor a known alias."""
 
 
