@@ -381,7 +381,9 @@ def summarise_label_map(
     )
 
 
-_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".nhdr")
+from anatomix.io import LABEL_SUFFIXES  # noqa: E402 - light import (SimpleITK loads lazily)
+
+_SUFFIXES = LABEL_SUFFIXES + (".nhdr",)  # io's list (longest first), plus NRRD headers
 
 
 def _case_id(path: Path) -> str:
