@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from anatomix.errors import AnatomixError, InputError
+from anatomix.io import LABEL_SUFFIXES
 
 __all__ = [
     "DIRECTION_RULES",
@@ -380,8 +381,6 @@ def summarise_label_map(
         truncated=frozenset(names[v] for v in border if v in names),
     )
 
-
-from anatomix.io import LABEL_SUFFIXES  # noqa: E402 - light import (SimpleITK loads lazily)
 
 _SUFFIXES = LABEL_SUFFIXES + (".nhdr",)  # io's list (longest first), plus NRRD headers
 
