@@ -41,6 +41,7 @@ is still measured, so the violations show.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Sequence
 
@@ -100,11 +101,20 @@ class PlacementConfig(BaseModel):
                                     description="candidate spread around the contact partners' prediction, "
                                                 "in units of the anchor std")
     position_spread: float = Field(1.0, gt=0.0, le=5.0, description="candidate spread in units of the anchor std")
+    anchor_source: Literal["shape", "graph"] = Field(
+        "shape", description="shape: a bank shape's own body-frame centroid is its anchor (subjects whose "
+                             "frame is exact), the graph anchor otherwise; graph: always the graph anchor")
+    subject_coherence: float = Field(
+        0.5, ge=0.0, le=1.0, description="probability that a shape comes from the subject of its placed parent "
+                                         "or contact partners (always on retries)")
     contact_weight: float = Field(1.0, ge=0.0)
     anchor_weight: float = Field(0.3, ge=0.0)
     fallback: bool = Field(True, description="after the shape draws, one more try with the bank shape "
                                              "unaltered, 4x the candidates, all pushed out of overlaps")
+    repair: int = Field(2, ge=0, le=10, description="blockers lifted out and placed again when a required "
+                                                   "organ fits nowhere (0: off)")
     push_candidates: int = Field(8, ge=0, le=64, description="rejected candidates pushed out of overlaps")
+    push_keep: int = Field(2, ge=1, le=64, description="stop pushing once this many pushed candidates are valid")
     push_steps: int = Field(6, ge=0, le=20, description="lattice steps of one push-out")
     contact_steps: int = Field(12, ge=0, le=50, description="lattice steps towards unmet contacts")
     default_avoid_tolerance: float = Field(0.02, ge=0.0, le=1.0)
@@ -482,13 +492,22 @@ def _records(bank: Any, organ: str) -> list[Any]:
     return list(bank.shapes(organ))
 
 
-def _choose_shapes(bank: Any, organ: str, rng: np.random.Generator, config: PlacementConfig
+def _choose_shapes(bank: Any, organ: str, rng: np.random.Generator, config: PlacementConfig,
+                   prefer: set[str] | None = None, coherence: float = 0.0, blend_scale: float = 1.0
                    ) -> tuple[str, str | None, float]:
+    """(shape id, blend shape id or None, blend weight). With probability ``coherence`` the first
+    shape comes from one of the ``prefer`` subjects (those of the placed neighbours) when the bank
+    has this organ for one of them: organs of one subject fit together."""
     recs = _records(bank, organ)
     w = np.array([config.truncated_weight if bool(_get(r, "truncated", default=False)) else 1.0 for r in recs])
     if w.sum() <= 0:
         w = np.ones(len(recs))
-    i = int(rng.choice(len(recs), p=w / w.sum()))
+    w1 = w
+    if prefer and coherence > 0 and rng.random() < coherence:
+        same = np.array([str(_get(r, "subject_id")) in prefer for r in recs])
+        if (w * same).sum() > 0:
+            w1 = w * same
+    i = int(rng.choice(len(recs), p=w1 / w1.sum()))
     first = recs[i]
     blend_id, weight = None, 0.0
     if config.interpolation_probability > 0 and rng.random() < config.interpolation_probability:
@@ -499,7 +518,7 @@ def _choose_shapes(bank: Any, organ: str, rng: np.random.Generator, config: Plac
             if wo.sum() > 0:
                 j = others[int(rng.choice(len(others), p=wo / wo.sum()))]
                 blend_id = str(_get(recs[j], "shape_id"))
-                weight = float(rng.uniform(0.0, 1.0))
+                weight = float(rng.uniform(0.0, 1.0)) * blend_scale
     return str(_get(first, "shape_id")), blend_id, weight
 
 
@@ -521,9 +540,12 @@ def _elastic(rng: np.random.Generator, config: PlacementConfig) -> list[dict[str
 
 def _draw_shape(bank: Any, info: OrganInfo, body_scale: float, rng: np.random.Generator,
                 config: PlacementConfig, cache: dict[str, Any] | None, random_rotation: bool = False,
-                shrink: float = 1.0) -> tuple[dict[str, Any], OrganField]:
-    """Draw a shape variant; ``shrink`` < 1 (later attempts) narrows the variation towards the bank shape."""
-    shape_id, blend_id, weight = _choose_shapes(bank, info.name, rng, config)
+                shrink: float = 1.0, prefer: set[str] | None = None) -> tuple[dict[str, Any], OrganField]:
+    """Draw a shape variant; ``shrink`` < 1 (later attempts) narrows the variation towards the bank
+    shape (and the blend towards the first, neighbour-coherent, subject)."""
+    coherence = config.subject_coherence if shrink >= 1.0 else 1.0
+    shape_id, blend_id, weight = _choose_shapes(bank, info.name, rng, config, prefer, coherence,
+                                                blend_scale=min(1.0, shrink))
     base = (1.0 + shrink * (rng.uniform(info.scale_lo, info.scale_hi) - 1.0)) * body_scale
     scale = base * (1.0 + shrink * rng.uniform(-config.anisotropy, config.anisotropy, size=3))
     if random_rotation:
@@ -551,6 +573,42 @@ class _Context:
     placed: dict[str, _Placed]
     rels: list[Rel]
     body_scale: float
+    exact: dict[str, bool] | None = None  # subject id -> body frame exact (shape anchors), None: graph anchors
+    blockers: Counter[str] | None = None  # placed organs whose hard relations rejected candidates
+
+
+def _exact_subjects(bank: Any) -> dict[str, bool]:
+    """Subjects of the bank whose body frame is exact (kidney midpoint, both kidneys complete)."""
+    subjects = _get(_get(bank, "manifest"), "subjects", default=None) or []
+    return {str(_get(sub, "subject_id")): bool(_get(sub, "frame_exact", default=False)) for sub in subjects}
+
+
+def _shape_anchor(ctx: _Context, bank: Any, info: OrganInfo, params: dict[str, Any]) -> tuple[np.ndarray, bool]:
+    """The anchor (body frame, mm, unscaled) of a drawn shape, and whether it comes from the bank.
+
+    A bank shape records where its centroid was in its own subject's body frame; for subjects
+    whose frame is exact this is where THAT shape belongs (a complete pancreas' centroid lies
+    several cm left of a pancreatic-head fragment's, a whole liver's above a truncated one's).
+    Blended shapes take the blend of both centroids; shapes of subjects with an approximate frame
+    take the graph anchor.
+    """
+    if not ctx.exact:
+        return info.mean, False
+
+    def one(shape_id: str) -> np.ndarray | None:
+        rec = bank.record(shape_id)
+        if not ctx.exact.get(str(_get(rec, "subject_id")), False):
+            return None
+        return np.asarray(_get(rec, "centroid_mm"), dtype=np.float64)
+
+    a = one(params["shape_id"])
+    if params.get("blend_shape_id"):
+        b = one(params["blend_shape_id"])
+        w = float(params["blend_weight"])
+        if a is None and b is None:
+            return info.mean, False
+        a = (1.0 - w) * (info.mean if a is None else a) + w * (info.mean if b is None else b)
+    return (info.mean, False) if a is None else (a, True)
 
 
 def _check_candidate(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarray,
@@ -571,6 +629,8 @@ def _check_candidate(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarra
         ok = rel.relation_holds("direction", v, r.tolerance, r.margin_mm)
         if not ok:
             if r.hard:
+                if ctx.blockers is not None:
+                    ctx.blockers[other] += 1
                 return False, math.inf
             penalty += (r.margin_mm - v) / h
     # boxes first, for every relation at once: an avoid whose organ boxes do not meet holds
@@ -602,6 +662,8 @@ def _check_candidate(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarra
             v = inter / max(1, min(lat.count, p.lat.count))
             if v > r.tolerance:
                 if r.hard:
+                    if ctx.blockers is not None:
+                        ctx.blockers[p.info.name] += 1
                     return False, math.inf
                 penalty += 10.0 * v
         elif r.kind == "inside":
@@ -623,24 +685,8 @@ def _place_organ(ctx: _Context, info: OrganInfo, bank: Any, rng: np.random.Gener
     h = ctx.h
     rels = [r for r in ctx.rels if (r.a == info.name and r.b in ctx.placed)
             or (r.b == info.name and r.a in ctx.placed)]
-    mean = info.mean * ctx.body_scale
     cov = info.cov * ctx.body_scale ** 2
     parent = ctx.placed.get(info.parent) if info.parent else None
-    if parent is not None and info.offset_mean is not None:
-        c_mean = parent.centroid(h) + info.offset_mean * ctx.body_scale
-        c_cov = (info.offset_cov if info.offset_cov is not None else info.cov) * ctx.body_scale ** 2
-        # the other placed contact partners have a say too (the parent's offset is one vote)
-        pred = _neighbour_prediction(ctx, info, exclude=parent.info.name)
-        if pred is not None:
-            c_mean = (c_mean + pred) / 2.0
-    else:
-        # follow the placed contact partners: carry the anchor offsets through their poses
-        pred = _neighbour_prediction(ctx, info)
-        if pred is None:
-            c_mean, c_cov = mean, cov
-        else:
-            c_mean, c_cov = pred, cov * config.neighbour_spread ** 2
-    chol = np.linalg.cholesky(c_cov * config.position_spread ** 2 + 1e-6 * np.eye(3))
     attempts = config.shape_attempts + (1 if config.fallback else 0)
     for attempt in range(1, attempts + 1):
         last = config.fallback and attempt == attempts
@@ -648,7 +694,13 @@ def _place_organ(ctx: _Context, info: OrganInfo, bank: Any, rng: np.random.Gener
         # 4x the candidates, every rejected candidate pushed out of its overlaps
         shrink = 0.0 if last else 1.0 / attempt
         n_cand = config.candidates * (4 if last else 1)
-        params, fld = _draw_shape(bank, info, ctx.body_scale, rng, config, cache, shrink=shrink)
+        params, fld = _draw_shape(bank, info, ctx.body_scale, rng, config, cache, shrink=shrink,
+                                  prefer=_neighbour_subjects(ctx, info, bank, parent))
+        anchor, from_bank = _shape_anchor(ctx, bank, info, params)
+        params["anchor"], params["anchor_from_bank"] = anchor, from_bank
+        mean = anchor * ctx.body_scale
+        c_mean, c_cov = _position_prior(ctx, info, parent, anchor, from_bank, mean, cov, config)
+        chol = np.linalg.cholesky(c_cov * config.position_spread ** 2 + 1e-6 * np.eye(3))
         lat = _lattice(fld, h, config.lattice_margin_mm)
         z = rng.normal(size=(n_cand, 3))
         if lat is None:
@@ -668,10 +720,14 @@ def _place_organ(ctx: _Context, info: OrganInfo, bank: Any, rng: np.random.Gener
                 best = (score, m)
         if best is None:
             # no candidate valid as drawn: push the first few rejected ones out of their overlaps
+            n_valid = 0
             for m in rejected[: (len(rejected) if last else config.push_candidates)]:
+                if n_valid >= config.push_keep:
+                    break
                 m, ok, pen = _push_out(ctx, info, lat, m, rels, config.push_steps * (2 if last else 1))
                 if not ok:
                     continue
+                n_valid += 1
                 cen = m * h + lat.centroid_off
                 score = config.contact_weight * pen + config.anchor_weight * _mahalanobis(cen, mean, cov) ** 2 / 3.0
                 if best is None or score < best[0]:
@@ -680,6 +736,85 @@ def _place_organ(ctx: _Context, info: OrganInfo, bank: Any, rng: np.random.Gener
             continue
         m = _refine_contacts(ctx, info, lat, best[1], rels, config)
         return _Placed(info, lat, m, dict(params, attempts=attempt))
+    return None
+
+
+def _position_prior(ctx: _Context, info: OrganInfo, parent: _Placed | None, anchor: np.ndarray,
+                    from_bank: bool, mean: np.ndarray, cov: np.ndarray, config: PlacementConfig
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the candidate positions of a drawn shape.
+
+    With a placed ``attached_to`` parent: the parent's placed centroid plus the offset (the two
+    shapes' own anchors carried through the parent's pose when both come from the bank, else the
+    graph's offset statistics), averaged with the other placed contact partners' vote. Without:
+    the contact partners' prediction, or the anchor.
+    """
+    h = ctx.h
+    if parent is not None and info.offset_mean is not None:
+        if from_bank and parent.params.get("anchor_from_bank"):
+            c_mean = _carry(parent, anchor, h)
+        else:
+            c_mean = parent.centroid(h) + info.offset_mean * ctx.body_scale
+        c_cov = (info.offset_cov if info.offset_cov is not None else info.cov) * ctx.body_scale ** 2
+        # the other placed contact partners have a say too (the parent's offset is one vote)
+        pred = _neighbour_prediction(ctx, info, anchor, from_bank, exclude=parent.info.name)
+        if pred is not None:
+            c_mean = (c_mean + pred) / 2.0
+        return c_mean, c_cov
+    # follow the placed contact partners: carry the anchor offsets through their poses
+    pred = _neighbour_prediction(ctx, info, anchor, from_bank)
+    if pred is None:
+        return mean, cov
+    return pred, cov * config.neighbour_spread ** 2
+
+
+def _neighbour_subjects(ctx: _Context, info: OrganInfo, bank: Any, parent: _Placed | None) -> set[str]:
+    """Subjects of the shapes of the placed parent (if any, only it) or else of the placed contact partners."""
+    if parent is not None:
+        placed = [parent]
+    else:
+        partners = {r.b if r.a == info.name else r.a for r in ctx.rels
+                    if r.kind == "contact" and info.name in (r.a, r.b)}
+        placed = [p for n, p in ctx.placed.items() if n in partners]
+    return {str(_get(bank.record(p.params["shape_id"]), "subject_id")) for p in placed}
+
+
+def _carry(p: _Placed, anchor: np.ndarray, h: float) -> np.ndarray:
+    """Where a placed organ says an organ of anchor ``anchor`` goes (anchor offset through its pose)."""
+    from anatomix.render import rotation_matrix
+
+    rot = rotation_matrix(p.params["rotation_deg"])
+    sc = np.asarray(p.params["scale"])
+    return p.centroid(h) + rot @ (sc * (anchor - p.params["anchor"]))
+
+
+def _repair(ctx: _Context, info: OrganInfo, organs: dict[str, OrganInfo], bank: Any, rng: np.random.Generator,
+            config: PlacementConfig, cache: dict[str, Any] | None) -> _Placed | None:
+    """Place an organ no candidate fits by moving one blocker out of the way.
+
+    The placed organs that rejected the most candidates (hard relations) are, one at a time, lifted
+    out of the scene; the organ is placed, then the blocker is placed again among everything
+    (all its relations checked anew). If either fails, the scene is restored as it was.
+    """
+    assert ctx.blockers is not None
+    tried = 0
+    for name, _count in ctx.blockers.most_common():
+        if tried >= config.repair:
+            break
+        if name not in ctx.placed:
+            continue
+        tried += 1
+        saved = ctx.placed.pop(name)
+        ctx.blockers = Counter()
+        placed = _place_organ(ctx, info, bank, rng, config, cache)
+        if placed is not None:
+            ctx.placed[info.name] = placed
+            again = _place_organ(ctx, organs[name], bank, rng, config, cache)
+            del ctx.placed[info.name]
+            if again is not None:
+                ctx.placed[name] = again
+                return placed
+        ctx.placed[name] = saved
     return None
 
 
@@ -727,24 +862,24 @@ def _push_out(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarray, rels
     return m, False, math.inf
 
 
-def _neighbour_prediction(ctx: _Context, info: OrganInfo, exclude: str | None = None) -> np.ndarray | None:
+def _neighbour_prediction(ctx: _Context, info: OrganInfo, anchor: np.ndarray, from_bank: bool,
+                          exclude: str | None = None) -> np.ndarray | None:
     """Where the placed contact partners say this organ's centroid goes.
 
     Each placed partner carries the anchor offset (this organ's anchor minus the partner's)
     through its own pose (rotation and scale about its centroid); the predictions are averaged.
     None when no contact partner is placed.
     """
-    from anatomix.render import rotation_matrix
-
     partners = {r.b if r.a == info.name else r.a for r in ctx.rels
                 if r.kind == "contact" and info.name in (r.a, r.b)}
     preds = []
     for n, p in ctx.placed.items():
         if n not in partners or n == exclude:
             continue
-        rot = rotation_matrix(p.params["rotation_deg"])
-        sc = np.asarray(p.params["scale"])
-        preds.append(p.centroid(ctx.h) + rot @ (sc * (info.mean - p.info.mean)))
+        if from_bank and p.params.get("anchor_from_bank"):
+            preds.append(_carry(p, anchor, ctx.h))
+        else:  # graph anchors on both sides
+            preds.append(_carry(p, info.mean + (p.params["anchor"] - p.info.mean), ctx.h))
     if not preds:
         return None
     return np.mean(preds, axis=0)
@@ -867,7 +1002,8 @@ def sample_scene(graph: Any, bank: Any, rng: np.random.Generator, config: Placem
                if (info.required or rng.random() < info.probability) and n not in missing]
     dropped = [n for n in organs if n not in present and n not in missing]
     rels = graph_relations(graph, present, config)
-    ctx = _Context(h=h, placed={}, rels=rels, body_scale=body_scale)
+    ctx = _Context(h=h, placed={}, rels=rels, body_scale=body_scale,
+                   exact=_exact_subjects(bank) if config.anchor_source == "shape" else None)
     failed: list[str] = []
     random_mode = config.mode == "random"
     if random_mode:
@@ -879,6 +1015,7 @@ def sample_scene(graph: Any, bank: Any, rng: np.random.Generator, config: Placem
         info = organs[name]
         if random_mode:
             params, fld = _draw_shape(bank, info, body_scale, rng, config, cache, random_rotation=True)
+            params["anchor"], params["anchor_from_bank"] = info.mean, False
             lat = _lattice(fld, h, config.lattice_margin_mm)
             target = rng.uniform(box_lo, box_hi)
             if lat is None:
@@ -887,7 +1024,11 @@ def sample_scene(graph: Any, bank: Any, rng: np.random.Generator, config: Placem
             m = np.rint((target - lat.centroid_off) / h).astype(int)
             ctx.placed[name] = _Placed(info, lat, m, dict(params, attempts=1))
             continue
+        ctx.blockers = Counter()
         placed = _place_organ(ctx, info, bank, rng, config, cache)
+        if placed is None and config.repair > 0 and info.required:
+            placed = _repair(ctx, info, organs, bank, rng, config, cache)
+        ctx.blockers = None
         if placed is None:
             (failed if info.required else dropped).append(name)
             continue
