@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 CROP_STREAM = 9001
 #: validation samples of the on-the-fly stream use indices from here on (disjoint from training).
 VAL_INDEX_OFFSET = 2**40
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")  # and DICOM-series folders
 
 Intensity = Literal["auto", "minmax", "none"]
 
@@ -549,12 +549,20 @@ class _RemapLabeld:
 
 
 def _predict_files(spec: str | Sequence[str]) -> list[str]:
+    """Expand ``predict_files``: files, globs, DICOM-series folders (one image each) and folders of
+    images (each image file and each DICOM-series sub-folder)."""
+    from anatomix.train.reader import is_dicom_folder
+
     items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
     out: list[str] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            out += sorted(str(f) for f in p.iterdir() if f.name.endswith(IMAGE_SUFFIXES))
+            if is_dicom_folder(p):
+                out.append(str(p))
+                continue
+            out += sorted(str(f) for f in p.iterdir()
+                          if (f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES)) or is_dicom_folder(f))
         elif any(c in str(item) for c in "*?["):
             out += sorted(glob.glob(str(item)))
         elif p.is_file():
@@ -686,8 +694,13 @@ class RealDataModule(pl.LightningDataModule):
     def _base(self, keys: list[str]) -> list[Any]:
         import monai.transforms as T
 
-        t: list[Any] = [
-            T.LoadImaged(keys=keys, image_only=True),
+        from anatomix.train.reader import AnatomixReader
+
+        # Read through anatomix.io (SimpleITK): NIfTI, NRRD, MHA/MHD and DICOM-series folders,
+        # as RAS arrays with their RAS affine (Orientationd is then a no-op, Spacingd works as usual).
+        t: list[Any] = [T.LoadImaged(keys=[k], reader=AnatomixReader("label" if k == "label" else "image"),
+                                     image_only=True) for k in keys]
+        t += [
             T.EnsureChannelFirstd(keys=keys),
             T.EnsureTyped(keys=["image"], dtype=torch.float32),
             T.Orientationd(keys=keys, axcodes="RAS"),

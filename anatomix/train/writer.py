@@ -48,14 +48,17 @@ def label_map_to_reference(labels: np.ndarray, affine_ras: np.ndarray, reference
 
 def write_label_map_like(labels: np.ndarray, affine_ras: np.ndarray, input_path: str | Path,
                          out_path: str | Path) -> Path:
-    """Write ``labels`` resampled onto the grid of the image at ``input_path`` (atomic write)."""
+    """Write ``labels`` resampled onto the grid of the image at ``input_path`` (atomic write).
+
+    ``input_path`` is anything :func:`anatomix.io.read_image_sitk` reads (NIfTI, NRRD, MHA/MHD,
+    a DICOM-series folder); the output is NIfTI (or NRRD/MHA by ``out_path``'s suffix) with the
+    input's size, spacing, origin and direction.
+    """
     import SimpleITK as sitk
 
-    try:  # the project's reader when present (DICOM folders, every orientation)
-        from anatomix.io import read_image_sitk as _read
-    except ImportError:
-        _read = sitk.ReadImage
-    reference = _read(str(input_path))
+    from anatomix.io import read_image_sitk
+
+    reference = read_image_sitk(str(input_path))
     out = label_map_to_reference(labels, affine_ras, reference)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +88,17 @@ class NiftiPredictionWriter(BasePredictionWriter):
         self.suffix = suffix
         self.written: list[Path] = []
 
+    def _out_path(self, src: str) -> Path:
+        """``<output_dir>/<name>_seg.nii.gz``; a name already written in this run (``ct.mha`` after
+        ``ct.nrrd``) gets its format too (``ct_mha_seg.nii.gz``), so no prediction overwrites another."""
+        p = Path(src)
+        stem = p.name if p.is_dir() else _strip_suffix(p.name)
+        out = Path(self.output_dir) / (stem + self.suffix + ".nii.gz")
+        if out in self.written:
+            fmt = "dicom" if p.is_dir() else p.name[len(stem):].lstrip(".").replace(".", "_")
+            out = Path(self.output_dir) / f"{stem}_{fmt}{self.suffix}.nii.gz"
+        return out
+
     def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: Any, batch_indices: Sequence[int] | None,
                            batch: Any, batch_idx: int, dataloader_idx: int) -> None:
         preds = prediction["pred"].detach().cpu()
@@ -97,6 +111,5 @@ class NiftiPredictionWriter(BasePredictionWriter):
             affine = np.asarray(affine.cpu() if hasattr(affine, "cpu") else affine, dtype=np.float64)
             if affine.ndim == 3:
                 affine = affine[b]
-            name = _strip_suffix(Path(str(src)).name) + self.suffix + ".nii.gz"
-            out = write_label_map_like(preds[b, 0].numpy(), affine, src, Path(self.output_dir) / name)
+            out = write_label_map_like(preds[b, 0].numpy(), affine, src, self._out_path(str(src)))
             self.written.append(out)
