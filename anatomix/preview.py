@@ -1,8 +1,10 @@
 """Preview of a synthesis output folder: a PNG montage and an optional 3D mesh of one case.
 
-``anatomix preview DIR --out preview.png [--cases 4] [--mesh scene.glb]``: for a few cases,
-axial, coronal and sagittal slices through the labelled centre of mass, image in grey with the
-labels overlaid in colour. ``--mesh`` exports the organs of one case as coloured triangle meshes
+``anatomix preview DIR --out preview.png [--cases 4] [--mesh scene.glb]``: for a few cases, the
+plain axial image, then axial, coronal and sagittal slices through the centre of the labelled
+organs, labels as thin contours over a faint fill, radiological convention (axial and coronal:
+subject's right on the image left; sagittal: anterior on the left; anterior / superior up),
+orientation letters on each panel, anatomical colours (:data:`ORGAN_COLOURS`). ``--mesh`` exports the organs of one case as coloured triangle meshes
 (scikit-image marching cubes, trimesh; glb/ply/obj/stl by suffix).
 """
 
@@ -16,11 +18,34 @@ import numpy as np
 
 from anatomix.errors import AnatomixError
 
-__all__ = ["export_mesh", "label_colours", "preview_dataset"]
+__all__ = ["ORGAN_COLOURS", "export_mesh", "label_colours", "organ_colours", "preview_dataset"]
+
+# Anatomical colours (RGB 0-255), close to 3D Slicer's / TotalSegmentator's conventions, chosen so
+# that neighbouring organs are clearly distinct (one colour table for the montage and the mesh).
+ORGAN_COLOURS: dict[str, tuple[int, int, int]] = {
+    "liver": (177, 77, 51),                 # brown-red
+    "spleen": (157, 108, 162),              # purple
+    "kidney_right": (230, 170, 40),         # yellow-orange
+    "kidney_left": (245, 205, 90),          # lighter yellow
+    "gallbladder": (80, 200, 60),           # green (the only green organ)
+    "esophagus": (211, 171, 143),           # tan
+    "stomach": (255, 150, 180),             # pink
+    "aorta": (224, 30, 30),                 # arterial red
+    "inferior_vena_cava": (40, 90, 230),    # venous blue
+    "portal_splenic_vein": (0, 190, 230),   # cyan
+    "pancreas": (250, 240, 60),             # yellow
+    "adrenal_gland_right": (255, 110, 0),   # orange
+    "adrenal_gland_left": (200, 80, 0),     # dark orange
+    "duodenum": (255, 200, 160),            # peach
+    "colon": (110, 150, 200),
+    "small_bowel": (190, 140, 200),
+    "urinary_bladder": (140, 200, 255),
+    "lesion": (255, 0, 255),                # magenta
+}
 
 
 def label_colours(n: int = 256) -> np.ndarray:
-    """(n, 3) uint8 distinct colours; 0 is black."""
+    """(n, 3) uint8 distinct colours by label value (golden-ratio hues); 0 is black."""
     import colorsys
 
     out = np.zeros((n, 3), dtype=np.uint8)
@@ -28,6 +53,16 @@ def label_colours(n: int = 256) -> np.ndarray:
         h = (i * 0.61803398875) % 1.0
         r, g, b = colorsys.hsv_to_rgb(h, 0.75, 0.95)
         out[i] = (int(r * 255), int(g * 255), int(b * 255))
+    return out
+
+
+def organ_colours(names: dict[int, str] | None = None, n: int = 256) -> np.ndarray:
+    """(n, 3) uint8 colours by label value: the anatomical colour of the label's organ name
+    (:data:`ORGAN_COLOURS`), else a distinct fallback colour; 0 is black."""
+    out = label_colours(n)
+    for v, name in (names or {}).items():
+        if 0 < int(v) < n and name in ORGAN_COLOURS:
+            out[int(v)] = ORGAN_COLOURS[name]
     return out
 
 
@@ -55,17 +90,62 @@ def _read(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
         return np.transpose(sitk.GetArrayFromImage(img), (2, 1, 0)), img.GetSpacing()
 
 
-def _overlay(img2d: np.ndarray, lab2d: np.ndarray, colours: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def _upsample(a: np.ndarray, k: int, order: int) -> np.ndarray:
+    from scipy import ndimage
+
+    return a.repeat(k, 0).repeat(k, 1) if order == 0 else ndimage.zoom(a, k, order=order)
+
+
+def _overlay(img2d: np.ndarray, lab2d: np.ndarray, colours: np.ndarray, alpha: float = 0.2,
+             contours: bool = True) -> np.ndarray:
+    """Grey image with a low-alpha colour fill and thin full-colour contours of each label."""
     g = np.clip(img2d, 0.0, 1.0)
     rgb = np.repeat(g[..., None], 3, axis=-1)
+    if lab2d is None:
+        return rgb
     m = lab2d > 0
     rgb[m] = (1 - alpha) * rgb[m] + alpha * colours[lab2d[m]] / 255.0
+    if contours:
+        edge = np.zeros_like(m)
+        edge[1:, :] |= lab2d[1:, :] != lab2d[:-1, :]
+        edge[:, 1:] |= lab2d[:, 1:] != lab2d[:, :-1]
+        edge[:-1, :] |= edge[1:, :].copy()  # two display pixels (2/3 of a voxel): visible, thin
+        edge &= m
+        rgb[edge] = colours[lab2d[edge]] / 255.0
     return rgb
+
+
+# (title, fixed axis, (left, right, top, bottom) letters) in radiological convention
+_VIEWS = (("axial", 2, ("R", "L", "A", "P")),
+          ("coronal", 1, ("R", "L", "S", "I")),
+          ("sagittal", 0, ("A", "P", "S", "I")))
+
+
+def _display(a: np.ndarray) -> np.ndarray:
+    """A (first, second) in-plane slice of a RAS array -> display rows/columns, radiological:
+    rows = second axis decreasing (anterior / superior up), columns = first axis decreasing
+    (subject's right on the left in axial and coronal; anterior on the left in sagittal)."""
+    return np.flip(np.swapaxes(a, 0, 1), axis=(0, 1))
+
+
+def _centre(lab: np.ndarray) -> np.ndarray:
+    """Voxel index of the centre of the labelled organs (mean of the organ centroids, each organ
+    counting once, so a large liver does not pull the slices off the small organs)."""
+    values = [int(v) for v in np.unique(lab) if v > 0]
+    if not values:
+        return np.asarray(lab.shape) // 2
+    from scipy import ndimage
+
+    cents = np.asarray(ndimage.center_of_mass(np.ones_like(lab), lab, values))
+    return np.clip(np.round(cents.mean(axis=0)).astype(int), 0, np.asarray(lab.shape) - 1)
 
 
 def preview_dataset(folder: str | Path, out: str | Path, cases: int = 4,
                     mesh: str | Path | None = None) -> Path:
-    """Write a montage PNG of ``cases`` cases (rows) x axial/coronal/sagittal (columns).
+    """Write a montage PNG: one row per case (``cases`` rows); columns: the plain axial image,
+    then axial, coronal and sagittal slices through the centre of the labelled organs with the
+    labels as thin coloured contours over a faint fill. Radiological convention, orientation
+    letters on every panel, anatomical colours (:data:`ORGAN_COLOURS`) and a legend.
 
     Raises:
         AnatomixError: no case in ``folder`` (expects imagesTr/ and labelsTr/).
@@ -80,48 +160,46 @@ def preview_dataset(folder: str | Path, out: str | Path, cases: int = 4,
     if not found:
         raise AnatomixError(f"{folder}: no synthetic case found (expected imagesTr/*_0000.nii.gz and "
                             "labelsTr/*.nii.gz, as written by `anatomix synth`)")
-    names = {}
-    ds = folder / "dataset.json"
-    if ds.exists():
-        try:
-            names = {int(v): k for k, v in json.loads(ds.read_text()).get("labels", {}).items()}
-        except (ValueError, AttributeError):
-            names = {}
-    colours = label_colours()
+    names = _label_names(folder)
+    colours = organ_colours(names)
     chosen = found[: max(1, cases)]
-    fig, axes = plt.subplots(len(chosen), 3, figsize=(9, 3 * len(chosen)), squeeze=False)
+    up = 3  # display upsampling: contours one third of a voxel thick
+    fig, axes = plt.subplots(len(chosen), 4, figsize=(12, 3.2 * len(chosen)), squeeze=False,
+                             facecolor="black")
     present: set[int] = set()
     for row, (case, im_path, lab_path) in enumerate(chosen):
         img, sp = _read(im_path)
         lab, _ = _read(lab_path)
         lab = lab.astype(np.int64)
         present.update(int(v) for v in np.unique(lab) if v > 0)
-        if (lab > 0).any():
-            c = np.round(np.argwhere(lab > 0).mean(axis=0)).astype(int)
-        else:
-            c = np.asarray(lab.shape) // 2
-        views = [
-            ("axial", img[:, :, c[2]], lab[:, :, c[2]], sp[1] / sp[0]),
-            ("coronal", img[:, c[1], :], lab[:, c[1], :], sp[2] / sp[0]),
-            ("sagittal", img[c[0], :, :], lab[c[0], :, :], sp[2] / sp[1]),
-        ]
-        for col, (title, im2, lb2, aspect) in enumerate(views):
+        c = _centre(lab)
+        panels = [("image", 2, _VIEWS[0][2], False)] + [(t, ax, letters, True) for t, ax, letters in _VIEWS]
+        for col, (title, axis, letters, labelled) in enumerate(panels):
             ax = axes[row, col]
-            # radiological display: anterior / superior up; in axial and coronal views the
-            # subject's right (+x) on the left of the picture
-            rgb = np.flipud(np.transpose(_overlay(im2, lb2, colours), (1, 0, 2)))
-            if title != "sagittal":
-                rgb = np.fliplr(rgb)
-            ax.imshow(rgb, aspect=aspect, interpolation="nearest")
+            im2 = _display(np.take(img, c[axis], axis=axis))
+            lb2 = _display(np.take(lab, c[axis], axis=axis))
+            in_plane = [d for d in range(3) if d != axis]
+            aspect = sp[in_plane[1]] / sp[in_plane[0]]
+            rgb = _overlay(_upsample(im2, up, 1), _upsample(lb2, up, 0) if labelled else None, colours)
+            ax.imshow(rgb, aspect=aspect, interpolation="antialiased")
             ax.set_axis_off()
-            ax.set_title(f"{case} {title}" if col == 0 else title, fontsize=8)
+            where = ("axial" if title == "image" else title) + f" {['x', 'y', 'z'][axis]}={c[axis]}"
+            ax.set_title((f"{case}\n" if col == 0 else "\n") + ("image, " if title == "image" else "") + where,
+                         fontsize=8, color="white")
+            kw = dict(transform=ax.transAxes, color="yellow", fontsize=9, fontweight="bold")
+            ax.text(0.02, 0.5, letters[0], ha="left", va="center", **kw)
+            ax.text(0.98, 0.5, letters[1], ha="right", va="center", **kw)
+            ax.text(0.5, 0.98, letters[2], ha="center", va="top", **kw)
+            ax.text(0.5, 0.02, letters[3], ha="center", va="bottom", **kw)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[v] / 255.0) for v in sorted(present)]
-    fig.legend(handles, [names.get(v, str(v)) for v in sorted(present)], loc="lower center",
-               ncol=min(6, max(1, len(handles))), fontsize=7)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    leg = fig.legend(handles, [names.get(v, str(v)) for v in sorted(present)], loc="lower center",
+                     ncol=min(8, max(1, len(handles))), fontsize=8, facecolor="black", edgecolor="grey")
+    for t in leg.get_texts():
+        t.set_color("white")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=100, facecolor="black")
     plt.close(fig)
     if mesh is not None:
         case, _, lab_path = chosen[0]
@@ -130,13 +208,23 @@ def preview_dataset(folder: str | Path, out: str | Path, cases: int = 4,
     return out
 
 
+def _label_names(folder: Path) -> dict[int, str]:
+    ds = folder / "dataset.json"
+    if not ds.exists():
+        return {}
+    try:
+        return {int(v): str(k) for k, v in json.loads(ds.read_text()).get("labels", {}).items()}
+    except (ValueError, AttributeError, TypeError):
+        return {}
+
+
 def export_mesh(label: np.ndarray, spacing_mm: Sequence[float], out: str | Path,
                 names: dict[int, str] | None = None) -> Path:
     """Export each label of a label map as a coloured mesh (marching cubes) into one scene file."""
     import trimesh
     from skimage.measure import marching_cubes
 
-    colours = label_colours()
+    colours = organ_colours(names)
     scene = trimesh.Scene()
     for v in sorted(int(x) for x in np.unique(label) if x > 0):
         m = np.pad(label == v, 1)
