@@ -347,3 +347,23 @@ def test_real_datamodule_reads_every_format_through_anatomix_io(train_datalist: 
     assert torch.equal(got["label"].as_tensor(), ref["label"].as_tensor())
     assert np.allclose(np.asarray(got["image"].affine), np.asarray(ref["image"].affine))
     assert int(got["label"].max()) == len(ORGANS)
+
+
+def test_tiny_finetune_demo_config_and_committed_datalist(monkeypatch) -> None:
+    """configs/tiny_finetune.yaml reads the committed datalist (paths relative to the repository
+    root and to the datalist) and fits the network of configs/tiny.yaml (its checkpoint loads)."""
+    import yaml
+
+    monkeypatch.chdir(REPO)
+    ft = yaml.safe_load((REPO / "configs" / "tiny_finetune.yaml").read_text())
+    tiny = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    net_keys = ("network", "in_channels", "img_size", "feature_size", "vit_hidden_size", "vit_mlp_dim", "vit_heads")
+    assert {k: ft["model"][k] for k in net_keys} == {k: tiny["model"][k] for k in net_keys}
+    assert ft["model"]["pretrained"] == tiny["trainer"]["callbacks"][0]["init_args"]["dirpath"] + "/last.ckpt"
+    args = {**ft["data"]["init_args"], "cache": False}
+    dm = RealDataModule(**args)
+    assert ft["model"]["out_channels"] == dm.num_classes == len(ORGANS) + 1
+    dm.setup("validate")
+    item = dm.val_ds[0]
+    assert item["image"].shape[0] == 1 and np.allclose(item["image"].pixdim, args["spacing_mm"])
+    assert set(torch.unique(item["label"]).tolist()) == set(range(len(ORGANS) + 1))

@@ -191,9 +191,8 @@ class SegmentationModule(pl.LightningModule):
         return report
 
     def setup(self, stage: str) -> None:
-        if self.hparams.pretrained and not self._pretrained_done:
-            self.load_pretrained(self.hparams.pretrained)
-            self._pretrained_done = True
+        if stage == "fit":  # before the optimiser is built; validate/test/predict: see below
+            self._load_pretrained_once()
         if self.hparams.freeze_encoder:
             for p in self.encoder_parameters():
                 p.requires_grad_(False)
@@ -202,7 +201,29 @@ class SegmentationModule(pl.LightningModule):
         if n is not None and int(n) != int(self.hparams.out_channels):
             raise AnatomixError(
                 f"the data has {n} classes (background included) but model.out_channels is "
-                f"{self.hparams.out_channels}; set model.init_args.out_channels: {n}")
+                f"{self.hparams.out_channels}; set model.out_channels: {n}")
+
+    def _load_pretrained_once(self) -> None:
+        """Load ``pretrained`` once, unless the trainer restores a ``--ckpt_path`` (every weight)."""
+        if not self.hparams.pretrained or self._pretrained_done:
+            return
+        ckpt_path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        if ckpt_path and self.trainer.state.fn != "fit":
+            log.info("model.pretrained %s not loaded: the weights come from --ckpt_path %s",
+                     self.hparams.pretrained, ckpt_path)
+        else:
+            self.load_pretrained(self.hparams.pretrained)
+        self._pretrained_done = True
+
+    # validate/test/predict know their --ckpt_path only after setup(): load there (zero-shot runs).
+    def on_validation_start(self) -> None:
+        self._load_pretrained_once()
+
+    def on_test_start(self) -> None:
+        self._load_pretrained_once()
+
+    def on_predict_start(self) -> None:
+        self._load_pretrained_once()
 
     # ---- steps ---------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

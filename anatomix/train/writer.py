@@ -67,6 +67,9 @@ def write_label_map_like(labels: np.ndarray, affine_ras: np.ndarray, input_path:
     os.close(fd)
     try:
         sitk.WriteImage(out, tmp, True)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):
