@@ -13,6 +13,11 @@ import typer
 app = typer.Typer(
     name="anatomix",
     help="Synthetic, fully labelled 3D volumes with correct anatomy, for segmentation pre-training.",
+    epilog=(
+        "Training (Lightning): fit, validate, test, predict --config FILE [--section.key value ...]; "
+        "e.g. anatomix fit --config configs/tiny.yaml --trainer.max_steps 5. "
+        "Their options: anatomix fit --help."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -367,3 +367,21 @@ def test_tiny_finetune_demo_config_and_committed_datalist(monkeypatch) -> None:
     item = dm.val_ds[0]
     assert item["image"].shape[0] == 1 and np.allclose(item["image"].pixdim, args["spacing_mm"])
     assert set(torch.unique(item["label"]).tolist()) == set(range(len(ORGANS) + 1))
+
+
+def test_cli_help_lists_lightning_commands_and_fit_help_works(monkeypatch, capsys) -> None:
+    import sys
+
+    from typer.testing import CliRunner
+
+    from anatomix.cli import app, main
+
+    r = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    assert all(w in r.output for w in ("fit,", "validate", "predict", "anatomix fit --help"))
+    monkeypatch.setattr(sys, "argv", ["anatomix", "fit", "--help"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--trainer.max_steps" in out and "--model.pretrained" in out

@@ -49,7 +49,8 @@ def lightning_main(argv: Sequence[str] | None = None) -> None:
             SegmentationModule,
             pl.LightningDataModule,
             subclass_mode_data=True,
-            args=args,
+            # the console script: let LightningCLI read sys.argv itself (no "args and argv" warning)
+            args=None if args == sys.argv[1:] else args,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=False,  # no global seeding: data and init are seeded explicitly
         )
