@@ -264,8 +264,8 @@ class AnatomyGenerator:
         rng = sample_rng(self.seed, index, STREAM_APPEARANCE)
         lesions = sample_lesions(rendered, rng, cfg.appearance, self._lesion_value)
         organs = [o for o in rendered.sdfs]
-        params = sample_appearance(organs, rendered.labels, grid.shape, grid.spacing_mm,
-                                   (scene.box_min_mm, scene.box_max_mm), grid.origin_mm, rng, cfg.appearance)
+        params = sample_appearance(organs, rendered.labels, grid, (scene.box_min_mm, scene.box_max_mm), rng,
+                                   cfg.appearance)
         label = rendered.label.copy()
         painted = apply_lesions(rendered, label, lesions)
         image = render_image(rendered, label, params, painted)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from anatomix.grid import Grid
 from anatomix.render import Rendered
 
 __all__ = ["AppearanceConfig", "CT_PRIOR_HU", "PHASES", "render_image", "sample_appearance",
@@ -129,15 +130,15 @@ def _seed(rng: np.random.Generator) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _fdif_object(rng: np.random.Generator, centre_fdif: Sequence[float], size_mm: float,
+def _fdif_object(rng: np.random.Generator, centre_mm: Sequence[float], size_mm: float,
                  allow_displacement: bool = True) -> dict[str, Any]:
-    """An FDIF object (primitive, pose, displacement, mapper) centred at ``centre_fdif``."""
+    """An FDIF object (primitive, pose, displacement, mapper) centred at world ``centre_mm``."""
     from anatomix.sdf import (CLASS_NAMES, DISPLACEMENT_NAMES, MAPPER_NAMES, random_rotation,
                               sample_displacement, sample_primitive)
 
     cls = CLASS_NAMES[int(rng.integers(len(CLASS_NAMES)))]
     prim = sample_primitive(cls, size_mm, rng=rng)
-    pose = {"translation_mm": [float(v) for v in centre_fdif], "rotation": random_rotation(rng=rng).tolist(),
+    pose = {"translation_mm": [float(v) for v in centre_mm], "rotation": random_rotation(rng=rng).tolist(),
             "shear": [float(v) for v in rng.uniform(-0.1, 0.1, size=3)]}
     disp = None
     if allow_displacement and rng.random() < 0.9:
@@ -146,16 +147,15 @@ def _fdif_object(rng: np.random.Generator, centre_fdif: Sequence[float], size_mm
     return {"primitive": prim, "pose": pose, "displacement": disp, "mapper": mapper}
 
 
-def sample_appearance(organs: Sequence[str], labels: dict[str, int], grid_shape: Sequence[int],
-                      grid_spacing_mm: Sequence[float], body_box_mm: tuple[Sequence[float], Sequence[float]],
-                      grid_origin_mm: Sequence[float], rng: np.random.Generator,
+def sample_appearance(organs: Sequence[str], labels: dict[str, int], grid: Grid,
+                      body_box_mm: tuple[Sequence[float], Sequence[float]], rng: np.random.Generator,
                       config: AppearanceConfig | None = None) -> dict[str, Any]:
     """Draw every appearance parameter of a case (JSON-able).
 
     Args:
         organs: organ names present in the label map.
         labels: organ -> label value.
-        grid_shape, grid_spacing_mm, grid_origin_mm: the output grid.
+        grid: the output grid (objects are placed in its world coordinates, mm).
         body_box_mm: (min, max) world box of the placed organs (the body envelope surrounds it).
         rng: numpy Generator.
         config: appearance settings.
@@ -200,14 +200,13 @@ def sample_appearance(organs: Sequence[str], labels: dict[str, int], grid_shape:
     p["noise_seed"] = _seed(rng)
     # distractors: FDIF primitives around the organs, inside the body
     n_d = int(rng.integers(config.distractors[0], config.distractors[1] + 1))
-    shape = np.asarray(grid_shape)
-    sp = np.asarray(grid_spacing_mm, float)
-    fdif_centre = np.asarray(grid_origin_mm, float) + (shape // 2) * sp  # FDIF grids are centred
+    shape = np.asarray(grid.shape)
+    sp = np.asarray(grid.spacing_mm, float)
     ext = float(np.min(shape * sp))
     objs = []
     for _ in range(n_d):
         c = rng.uniform(lo - margin, hi + margin)
-        obj = _fdif_object(rng, c - fdif_centre, ext * rng.uniform(0.2, 0.6))
+        obj = _fdif_object(rng, c, ext * rng.uniform(0.2, 0.6))
         obj["amplitude_hu"] = _u(rng, config.distractor_amplitude_hu)
         objs.append(obj)
     p["distractors"] = objs
@@ -232,9 +231,6 @@ def sample_lesions(rendered: Rendered, rng: np.random.Generator, config: Appeara
     if not hosts:
         return out
     g = rendered.grid
-    o = np.asarray(g.origin_mm)
-    sp = np.asarray(g.spacing_mm)
-    fdif_centre = o + (np.asarray(g.shape) // 2) * sp
     n = int(rng.integers(1, config.max_lesions + 1))
     for _ in range(n):
         host = hosts[int(rng.integers(len(hosts)))]
@@ -244,8 +240,8 @@ def sample_lesions(rendered: Rendered, rng: np.random.Generator, config: Appeara
         if deep.size == 0:
             continue
         k = deep[int(rng.integers(len(deep)))]
-        c = o + (np.array([s.start for s in sl]) + k) * sp
-        obj = _fdif_object(rng, c - fdif_centre, r / 0.18, allow_displacement=False)
+        c = g.world_mm(np.array([s.start for s in sl]) + k)
+        obj = _fdif_object(rng, c, r / 0.18, allow_displacement=False)
         obj.update({"host": host, "contrast_hu": _u(rng, config.lesion_contrast_hu),
                     "label": int(lesion_label) if lesion_label is not None else int(rendered.labels[host])})
         out.append(obj)
@@ -264,24 +260,18 @@ def _smooth_field(shape: Sequence[int], seed: int, coarse: int = 5) -> np.ndarra
     return F.interpolate(c, size=tuple(int(s) for s in shape), mode="trilinear", align_corners=True)[0, 0].numpy()
 
 
-def _fdif_grid(shape: Sequence[int], spacing: Sequence[float]) -> Any:
-    from anatomix.sdf import Grid as FGrid
-
-    return FGrid(tuple(int(s) for s in shape), tuple(float(s) for s in spacing))
-
-
-def _object_values(obj: dict[str, Any], fgrid: Any) -> tuple[tuple[slice, ...], torch.Tensor, torch.Tensor] | None:
+def _object_values(obj: dict[str, Any], grid: Grid) -> tuple[tuple[slice, ...], torch.Tensor, torch.Tensor] | None:
     """(box, sdf, mapped value 0..1) of an FDIF object on its box."""
     from anatomix.sdf import apply_mapper, object_box, object_sdf
 
-    box = object_box(obj, fgrid)
+    box = object_box(obj, grid)
     if box is None:
         return None
-    xs = [fgrid.axis_mm(ax, box[ax].start, box[ax].stop) for ax in range(3)]
+    xs = [grid.axis_mm(ax, box[ax].start, box[ax].stop) for ax in range(3)]
     gx, gy, gz = torch.meshgrid(xs[0], xs[1], xs[2], indexing="ij")
     pts = torch.stack([gx.reshape(-1), gy.reshape(-1), gz.reshape(-1)], dim=1)
     shape = tuple(b.stop - b.start for b in box)
-    d = object_sdf(obj, pts, fgrid).reshape(shape)
+    d = object_sdf(obj, pts, grid).reshape(shape)
     val = apply_mapper(obj["mapper"], d) / 128.0
     return box, d, val
 
@@ -310,10 +300,9 @@ def apply_lesions(rendered: Rendered, label: np.ndarray, lesions: Sequence[dict[
                   ) -> list[tuple[tuple[slice, ...], np.ndarray, dict[str, Any]]]:
     """Paint lesion labels (clipped to the host organ) and return their (box, mask, params)."""
     g = rendered.grid
-    fgrid = _fdif_grid(g.shape, g.spacing_mm)
     out = []
     for les in lesions:
-        res = _object_values(les, fgrid)
+        res = _object_values(les, g)
         if res is None:
             continue
         box, d, _ = res
@@ -358,9 +347,8 @@ def render_image(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
     img = (b["fat_hu"] + (b["soft_hu"] - b["fat_hu"]) * (0.5 + 0.5 * field)).astype(np.float32)
     img[~body] = AIR_HU
     organ_mask = label > 0
-    fgrid = _fdif_grid(shape, sp)
     for obj in params.get("distractors", ()):
-        res = _object_values(obj, fgrid)
+        res = _object_values(obj, g)
         if res is None:
             continue
         box, _, val = res
@@ -383,7 +371,7 @@ def render_image(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
             d = torch.from_numpy(sdf[region]) * float(tex["scale"])
             if tex.get("displacement") is not None:
                 idx = np.argwhere(region)
-                pts = torch.from_numpy(((idx + [s.start for s in sl]) * sp).astype(np.float32))
+                pts = torch.from_numpy(g.world_mm(idx + [s.start for s in sl]).astype(np.float32))
                 d = d + 0.5 * displacement_field(tex["displacement"], pts, float(np.max(sp * np.asarray(shape)) / 2))
             vals += np.float32(tex["amplitude_hu"]) * (apply_mapper(tex["mapper"], d).numpy() / 128.0 - 0.5)
         img[sl][region] = vals

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from anatomix.grid import Grid
+
 if TYPE_CHECKING:  # pragma: no cover
     from anatomix.placement import PlacedOrgan, Scene
 
@@ -51,30 +53,6 @@ class ShapeSource(Protocol):
     def sdf(self, shape_id: str) -> np.ndarray: ...
 
     def record(self, shape_id: str) -> Any: ...
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A regular output grid: ``shape`` voxels (x, y, z), ``spacing_mm``, ``origin_mm`` (centre of voxel 0)."""
-
-    shape: tuple[int, int, int]
-    spacing_mm: tuple[float, float, float]
-    origin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
-
-    @property
-    def end_mm(self) -> np.ndarray:
-        """World position of the centre of the last voxel."""
-        return np.asarray(self.origin_mm) + (np.asarray(self.shape) - 1) * np.asarray(self.spacing_mm)
-
-    def box_slices(self, lo_mm: np.ndarray, hi_mm: np.ndarray) -> tuple[slice, slice, slice] | None:
-        """Index slices of the voxels whose centres lie in [lo_mm, hi_mm]; None when empty."""
-        o = np.asarray(self.origin_mm)
-        s = np.asarray(self.spacing_mm)
-        i0 = np.maximum(np.ceil((lo_mm - o) / s - 1e-6).astype(int), 0)
-        i1 = np.minimum(np.floor((hi_mm - o) / s + 1e-6).astype(int) + 1, np.asarray(self.shape))
-        if np.any(i1 <= i0):
-            return None
-        return tuple(slice(int(a), int(b)) for a, b in zip(i0, i1))  # type: ignore[return-value]
 
 
 def rotation_matrix(rotation_deg: Sequence[float]) -> np.ndarray:

@@ -17,8 +17,7 @@ def _case(graph, bank, cfg, seed=0):
     r = render_scene(scene, bank, grid)
     rng = np.random.default_rng(seed + 100)
     lesions = sample_lesions(r, rng, cfg, 9)
-    params = sample_appearance(list(r.sdfs), r.labels, grid.shape, grid.spacing_mm,
-                               (scene.box_min_mm, scene.box_max_mm), grid.origin_mm, rng, cfg)
+    params = sample_appearance(list(r.sdfs), r.labels, grid, (scene.box_min_mm, scene.box_max_mm), rng, cfg)
     label = r.label.copy()
     painted = apply_lesions(r, label, lesions)
     return render_image(r, label, params, painted), label, params, painted
@@ -55,3 +54,27 @@ def test_config_rejects_bad_values():
         AppearanceConfig(window_hu=(250.0, -175.0))
     with pytest.raises(ValidationError):
         AppearanceConfig(texture="perlin")
+
+
+def test_objects_are_placed_in_world_coordinates():
+    """Distractors and lesions are FDIF objects posed in the output grid's world frame: an object
+    centred at world c lies around the voxel of c whatever the grid's origin."""
+    import torch
+
+    from anatomix.appearance import _fdif_object, _object_values
+    from anatomix.sdf import object_sdf
+
+    c = np.array([37.0, -120.0, 415.0])
+    obj = _fdif_object(np.random.default_rng(1), c, 20.0, allow_displacement=False)
+    for origin in (c - [30.0, 40.0, 50.0], c - [62.0, 10.0, 14.0]):
+        grid = Grid((40, 40, 40), (2.0, 2.0, 2.5), tuple(origin))
+        box, d, _ = _object_values(obj, grid)
+        k = np.rint((c - origin) / np.asarray(grid.spacing_mm)).astype(int)
+        assert all(b.start <= i < b.stop for b, i in zip(box, k))
+        pt = torch.tensor(grid.world_mm(k)[None], dtype=torch.float32)
+        want = float(object_sdf(obj, pt, grid)[0])
+        assert float(d[tuple(i - b.start for i, b in zip(k, box))]) == pytest.approx(want, abs=1e-3)
+        # the object's own SDF at its centre is that of its pose's origin, independent of the grid
+        assert float(object_sdf(obj, torch.tensor(c[None], dtype=torch.float32), grid)[0]) == pytest.approx(
+            float(object_sdf(obj, torch.tensor(c[None], dtype=torch.float32), Grid((40, 40, 40), (2.0, 2.0, 2.5),
+                                                                                      tuple(origin + 7.0)))[0]))

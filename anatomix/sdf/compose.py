@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from anatomix.grid import Grid
 from anatomix.sdf.displacements import (DisplacementField, displacement_bound_mm,
                                         displacement_lipschitz, displacement_range_mm)
 from anatomix.sdf.mappers import apply_mapper_truncated, mapper_margin_mm, mapper_saturation_mm
@@ -29,35 +29,6 @@ __all__ = ["Grid", "object_box", "object_sdf", "render_objects"]
 
 CHUNK = 1 << 15  # points per evaluation: the (edges, points) temporaries stay in cache
 BLOCK_SIZES = (16, 8, 4, 2)  # culling levels (voxels per block side)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A voxel grid centred on the world origin (FDIF's convention).
-
-    Voxel i along an axis has world coordinate ``(i - n // 2) * spacing`` (mm), so the grid's
-    origin (centre of voxel 0) is ``-(n // 2) * spacing``.
-    """
-
-    shape: tuple[int, int, int]
-    spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
-
-    @property
-    def origin_mm(self) -> tuple[float, float, float]:
-        return tuple(-(n // 2) * s for n, s in zip(self.shape, self.spacing_mm))  # type: ignore[return-value]
-
-    @property
-    def extent_mm(self) -> tuple[float, float, float]:
-        return tuple(n * s for n, s in zip(self.shape, self.spacing_mm))  # type: ignore[return-value]
-
-    @property
-    def half_extent_mm(self) -> float:
-        """FDIF's displacement normaliser: the largest world x of the grid."""
-        return float((self.shape[0] - 1 - self.shape[0] // 2) * self.spacing_mm[0])
-
-    def axis_mm(self, axis: int, lo: int, hi: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        n = self.shape[axis]
-        return (torch.arange(lo, hi, dtype=torch.float32, device=device) - float(n // 2)) * self.spacing_mm[axis]
 
 
 def object_box(obj: dict[str, Any], grid: Grid) -> tuple[slice, slice, slice] | None:
@@ -76,7 +47,8 @@ def _object_box(obj: dict[str, Any], grid: Grid, pose: tuple[np.ndarray, np.ndar
     # SDF values are divided by ||A|| >= 1: a margin m in SDF units is <= m * ||A|| locally
     he = he + extra * max(anorm, 1.0) + 1e-3
     half_world = np.abs(m) @ he
-    t = np.asarray(obj["pose"]["translation_mm"], dtype=np.float64)
+    # translation relative to the centred grid of this shape (shift: 0 for a centred grid)
+    t = np.asarray(obj["pose"]["translation_mm"], dtype=np.float64) - np.asarray(grid.shift_mm)
     out = []
     for ax in range(3):
         sp = grid.spacing_mm[ax]
@@ -154,6 +126,7 @@ def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=BLOCK_SI
     sp_list = grid.spacing_mm
     sp = torch.tensor(sp_list, dtype=torch.float32, device=device)[:, None]
     centre = torch.tensor([nx // 2, ny // 2, nz // 2], dtype=torch.float32, device=device)[:, None]
+    shift = torch.tensor(grid.shift_mm, dtype=torch.float32, device=device)[:, None] if any(grid.shift_mm) else None
     strides = torch.tensor([[ny * nz], [nz], [1]], dtype=torch.int64, device=device)
     disp = obj.get("displacement")
     dlo, dhi = displacement_range_mm(disp["name"], grid.half_extent_mm) if disp else (0.0, 0.0)
@@ -174,6 +147,8 @@ def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=BLOCK_SI
             break
         rho = math.sqrt(sum(((b - 1) / 2.0 * s) ** 2 for s in sp_list))  # centre to corner voxel
         ctr = torch.addcmul(((b - 1) / 2.0 - centre) * sp, corners.to(torch.float32), sp)
+        if shift is not None:
+            ctr += shift
         c = f(ctr, displaced=False)
         # bounds of the displaced SDF over the block: global displacement range, and (for a
         # Lipschitz field) its value at the centre +- (1 + L) * rho
@@ -199,6 +174,9 @@ def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=BLOCK_SI
         else:
             eval_blocks.append((undecided, b))
 
+    def _shifted(p: torch.Tensor) -> torch.Tensor:
+        return p + shift if shift is not None else p
+
     def voxels(corners: torch.Tensor, b: int, points: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Flat indices (and world points (3, M)) of the blocks' voxels inside the box."""
         off = _block_offsets(b, device)
@@ -208,13 +186,13 @@ def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=BLOCK_SI
             v = v[:, (v < hi_t).all(dim=0)]
             fv, pv = voxels(corners[:, ~crossing], b, points)
             flat = torch.cat([fv, (v * strides).sum(0)])
-            pts = torch.cat([pv, (v.to(torch.float32) - centre) * sp], dim=1) if points else None
+            pts = torch.cat([pv, _shifted((v.to(torch.float32) - centre) * sp)], dim=1) if points else None
             return flat, pts
         # whole blocks: corner + offset, in flat indices and in mm
         flat = ((corners * strides).sum(0)[:, None] + (off * strides).sum(0)[None, :]).reshape(-1)
         pts = None
         if points:
-            cmm = (corners.to(torch.float32) - centre) * sp
+            cmm = _shifted((corners.to(torch.float32) - centre) * sp)
             pts = (cmm[:, :, None] + (off.to(torch.float32) * sp)[:, None, :]).reshape(3, -1)
         return flat, pts
 
