@@ -71,3 +71,51 @@ def test_preview_colours_orientation_and_montage(tmp_path):
     (tmp_path / "dataset.json").write_text('{"labels": {"background": 0, "spleen": 1, "liver": 6}}')
     out = preview_dataset(tmp_path, tmp_path / "p.png", mesh=tmp_path / "m.glb")
     assert out.stat().st_size > 1000 and (tmp_path / "m.glb").exists()
+
+
+def test_one_grid_for_fdif_and_anatomy():
+    """One Grid class: centred by default (FDIF), any origin for anatomy; FDIF objects render at
+    the same world place on a centred and a shifted grid."""
+    import torch
+
+    import anatomix.sdf as sdf
+    from anatomix.grid import Grid as G
+
+    assert Grid is G and sdf.Grid is G
+    g = G((5, 4, 3), (2.0, 1.0, 3.0))
+    assert g.origin_mm == (-4.0, -2.0, -3.0) and g.shift_mm == (0.0, 0.0, 0.0)
+    assert np.allclose(g.axis_mm(0, 0, 5).numpy(), [-4, -2, 0, 2, 4])
+    s = G((5, 4, 3), (2.0, 1.0, 3.0), (10.0, 0.0, -1.0))
+    assert np.allclose(s.axis_mm(0, 0, 5).numpy(), [10, 12, 14, 16, 18])
+    assert np.allclose(s.world_mm([[1, 2, 1]]), [[12.0, 2.0, 2.0]])
+    # an FDIF sphere at world (16, 4, 6): a centred 32^3 grid and the same grid shifted by
+    # whole voxels give the same label map, shifted
+    obj = {"primitive": {"class": "sphere", "radius": 6.0}, "mapper": "inverse_cube",
+           "pose": {"translation_mm": [16.0, 4.0, 6.0], "rotation": np.eye(3).tolist(), "shear": [0.0, 0.0, 0.0]},
+           "displacement": None}
+    _, la, _ = sdf.render_objects([obj], [1], G((32, 32, 32), (2.0, 2.0, 2.0)))
+    shifted = G((32, 32, 32), (2.0, 2.0, 2.0), (-20.0, -32.0, -30.0))  # centred origin is -32
+    _, lb, _ = sdf.render_objects([obj], [1], shifted)
+    a, b = np.argwhere(la.numpy() == 1), np.argwhere(lb.numpy() == 1)
+    assert len(a) > 50 and len(a) == len(b)
+    assert np.array_equal(a - [6, 0, 1], b)
+    assert torch.equal(la[6:, :, 1:], lb[:26, :, :31])
+
+
+def test_preview_reads_label_maps_without_interpolation(tmp_path):
+    """An oblique label map is read as labels (nearest neighbour): no value between two labels."""
+    import SimpleITK as sitk
+
+    from anatomix.preview import _read_labels
+
+    lab = np.zeros((20, 20, 20), np.uint8)
+    lab[3:10, 4:16, 4:16] = 1
+    lab[10:17, 4:16, 4:16] = 6
+    img = sitk.GetImageFromArray(lab)
+    c, s = np.cos(np.radians(20)), np.sin(np.radians(20))
+    img.SetDirection((c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
+    img.SetSpacing((2.0, 2.0, 2.0))
+    sitk.WriteImage(img, str(tmp_path / "oblique.nii.gz"))
+    arr, sp = _read_labels(tmp_path / "oblique.nii.gz")
+    assert set(np.unique(arr).tolist()) <= {0, 1, 6} and {1, 6} <= set(np.unique(arr).tolist())
+    assert len(sp) == 3
