@@ -77,17 +77,21 @@ def _cases(folder: Path) -> list[tuple[str, Path, Path]]:
     return out
 
 
-def _read(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    try:
-        from anatomix.io import read_image
+def _read_image(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Intensity image (float32, RAS) and its spacing (oblique inputs: linear resampling)."""
+    from anatomix.io import read_image
 
-        v = read_image(path)
-        return np.asarray(v.array), tuple(v.spacing_mm)
-    except ImportError:  # pragma: no cover
-        import SimpleITK as sitk
+    v = read_image(path)
+    return np.asarray(v.array), tuple(v.spacing_mm)
 
-        img = sitk.ReadImage(str(path))
-        return np.transpose(sitk.GetArrayFromImage(img), (2, 1, 0)), img.GetSpacing()
+
+def _read_labels(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Integer label map (RAS; oblique inputs resampled nearest-neighbour, never interpolated)
+    and its spacing."""
+    from anatomix.io import read_label_map
+
+    v = read_label_map(path)
+    return np.asarray(v.array), tuple(v.spacing_mm)
 
 
 def _upsample(a: np.ndarray, k: int, order: int) -> np.ndarray:
@@ -168,9 +172,8 @@ def preview_dataset(folder: str | Path, out: str | Path, cases: int = 4,
                              facecolor="black")
     present: set[int] = set()
     for row, (case, im_path, lab_path) in enumerate(chosen):
-        img, sp = _read(im_path)
-        lab, _ = _read(lab_path)
-        lab = lab.astype(np.int64)
+        img, sp = _read_image(im_path)
+        lab = _read_labels(lab_path)[0].astype(np.int64)
         present.update(int(v) for v in np.unique(lab) if v > 0)
         c = _centre(lab)
         panels = [("image", 2, _VIEWS[0][2], False)] + [(t, ax, letters, True) for t, ax, letters in _VIEWS]
@@ -203,7 +206,7 @@ def preview_dataset(folder: str | Path, out: str | Path, cases: int = 4,
     plt.close(fig)
     if mesh is not None:
         case, _, lab_path = chosen[0]
-        lab, sp = _read(lab_path)
+        lab, sp = _read_labels(lab_path)
         export_mesh(lab.astype(np.int64), sp, mesh, names)
     return out
 
