@@ -385,3 +385,15 @@ def test_cli_help_lists_lightning_commands_and_fit_help_works(monkeypatch, capsy
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--trainer.max_steps" in out and "--model.pretrained" in out
+
+
+@pytest.mark.slow
+def test_stream_under_ddp_on_cpu_draws_disjoint_indices_per_rank(tmp_path: Path) -> None:
+    """Lightning DDP (2 CPU processes x 2 workers, 4 steps): ranks train on disjoint, complete index sets."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "ddp_stream_check.py"), "--out", str(tmp_path)],
+                       cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    assert "disjoint and complete" in r.stdout

@@ -65,12 +65,19 @@ def build_network(
         if vit_hidden_size % vit_heads:
             raise AnatomixError(
                 f"vit_hidden_size ({vit_hidden_size}) must be divisible by vit_heads ({vit_heads})")
-        return UNETR(
+        net = UNETR(
             in_channels=in_channels, out_channels=out_channels, img_size=size,
             feature_size=feature_size, hidden_size=vit_hidden_size, mlp_dim=vit_mlp_dim,
             num_heads=vit_heads, proj_type="conv", norm_name="instance", res_block=True,
             dropout_rate=dropout,
         )
+        # MONAI's TransformerBlock always builds a cross-attention LayerNorm that UNETR never
+        # uses; without a gradient it makes DDP fail ("parameters that were not used"). Frozen,
+        # DDP skips it; it stays in the state dict, so checkpoints are unchanged.
+        for name, param in net.named_parameters():
+            if ".norm_cross_attn." in name:
+                param.requires_grad_(False)
+        return net
     if network == "swinunetr":
         if any(s % 32 for s in size):
             raise AnatomixError(f"SwinUNETR needs img_size divisible by 32, found {list(size)}")
