@@ -823,14 +823,10 @@ def _rebuild_subjects(bank: Any, organs: Sequence[str]) -> list[_Subject]:
 def _pair_overlap(subj: _Subject, a: str, b: str) -> tuple[float, float]:
     """(overlap fraction, inside fraction of a in b) of two shapes as placed in ``subj``."""
     (sa, ma), (sb, mb) = subj.crops[a], subj.crops[b]
-    lo = [max(x.start, y.start) for x, y in zip(sa, sb)]
-    hi = [min(x.stop, y.stop) for x, y in zip(sa, sb)]
-    na, nb = int(ma.sum()), int(mb.sum())
-    if any(h <= l for l, h in zip(lo, hi)) or na == 0 or nb == 0:
+    na, nb = int(np.count_nonzero(ma)), int(np.count_nonzero(mb))
+    if na == 0 or nb == 0:
         return 0.0, 0.0
-    ca = ma[tuple(slice(l - x.start, h - x.start) for l, h, x in zip(lo, hi, sa))]
-    cb = mb[tuple(slice(l - y.start, h - y.start) for l, h, y in zip(lo, hi, sb))]
-    inter = int(np.count_nonzero(ca & cb))
+    inter = rel.offset_overlap_count(ma, tuple(x.start for x in sa), mb, tuple(y.start for y in sb))
     return inter / min(na, nb), inter / na
 
 

@@ -64,6 +64,9 @@ __all__ = [
     "direction_holds",
     "direction_margin_mm",
     "inside_fraction",
+    "offset_common_box",
+    "offset_overlap_count",
+    "offset_surface_gap_mm",
     "overlap_fraction",
     "relation_holds",
     "surface_gap_mm",
@@ -279,6 +282,74 @@ def surface_gap_mm(a: np.ndarray, b: np.ndarray, spacing_mm: Sequence[float] | f
     if not outside.any():  # every point is inside exactly one: they touch
         return 0.0
     return float(max(0.0, np.min((fa + fb)[outside])))
+
+
+# ---- structures stored as boxes at integer offsets on one lattice ---------------------------
+# (placement keeps each organ as an array over its own box placed at an integer lattice index;
+# graph learning keeps each bank shape as a crop of its subject's grid). Outside its box a
+# structure is absent (mask False, SDF positive); the values equal those of the functions above
+# applied to both arrays pasted into one grid covering both boxes.
+
+
+def offset_common_box(
+    a_start: tuple[int, int, int], a_shape: tuple[int, ...], b_start: tuple[int, int, int], b_shape: tuple[int, ...]
+) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    """Slices of ``a`` and ``b`` (arrays whose element [0, 0, 0] lies at grid indices ``a_start`` /
+    ``b_start``, python ints) over their common box; None when the boxes do not meet."""
+    ax, ay, az = a_start
+    bx, by, bz = b_start
+    x0, y0, z0 = max(ax, bx), max(ay, by), max(az, bz)
+    x1 = min(ax + a_shape[0], bx + b_shape[0])
+    y1 = min(ay + a_shape[1], by + b_shape[1])
+    z1 = min(az + a_shape[2], bz + b_shape[2])
+    if x1 <= x0 or y1 <= y0 or z1 <= z0:
+        return None
+    return ((slice(x0 - ax, x1 - ax), slice(y0 - ay, y1 - ay), slice(z0 - az, z1 - az)),
+            (slice(x0 - bx, x1 - bx), slice(y0 - by, y1 - by), slice(z0 - bz, z1 - bz)))
+
+
+def offset_overlap_count(
+    a: np.ndarray, a_start: tuple[int, int, int], b: np.ndarray, b_start: tuple[int, int, int],
+    box: tuple[tuple[slice, ...], tuple[slice, ...]] | None = None,
+) -> int:
+    """|a ∩ b| (voxels) of two masks (or SDFs) placed at integer offsets on one grid.
+
+    ``box``: the result of :func:`offset_common_box` when the caller has it already.
+    ``overlap_fraction`` is this count over ``min(|a|, |b|)``, ``inside_fraction`` over ``|a|``.
+    """
+    if box is None:
+        box = offset_common_box(a_start, a.shape, b_start, b.shape)
+    if box is None:
+        return 0
+    return int(np.count_nonzero(as_mask(a[box[0]]) & as_mask(b[box[1]])))
+
+
+def offset_surface_gap_mm(
+    sdf_a: np.ndarray, a_start: tuple[int, int, int], sdf_b: np.ndarray, b_start: tuple[int, int, int],
+    masks: tuple[np.ndarray, np.ndarray] | None = None,
+    box: tuple[tuple[slice, ...], tuple[slice, ...]] | None = None,
+) -> float:
+    """:func:`surface_gap_mm` (SDF definition) of two SDFs placed at integer offsets on one grid.
+
+    Measured on the common box (outside it at least one SDF is unknown, hence taken as far
+    outside); ``inf`` when the boxes do not meet. ``masks``: ``(sdf_a <= 0, sdf_b <= 0)`` over
+    the whole arrays when the caller has them already (saves two comparisons).
+    """
+    if box is None:
+        box = offset_common_box(a_start, sdf_a.shape, b_start, sdf_b.shape)
+    if box is None:
+        return float("inf")
+    sa, sb = box
+    if masks is None:
+        ma, mb = sdf_a[sa] <= 0, sdf_b[sb] <= 0
+    else:
+        ma, mb = masks[0][sa], masks[1][sb]
+    if (ma & mb).any():
+        return 0.0
+    outside = ~ma & ~mb
+    if not outside.any():
+        return 0.0
+    return float(max(0.0, (sdf_a[sa] + sdf_b[sb])[outside].min()))
 
 
 def direction_margin_mm(
