@@ -453,34 +453,21 @@ class _Placed:
 def _overlap_region(a_start: tuple[int, int, int], a: np.ndarray, b_start: tuple[int, int, int], b: np.ndarray
                     ) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
     """Slices of ``a`` and ``b`` (lattice arrays placed at integer starts, python int tuples) over
-    their common box."""
-    ax, ay, az = a_start
-    bx, by, bz = b_start
-    sa, sb = a.shape, b.shape
-    x0, y0, z0 = max(ax, bx), max(ay, by), max(az, bz)
-    x1, y1, z1 = min(ax + sa[0], bx + sb[0]), min(ay + sa[1], by + sb[1]), min(az + sa[2], bz + sb[2])
-    if x1 <= x0 or y1 <= y0 or z1 <= z0:
-        return None
-    return ((slice(x0 - ax, x1 - ax), slice(y0 - ay, y1 - ay), slice(z0 - az, z1 - az)),
-            (slice(x0 - bx, x1 - bx), slice(y0 - by, y1 - by), slice(z0 - bz, z1 - bz)))
+    their common box (:func:`anatomix.relations.offset_common_box`)."""
+    return rel.offset_common_box(a_start, a.shape, b_start, b.shape)
 
 
 def _pair_values(a_start: tuple[int, int, int], la: _Lattice, b_start: tuple[int, int, int], lb: _Lattice,
                  need_gap: bool) -> tuple[int, float]:
-    """(intersection voxel count, surface gap mm with relations' SDF definition) on the lattice."""
-    reg = _overlap_region(a_start, la.sdf, b_start, lb.sdf)
-    if reg is None:
+    """(intersection voxel count, surface gap mm) on the lattice, measured by :mod:`anatomix.relations`
+    (``offset_overlap_count``, ``offset_surface_gap_mm``); the gap is ``inf`` unless needed."""
+    box = rel.offset_common_box(a_start, la.sdf.shape, b_start, lb.sdf.shape)
+    if box is None:
         return 0, math.inf
-    sa, sb = reg  # a_start, b_start: python int tuples
-    ma, mb = la.mask[sa], lb.mask[sb]
-    inter = int(np.count_nonzero(ma & mb))
+    inter = rel.offset_overlap_count(la.mask, a_start, lb.mask, b_start, box=box)
     if inter or not need_gap:
         return inter, 0.0 if inter else math.inf
-    s = la.sdf[sa] + lb.sdf[sb]
-    outside = ~ma & ~mb
-    if not outside.any():
-        return 0, 0.0
-    return 0, float(max(0.0, s[outside].min()))
+    return 0, rel.offset_surface_gap_mm(la.sdf, a_start, lb.sdf, b_start, masks=(la.mask, lb.mask), box=box)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -818,47 +805,85 @@ def _repair(ctx: _Context, info: OrganInfo, organs: dict[str, OrganInfo], bank: 
     return None
 
 
+def _push_direction(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarray, rels: list[Rel]) -> np.ndarray:
+    """Sum of the unit vectors from the centroid of each too-large overlap (hard avoids) to the
+    candidate's centroid (zero when no avoid is violated)."""
+    h = ctx.h
+    start = m + lat.k0
+    cen = m * h + lat.centroid_off
+    push = np.zeros(3)
+    t_lo, t_hi = start + lat.tight_lo, start + lat.tight_hi
+    start_t = tuple(int(v) for v in start)
+    for r in rels:
+        if r.kind != "avoid":
+            continue
+        p = ctx.placed[r.b if r.a == info.name else r.a]
+        if np.any(p.tight_lo > t_hi) or np.any(p.tight_hi < t_lo):
+            continue
+        reg = _overlap_region(start_t, lat.sdf, p.start_t, p.lat.sdf)
+        if reg is None:
+            continue
+        both = lat.mask[reg[0]] & p.lat.mask[reg[1]]
+        idx = np.nonzero(both)
+        cnt = idx[0].size
+        if cnt <= r.tolerance * min(lat.count, p.lat.count):
+            continue
+        oc = np.array([(idx[d].mean() + start[d] + reg[0][d].start) * h for d in range(3)])
+        v = cen - oc
+        nv = np.linalg.norm(v)
+        if nv > 1e-6:
+            push += v / nv
+        else:
+            w = cen - p.centroid(h)
+            push += w / (np.linalg.norm(w) + 1e-9)
+    return push
+
+
 def _push_out(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarray, rels: list[Rel],
               steps: int) -> tuple[np.ndarray, bool, float]:
-    """Resolve overlaps of a rejected candidate: step away from the overlapping volumes.
+    """Resolve overlaps of a rejected candidate by one search along the push-out direction.
 
-    Each step moves one lattice step (per axis, rounded) along the sum of the unit vectors from
-    the centroid of each too-large overlap to the candidate's centroid; stops when every hard
-    relation holds. Returns (translation, valid, penalty).
+    The direction (:func:`_push_direction`: away from the centroids of the too-large overlaps,
+    for a signed distance the direction its gradient points out of the blockers) is measured
+    once; the candidate is then moved along it, ``k`` lattice steps (the longest axis moves
+    ``k`` voxels), with the smallest ``k <= steps`` at which every hard relation holds, found
+    by doubling and then bisection (a handful of checks instead of one overlap measure and one
+    check per step). If no ``k`` works, a second search starts from the farthest point with
+    the direction measured there. Returns (translation, valid, penalty).
     """
-    h = ctx.h
-    for _ in range(steps):
-        start = m + lat.k0
-        cen = m * h + lat.centroid_off
-        push = np.zeros(3)
-        t_lo, t_hi = start + lat.tight_lo, start + lat.tight_hi
-        for r in rels:
-            if r.kind != "avoid":
-                continue
-            p = ctx.placed[r.b if r.a == info.name else r.a]
-            if np.any(p.tight_lo > t_hi) or np.any(p.tight_hi < t_lo):
-                continue
-            reg = _overlap_region(tuple(int(v) for v in start), lat.sdf, p.start_t, p.lat.sdf)
-            if reg is None:
-                continue
-            both = lat.mask[reg[0]] & p.lat.mask[reg[1]]
-            cnt = int(np.count_nonzero(both))
-            if cnt <= r.tolerance * min(lat.count, p.lat.count):
-                continue
-            idx = np.nonzero(both)
-            oc = np.array([(idx[d].mean() + start[d] + reg[0][d].start) * h for d in range(3)])
-            v = cen - oc
-            nv = np.linalg.norm(v)
-            push += v / nv if nv > 1e-6 else (cen - p.centroid(h)) / (np.linalg.norm(cen - p.centroid(h)) + 1e-9)
+    for _round in range(2):
+        push = _push_direction(ctx, info, lat, m, rels)
         if not push.any():
             break
-        step = np.rint(push / (np.abs(push).max() + 1e-12)).astype(int)
-        if not step.any():
+        d = push / (np.abs(push).max() + 1e-12)
+
+        def at(k: int) -> np.ndarray:
+            return m + np.rint(k * d).astype(int)
+
+        if not np.rint(steps * d).any():
             break
-        m = m + step
-        ok, pen = _check_candidate(ctx, info, lat, m, rels)
-        if ok:
-            return m, True, pen
+        ok_k, ok_pen, bad_k = None, math.inf, 0
+        k = 1
+        while k <= steps:  # doubling: 1, 2, 4, ... (then steps itself)
+            ok, pen = _check_candidate(ctx, info, lat, at(k), rels)
+            if ok:
+                ok_k, ok_pen = k, pen
+                break
+            bad_k = k
+            if k == steps:
+                break
+            k = min(2 * k, steps)
+        if ok_k is None:
+            m = at(steps)
+            continue
+        while ok_k - bad_k > 1:  # bisection: the nearest valid k
+            mid = (ok_k + bad_k) // 2
+            ok, pen = _check_candidate(ctx, info, lat, at(mid), rels)
+            if ok:
+                ok_k, ok_pen = mid, pen
+            else:
+                bad_k = mid
+        return at(ok_k), True, ok_pen
     return m, False, math.inf
 
 

@@ -188,3 +188,33 @@ def test_repair_places_required_organs_in_a_crowded_scene(anatomy_graph, anatomy
         fails[repair] = sum(len(s.failed) for s in scenes)
         assert all(r.holds for s in scenes for r in s.report if r.hard)
     assert fails[2] < fails[0], fails
+
+
+def test_offset_measures_equal_the_pasted_ones():
+    """relations.offset_* on boxes at integer offsets == the plain measures on one common grid
+    (placement and graph checking measure overlaps and gaps through them)."""
+    from anatomix import relations as rel
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        sa, sb = tuple(rng.integers(3, 9, 3)), tuple(rng.integers(3, 9, 3))
+        a0, b0 = tuple(int(v) for v in rng.integers(0, 6, 3)), tuple(int(v) for v in rng.integers(0, 6, 3))
+        ca, cb = rng.uniform(1, 7, 3), rng.uniform(1, 7, 3)
+        ra, rb = rng.uniform(1.0, 3.5, 2)
+        ia = np.stack(np.meshgrid(*[np.arange(n) for n in sa], indexing="ij"), -1) + a0
+        ib = np.stack(np.meshgrid(*[np.arange(n) for n in sb], indexing="ij"), -1) + b0
+        fa = (np.linalg.norm(ia - ca - 2, axis=-1) - ra).astype(np.float32)
+        fb = (np.linalg.norm(ib - cb - 2, axis=-1) - rb).astype(np.float32)
+        big_a = np.full((16, 16, 16), 1e3, np.float32)
+        big_b = big_a.copy()
+        big_a[tuple(slice(o, o + n) for o, n in zip(a0, sa))] = fa
+        big_b[tuple(slice(o, o + n) for o, n in zip(b0, sb))] = fb
+        want = np.count_nonzero((big_a <= 0) & (big_b <= 0))
+        assert rel.offset_overlap_count(fa <= 0, a0, fb <= 0, b0) == want
+        assert rel.offset_overlap_count(fa, a0, fb, b0) == want
+        if (fa <= 0).any() and (fb <= 0).any():
+            g = rel.offset_surface_gap_mm(fa, a0, fb, b0)
+            if rel.offset_common_box(a0, sa, b0, sb) is not None:
+                assert g == pytest.approx(rel.surface_gap_mm(big_a, big_b, 1.0), abs=1e-5)
+            else:
+                assert g == float("inf")
