@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -202,13 +202,27 @@ def preview_dataset(folder: str | Path, out: str | Path, cases: int = 4,
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100, facecolor="black")
+    _save_png(fig, out)
     plt.close(fig)
     if mesh is not None:
         case, _, lab_path = chosen[0]
         lab, sp = _read_labels(lab_path)
         export_mesh(lab.astype(np.int64), sp, mesh, names)
     return out
+
+
+def _save_png(fig: Any, out: Path) -> None:
+    """Save a figure as a 256-colour palette PNG (octree: keeps every label colour exact, slight
+    banding in smooth greys; a quarter of the RGB file's size, small enough for a README)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, facecolor="black", format="png")
+    buf.seek(0)
+    with Image.open(buf) as im:
+        im.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(out, optimize=True)
 
 
 def _label_names(folder: Path) -> dict[int, str]:
