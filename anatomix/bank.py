@@ -467,54 +467,12 @@ def resolve_labels(labels: str | os.PathLike | Mapping[Any, Any] | None) -> Labe
     Raises:
         InputError: unknown preset, unreadable file, unknown organ names (all listed).
     """
-    from anatomix.labels import PRESETS, UnknownOrganError, canonical_organ
+    from anatomix.labels import load_label_entries
 
     if labels is None or (isinstance(labels, str) and labels.strip().lower() == "auto"):
         return LabelSpec(None, {}, "auto")
-    if isinstance(labels, Mapping):
-        raw: Mapping[Any, Any] = labels
-        source = "--labels mapping"
-    else:
-        key = str(labels).strip().lower()
-        if key in PRESETS:
-            return LabelSpec(dict(PRESETS[key]), {}, f"preset {key}")
-        p = Path(labels)
-        if not p.is_file():
-            raise InputError([f"--labels {labels}: expected 'auto', a preset "
-                              f"({', '.join(sorted(PRESETS))}) or a JSON/YAML file mapping "
-                              "label value to organ name, found neither a preset nor a file"])
-        import yaml
-
-        try:
-            raw = yaml.safe_load(p.read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            raise InputError([f"{p}: expected a JSON/YAML mapping of label value to organ name, "
-                              f"found an unreadable file ({str(e).splitlines()[0]})"]) from None
-        if not isinstance(raw, Mapping):
-            raise InputError([f"{p}: expected a mapping of label value to organ name, found "
-                              f"{type(raw).__name__}"])
-        source = str(p)
-    values: dict[int, str | None] = {}
-    renames: dict[str, str | None] = {}
-    problems = []
-    for k, v in raw.items():
-        organ: str | None = None
-        if v is not None:
-            try:
-                organ = canonical_organ(str(v))
-            except UnknownOrganError as e:
-                problems.append(f"{source}: entry {k!r}: {e}")
-                continue
-        if isinstance(k, bool):
-            problems.append(f"{source}: expected a label value or name as key, found {k!r}")
-        elif isinstance(k, int) or (isinstance(k, str) and k.strip().isdigit()):
-            if int(k) == 0:
-                problems.append(f"{source}: expected label values > 0, found 0 (background)")
-            values[int(k)] = organ
-        else:
-            renames[str(k).strip().lower()] = organ
-    if problems:
-        raise InputError(problems, what="label table")
+    values, renames, source = load_label_entries(labels, allow_ignore=True, allow_renames=True,
+                                                 option="--labels", alternatives="'auto'")
     return LabelSpec(values or None, renames, source)
 
 

@@ -164,95 +164,24 @@ class MapSummary:
 # ---- label tables ------------------------------------------------------------------------------
 
 
-def _canonical_table(raw: Mapping[Any, Any], where: str, problems: list[str], strict: bool = True) -> dict[int, str]:
-    """value -> canonical organ from a mapping in either direction (value->name or name->value).
-
-    ``strict=False`` (names embedded in files, which the user does not control) keeps a name
-    outside the vocabulary as its normalised spelling instead of reporting a problem.
-    """
-    from anatomix.labels import UnknownOrganError, canonical_organ
-
-    table: dict[int, str] = {}
-    for k, v in raw.items():
-        if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and not _is_int(k):
-            name, value = str(k), int(v)  # nnU-Net dataset.json: name -> value
-        elif _is_int(k) and isinstance(v, str):
-            name, value = v, int(k)
-        else:
-            problems.append(f"{where}: expected 'value: organ name' or 'organ name: value' entries, "
-                            f"found {k!r}: {v!r}")
-            continue
-        if value == 0 or name.strip().lower() in ("background", "bg", "clear_label"):
-            continue
-        try:
-            table[value] = canonical_organ(name)
-        except UnknownOrganError as exc:
-            if strict:
-                problems.append(f"{where}: label {value}: {exc}")
-            else:
-                table[value] = "_".join(name.strip().lower().replace("-", " ").split())
-    return table
-
-
-def _is_int(k: Any) -> bool:
-    if isinstance(k, bool):
-        return False
-    if isinstance(k, (int, np.integer)):
-        return True
-    try:
-        int(str(k).strip())
-        return True
-    except ValueError:
-        return False
-
-
 def resolve_label_table(spec: str | Path | Mapping[Any, Any] | None) -> dict[int, str] | None:
     """A label table (value -> canonical organ) from a preset name, a JSON/YAML file or a mapping.
 
     Files may map values to names or names to values (nnU-Net ``dataset.json`` style, also the
-    whole ``dataset.json`` with its ``labels`` key). ``None`` returns ``None`` (use the names
-    embedded in each file).
+    whole ``dataset.json`` with its ``labels`` key); see :func:`anatomix.labels.load_label_table`.
+    ``None`` returns ``None`` (use the names embedded in each file).
 
     Raises:
         EvaluationError: unknown preset / unreadable file / unknown organ names (all listed).
     """
-    from anatomix.labels import PRESETS, preset
+    from anatomix.labels import load_label_table
 
     if spec is None:
         return None
-    problems: list[str] = []
-    if isinstance(spec, Mapping):
-        table = _canonical_table(spec, "label table", problems)
-    elif isinstance(spec, (str, Path)) and str(spec).strip().lower() in PRESETS:
-        return dict(preset(str(spec)))
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise EvaluationError([
-                f"{spec}: expected a label preset ({', '.join(sorted(PRESETS))}) or a JSON/YAML file "
-                "mapping label values to organ names; found neither"
-            ])
-        try:
-            text = path.read_text(encoding="utf-8")
-            if path.suffix.lower() in (".yaml", ".yml"):
-                import yaml
-
-                raw = yaml.safe_load(text)
-            else:
-                raw = json.loads(text)
-        except Exception as exc:  # noqa: BLE001 - any parse error is a user input problem
-            raise EvaluationError([f"{path}: expected a JSON/YAML label table; found unreadable text ({exc})"])
-        if isinstance(raw, Mapping) and isinstance(raw.get("labels"), Mapping):
-            raw = raw["labels"]
-        if not isinstance(raw, Mapping):
-            raise EvaluationError([f"{path}: expected a mapping of label values to organ names; "
-                                   f"found {type(raw).__name__}"])
-        table = _canonical_table(raw, str(path), problems)
-    if not table and not problems:
-        problems.append(f"{spec}: expected at least one organ label; found none")
-    if problems:
-        raise EvaluationError(problems)
-    return table
+    try:
+        return load_label_table(spec, option="label table")
+    except InputError as exc:
+        raise EvaluationError(exc.problems) from None
 
 
 # ---- one label map -> MapSummary ---------------------------------------------------------------
@@ -414,6 +343,7 @@ def load_label_set(
         EvaluationError: missing paths, no label maps, unreadable files, unnamed labels (all listed).
     """
     from anatomix import io
+    from anatomix.labels import parse_label_entries
 
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
@@ -450,7 +380,9 @@ def load_label_set(
                                 f"file via the labels option); found none")
                 continue
             sub: list[str] = []
-            names = _canonical_table({int(k): str(v) for k, v in embedded.items()}, str(f), sub, strict=False)
+            parsed, _ = parse_label_entries({int(k): str(v) for k, v in embedded.items()}, str(f), sub,
+                                            strict=False)
+            names = {v: n for v, n in parsed.items() if n is not None}
             if sub:
                 problems.extend(sub)
                 continue

@@ -147,6 +147,24 @@ def test_label_lut_maps_totalsegmentator_names() -> None:
         build_label_lut(preset("totalsegmentator"), ["liver", "no_such_organ"])
 
 
+def test_source_labels_errors_name_the_file(tmp_path: Path) -> None:
+    from anatomix.errors import InputError
+    from anatomix.train.data import resolve_source_labels
+
+    bad = tmp_path / "labels.yaml"
+    bad.write_text("x1: liver\n2: [spleen\n")
+    with pytest.raises(InputError, match="labels.yaml: expected a JSON/YAML mapping"):
+        resolve_source_labels(str(bad))
+    bad.write_text("x1: 3.5\n1: Tumor\n")
+    with pytest.raises(InputError) as e:
+        resolve_source_labels(str(bad))
+    assert e.value.problems == [f"{bad}: expected 'value: organ name' or 'organ name: value' entries, "
+                                "found 'x1': 3.5"]
+    ds = tmp_path / "dataset.json"
+    ds.write_text(json.dumps({"labels": {"background": 0, "Tumor Core": 1, "region": [1]}}))
+    assert resolve_source_labels(str(ds)) == {1: "tumor_core"}
+
+
 # ---- the on-the-fly stream ----------------------------------------------------------------------
 
 def test_stream_same_seed_same_batches_and_disjoint_ranks(train_dm: SynthDataModule) -> None:

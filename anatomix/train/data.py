@@ -54,61 +54,43 @@ Intensity = Literal["auto", "minmax", "none"]
 
 # ---- labels ---------------------------------------------------------------------------------
 
-def _canon(name: str) -> str:
-    from anatomix.labels import UnknownOrganError, canonical_organ
-
-    try:
-        return canonical_organ(name)
-    except UnknownOrganError:
-        return name.strip().lower()
-
-
 def resolve_source_labels(source: str | Mapping[Any, str] | None) -> dict[int, str] | None:
     """A label table value -> name from a preset name, a JSON/YAML file, or a mapping.
 
     A JSON file may be an nnU-Net ``dataset.json`` (``labels``: name -> value) or a plain mapping
-    value -> name.
+    value -> name; names outside the anatomix vocabulary are kept (a dataset's own classes).
+    See :func:`anatomix.labels.load_label_table`.
+
+    Raises:
+        InputError: unknown preset, unreadable file, bad entries (all listed, with the file).
     """
+    from anatomix.labels import load_label_table
+
     if source is None:
         return None
-    if isinstance(source, Mapping):
-        return {int(k): str(v) for k, v in source.items()}
-    from anatomix.labels import PRESETS, preset
-
-    if str(source).strip().lower() in PRESETS:
-        return dict(preset(str(source)))
-    p = Path(source)
-    if not p.is_file():
-        raise ConfigError(
-            f"source_labels {source!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a file")
-    import yaml
-
-    data = yaml.safe_load(p.read_text())
-    if isinstance(data, dict) and isinstance(data.get("labels"), dict):  # nnU-Net dataset.json
-        return {int(v): str(k) for k, v in data["labels"].items() if not isinstance(v, list)}
-    if isinstance(data, dict):
-        return {int(k): str(v) for k, v in data.items()}
-    raise ConfigError(f"{p}: expected a mapping of label value to organ name, found {type(data).__name__}")
+    return load_label_table(source, strict=False, option="source_labels")
 
 
 def build_label_lut(source: Mapping[int, str], classes: Sequence[str]) -> np.ndarray:
     """Look-up table mapping source label values to class indices (1..len(classes); 0 elsewhere).
 
-    Names are compared after ``anatomix.labels.canonical_organ`` (so "Right Kidney" and
+    Names are compared after ``anatomix.labels.lenient_organ`` (so "Right Kidney" and
     "kidney_right" agree). A class written ``"a+b"`` merges organs a and b.
 
     Raises:
         ConfigError: a class that no source label provides (the message lists the available names).
     """
+    from anatomix.labels import lenient_organ
+
     by_name: dict[str, list[int]] = {}
     for value, name in source.items():
-        by_name.setdefault(_canon(name), []).append(int(value))
+        by_name.setdefault(lenient_organ(name), []).append(int(value))
     lut = np.zeros(max([*source.keys(), 0]) + 1, dtype=np.uint8)
     missing = []
     for ci, cls in enumerate(classes, start=1):
         found = False
         for part in str(cls).split("+"):
-            for v in by_name.get(_canon(part), []):
+            for v in by_name.get(lenient_organ(part), []):
                 lut[v] = ci
                 found = True
         if not found:
