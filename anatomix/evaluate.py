@@ -369,7 +369,10 @@ def load_label_set(
             progress(f.name)
         try:
             vol = io.read_label_map(f)
-        except Exception as exc:  # noqa: BLE001 - reported as an input problem, with the file
+        except InputError as exc:  # io's problems already name the file, expected and found
+            problems.extend(exc.problems)
+            continue
+        except OSError as exc:  # e.g. permission denied while reading an embedded-name header
             problems.append(f"{f}: expected a readable label map; found {type(exc).__name__}: {exc}")
             continue
         names = table

@@ -253,7 +253,7 @@ def test_bad_inputs_fail_clearly(tmp_path, eval_real):
 
     junk = tmp_path / "junk.nii.gz"
     junk.write_bytes(b"not an image")
-    with pytest.raises(ev.EvaluationError, match="junk.nii.gz: expected a readable label map"):
+    with pytest.raises(ev.EvaluationError, match="junk.nii.gz: expected a readable image"):
         ev.load_label_set(junk, "flare22")
 
     lm, sp, org = toy_subject(7, 0)
