@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import SimpleITK as sitk
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "LABEL_SUFFIXES",
     "atomic_write",
     "atomic_write_text",
@@ -53,8 +54,10 @@ __all__ = [
     "write_volume",
 ]
 
-# Suffixes read as label maps / images (longest first so ".seg.nrrd" wins over ".nrrd").
-LABEL_SUFFIXES: tuple[str, ...] = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+#: Suffixes of image files anatomix reads and writes (DICOM series are folders).
+IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+#: Suffixes read as label maps (longest first so ".seg.nrrd" wins over ".nrrd").
+LABEL_SUFFIXES: tuple[str, ...] = (".seg.nrrd", *IMAGE_SUFFIXES)
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from anatomix.errors import AnatomixError, ConfigError
+from anatomix.io import IMAGE_SUFFIXES
 from anatomix.rng import sample_rng
 
 __all__ = [
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 CROP_STREAM = 9001
 #: validation samples of the on-the-fly stream use indices from here on (disjoint from training).
 VAL_INDEX_OFFSET = 2**40
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")  # and DICOM-series folders
 
 Intensity = Literal["auto", "minmax", "none"]
 

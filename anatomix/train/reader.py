@@ -18,11 +18,12 @@ from monai.data.image_reader import ImageReader
 from monai.utils import MetaKeys, SpaceKeys
 
 from anatomix.errors import InputError
+from anatomix.io import LABEL_SUFFIXES
 
 __all__ = ["AnatomixReader", "READABLE_SUFFIXES", "is_dicom_folder"]
 
 #: file endings read by :mod:`anatomix.io` (DICOM series are folders).
-READABLE_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".mha", ".mhd")
+READABLE_SUFFIXES = LABEL_SUFFIXES
 
 
 def is_dicom_folder(path: str | os.PathLike) -> bool:
