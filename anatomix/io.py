@@ -579,7 +579,8 @@ def read_image(path: str | os.PathLike) -> Volume:
     return Volume(v.array.astype(np.float32, copy=False), v.spacing_mm, v.origin_mm)
 
 
-def resample_to_reference(volume: Volume, reference: "sitk.Image", nearest: bool) -> "sitk.Image":
+def resample_to_reference(volume: Volume, reference: "sitk.Image", nearest: bool, *,
+                          affine_ras: np.ndarray | None = None) -> "sitk.Image":
     """Resample a RAS :class:`Volume` into ``reference``'s grid (e.g. to write a prediction
     back in the input image's own geometry).
 
@@ -587,16 +588,22 @@ def resample_to_reference(volume: Volume, reference: "sitk.Image", nearest: bool
         volume: data on a RAS grid.
         reference: the target geometry (any orientation).
         nearest: nearest-neighbour (labels) or linear (images).
+        affine_ras: 4x4 voxel -> RAS world mm matrix of ``volume.array`` when its grid is not
+            axis-aligned (oblique or permuted axes, e.g. a MONAI tensor's affine); it replaces
+            ``volume.spacing_mm`` / ``origin_mm``.
+
+    Returns:
+        ``sitk.Image`` on the reference grid, with the pixel type of ``volume.array`` (bool as uint8).
     """
     import SimpleITK as sitk
 
-    img = _volume_to_sitk(volume.array, volume.spacing_mm, volume.origin_mm)
+    img = _volume_to_sitk(volume.array, volume.spacing_mm, volume.origin_mm, affine_ras=affine_ras)
     interp = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
     return sitk.Resample(img, reference, sitk.Transform(), interp, 0.0, img.GetPixelID())
 
 
 def _volume_to_sitk(array: np.ndarray, spacing_mm: Sequence[float],
-                    origin_mm: Sequence[float]) -> "sitk.Image":
+                    origin_mm: Sequence[float], affine_ras: np.ndarray | None = None) -> "sitk.Image":
     import SimpleITK as sitk
 
     a = np.asarray(array)
@@ -605,6 +612,15 @@ def _volume_to_sitk(array: np.ndarray, spacing_mm: Sequence[float],
     if a.dtype == np.float16:
         a = a.astype(np.float32)
     img = sitk.GetImageFromArray(np.ascontiguousarray(a.transpose(2, 1, 0)))
+    if affine_ras is not None:
+        # RAS -> LPS: world x and y reversed; columns of the 3x3 are the voxel axes (spacing x direction)
+        m = np.asarray(affine_ras, dtype=np.float64)
+        lps = np.diag([-1.0, -1.0, 1.0]) @ m[:3, :3]
+        spacing = np.linalg.norm(lps, axis=0)
+        img.SetSpacing([float(x) for x in spacing])
+        img.SetDirection([float(d) for d in (lps / spacing).flatten()])
+        img.SetOrigin([float(-m[0, 3]), float(-m[1, 3]), float(m[2, 3])])
+        return img
     img.SetSpacing([float(s) for s in spacing_mm])
     # RAS axes expressed in LPS world: x and y reversed
     img.SetDirection([-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0])
@@ -613,15 +629,32 @@ def _volume_to_sitk(array: np.ndarray, spacing_mm: Sequence[float],
     return img
 
 
+def _file_mode() -> int:
+    """Mode a new file gets under the current umask (0o666 & ~umask), read without changing it
+    where /proc allows (the os.umask round trip is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = ".tmp") -> Path:
     """Write a file atomically: ``write(tmp)`` fills a temp file beside ``path``, then
     ``os.replace`` moves it into place; on any failure the temp file is removed and ``path`` is
     left as it was. The one atomic-write helper of anatomix (images, JSON, YAML, figures).
+    The file gets the usual permissions of a new file (0o666 minus the umask), not the
+    temp file's 0o600.
 
     Args:
         path: the final file (its folder is created).
         write: called with the temp file's path; must write the whole content there.
-        suffix: temp file suffix (temp files are dot-files: ``.<name>.<random><suffix>``).
+        suffix: temp file suffix (temp files are dot-files: ``.<name>.<random><suffix>``);
+            give the real one (``.nii.gz``) when the writer picks the format by suffix.
 
     Returns:
         The path written.
@@ -632,6 +665,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

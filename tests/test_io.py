@@ -162,3 +162,40 @@ def test_read_image_float32() -> None:
 def test_gzip_header_only_read() -> None:
     raw = io._nifti_extension_bytes(TS / "example_seg.nii.gz")
     assert b"LabelTable" in raw and len(raw) < len(gzip.open(TS / "example_seg.nii.gz").read())
+
+
+def test_resample_to_reference_with_general_affine() -> None:
+    """A (flipped, permuted, oblique) voxel->RAS affine lands each voxel at its world place."""
+    ref = io.read_image_sitk(TS / "example_seg_fast_force_split.nii.gz")
+    v = io.read_label_map(TS / "example_seg_fast_force_split.nii.gz")
+    # the same data with axis 0 flipped and axes 1/2 swapped, described by its affine
+    arr = np.ascontiguousarray(v.array[::-1].transpose(0, 2, 1))
+    a = np.zeros((4, 4))
+    a[3, 3] = 1.0
+    a[0, 0] = -v.spacing_mm[0]
+    a[2, 1] = v.spacing_mm[2]
+    a[1, 2] = v.spacing_mm[1]
+    a[:3, 3] = v.origin_mm
+    a[0, 3] += (v.array.shape[0] - 1) * v.spacing_mm[0]
+    back = io.resample_to_reference(io.Volume(arr, (1.0, 1.0, 1.0)), ref, nearest=True, affine_ras=a)
+    assert np.array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(ref))
+    # oblique (10 degrees about z): most voxels still land on the same label
+    t = np.deg2rad(10.0)
+    rot = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1.0]])
+    ob = v.affine.copy()
+    ob[:3, :3] = rot @ ob[:3, :3]
+    img = io.resample_to_reference(v, ref, nearest=True, affine_ras=ob)
+    assert img.GetSize() == ref.GetSize() and img.GetPixelID() == sitk.sitkUInt8
+    assert not np.array_equal(sitk.GetArrayViewFromImage(img), sitk.GetArrayViewFromImage(ref))
+
+
+def test_atomic_write_gives_usual_permissions(tmp_path: Path) -> None:
+    import os
+
+    umask = os.umask(0o027)
+    try:
+        p = io.atomic_write(tmp_path / "a" / "x.txt", lambda t: t.write_text("hi"))
+    finally:
+        os.umask(umask)
+    assert p.read_text() == "hi" and (p.stat().st_mode & 0o777) == 0o640
+    assert [f.name for f in p.parent.iterdir()] == ["x.txt"]

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-__all__ = ["NiftiPredictionWriter", "label_map_to_reference", "write_label_map_like"]
+from anatomix import io
 
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+__all__ = ["NiftiPredictionWriter", "label_map_to_reference", "write_label_map_like"]
 
 
 def _strip_suffix(name: str) -> str:
-    for s in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+    for s in io.IMAGE_SUFFIXES:
         if name.endswith(s):
             return name[: -len(s)]
     return Path(name).stem
@@ -31,19 +29,12 @@ def label_map_to_reference(labels: np.ndarray, affine_ras: np.ndarray, reference
         reference: ``SimpleITK.Image`` whose grid the result takes.
 
     Returns:
-        ``SimpleITK.Image`` (uint8) on the reference grid.
+        ``SimpleITK.Image`` (uint8) on the reference grid (:func:`anatomix.io.resample_to_reference`).
     """
-    import SimpleITK as sitk
-
-    a = _RAS_TO_LPS @ np.asarray(affine_ras, dtype=np.float64)
-    m = a[:3, :3]
-    spacing = np.linalg.norm(m, axis=0)
-    direction = m / spacing
-    img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(labels).astype(np.uint8).transpose(2, 1, 0)))
-    img.SetSpacing([float(s) for s in spacing])
-    img.SetOrigin([float(o) for o in a[:3, 3]])
-    img.SetDirection([float(d) for d in direction.flatten()])
-    return sitk.Resample(img, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    a = np.asarray(affine_ras, dtype=np.float64)
+    spacing = tuple(float(x) for x in np.linalg.norm(a[:3, :3], axis=0))
+    vol = io.Volume(np.asarray(labels).astype(np.uint8), spacing, tuple(float(x) for x in a[:3, 3]))
+    return io.resample_to_reference(vol, reference, nearest=True, affine_ras=a)
 
 
 def write_label_map_like(labels: np.ndarray, affine_ras: np.ndarray, input_path: str | Path,
@@ -56,25 +47,11 @@ def write_label_map_like(labels: np.ndarray, affine_ras: np.ndarray, input_path:
     """
     import SimpleITK as sitk
 
-    from anatomix.io import read_image_sitk
-
-    reference = read_image_sitk(str(input_path))
+    reference = io.read_image_sitk(str(input_path))
     out = label_map_to_reference(labels, affine_ras, reference)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if out_path.name.endswith(".nii.gz") else out_path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=out_path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(out, tmp, True)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out_path
+    return io.atomic_write(out_path, lambda tmp: sitk.WriteImage(out, str(tmp), True), suffix=suffix)
 
 
 class NiftiPredictionWriter(BasePredictionWriter):
