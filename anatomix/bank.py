@@ -50,6 +50,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from anatomix.errors import AnatomixError, InputError
+from anatomix.progress import progress_bar
 
 __all__ = [
     "BANK_FORMAT_VERSION",
@@ -845,12 +846,12 @@ def ingest_masks(
     subjects: list[_Subject] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BankWarning)
-        with _progress(progress, len(paths)) as advance:
+        with progress_bar("ingest", len(paths), enabled=progress and len(paths) > 0) as advance:
             for p in paths:
                 sub = _subject_geometry(p, spec, organ_set, sp, problems)
                 if sub is not None:
                     subjects.append(sub)
-                advance(p)
+                advance()
     seen: dict[str, str] = {}
     for sub in subjects:
         if sub.subject_id in seen:
@@ -870,29 +871,6 @@ def ingest_masks(
         warnings.warn(w, BankWarning, stacklevel=2)
     _write_bank(out, manifest, files)
     return manifest
-
-
-class _progress:
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled = enabled and total > 0
-        self.total = total
-        self._p: Any = None
-
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        if not self.enabled:
-            return lambda _p: None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn)
-
-        self._p = Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(),
-                           TimeElapsedColumn(), transient=False)
-        self._p.__enter__()
-        task = self._p.add_task("ingest", total=self.total)
-        return lambda _path: self._p.advance(task)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
 
 
 def _assemble(subjects: list[_Subject], sp: np.ndarray, policy: str

@@ -463,26 +463,14 @@ def write_dataset(
 
 def _iterate_cases(generator: SampleGenerator, out: Path, todo: list[int], workers: int,
                    progress: bool, skipped: int) -> Iterable[dict[str, Any]]:
-    from contextlib import nullcontext
+    from anatomix.progress import progress_bar
 
-    bar_ctx: Any = nullcontext()
-    task = None
-    if progress:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        bar_ctx = Progress(TextColumn("[bold]synth[/]"), BarColumn(), MofNCompleteColumn(),
-                           TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
-    with bar_ctx as bar:
-        if bar is not None:
-            task = bar.add_task("synth", total=len(todo))
-            if skipped:
-                bar.console.print(f"resuming: {skipped} finished case(s) kept")
+    note = f"resuming: {skipped} finished case(s) kept" if skipped else None
+    with progress_bar("synth", len(todo), enabled=progress, note=note) as advance:
         if workers == 1 or len(todo) <= 1:
             for i in todo:
                 rec = _write_case(generator, out, i)
-                if bar is not None:
-                    bar.advance(task)
+                advance()
                 yield rec
             return
         import multiprocessing as mp
@@ -493,6 +481,5 @@ def _iterate_cases(generator: SampleGenerator, out: Path, todo: list[int], worke
                                  initializer=_worker_init,
                                  initargs=(generator, str(out))) as pool:
             for rec in pool.map(_worker_case, todo, chunksize=1):
-                if bar is not None:
-                    bar.advance(task)
+                advance()
                 yield rec
