@@ -400,6 +400,13 @@ class _Lattice:
     centroid_off: np.ndarray  # (3,) mm, centroid relative to the translation
     tight_lo: np.ndarray  # (3,) int, mask box within sdf
     tight_hi: np.ndarray
+    mask_t: np.ndarray = None  # type: ignore[assignment]  # mask over its tight box
+    shape: np.ndarray = None  # type: ignore[assignment]  # sdf.shape as an int array
+
+    def __post_init__(self) -> None:
+        self.mask_t = np.ascontiguousarray(self.mask[tuple(slice(int(a), int(b) + 1)
+                                                           for a, b in zip(self.tight_lo, self.tight_hi))])
+        self.shape = np.asarray(self.sdf.shape)
 
 
 def _lattice(fld: OrganField, h: float, margin_mm: float) -> _Lattice | None:
@@ -441,6 +448,7 @@ class _Placed:
         self.end = self.start + np.asarray(self.lat.sdf.shape)
         self.tight_lo = self.start + self.lat.tight_lo
         self.tight_hi = self.start + self.lat.tight_hi
+        self.tight_t = tuple(int(v) for v in self.tight_lo)
         self._centroid: dict[float, np.ndarray] = {}
 
     def centroid(self, h: float) -> np.ndarray:
@@ -562,6 +570,7 @@ class _Context:
     body_scale: float
     exact: dict[str, bool] | None = None  # subject id -> body frame exact (shape anchors), None: graph anchors
     blockers: Counter[str] | None = None  # placed organs whose hard relations rejected candidates
+    prepared: Any = None  # the _Prepared of the relations list in use (see _prepared)
 
 
 def _exact_subjects(bank: Any) -> dict[str, bool]:
@@ -598,20 +607,61 @@ def _shape_anchor(ctx: _Context, bank: Any, info: OrganInfo, params: dict[str, A
     return (info.mean, False) if a is None else (a, True)
 
 
+class _Prepared:
+    """The relations of one organ with the placed organs, split and stacked once per organ
+    placement (every candidate check reuses them): direction relations with the other organ's
+    centroid, area relations with the placed organs' boxes as arrays."""
+
+    __slots__ = ("rels", "dirs", "area", "placed", "plo", "phi", "slo", "shi")
+
+    def __init__(self, ctx: _Context, info: OrganInfo, rels: list[Rel]) -> None:
+        h = ctx.h
+        self.rels = rels
+        self.dirs = []
+        for r in rels:
+            if r.kind != "direction":
+                continue
+            other = r.b if r.a == info.name else r.a
+            self.dirs.append((r, other, ctx.placed[other].centroid(h), r.a == info.name))
+        self.area = [r for r in rels if r.kind != "direction"]
+        self.placed = [ctx.placed[r.b if r.a == info.name else r.a] for r in self.area]
+        if self.area:
+            self.plo = np.array([p.tight_lo for p in self.placed])
+            self.phi = np.array([p.tight_hi for p in self.placed])
+            self.slo = np.array([p.start for p in self.placed])
+            self.shi = np.array([p.end for p in self.placed])
+
+
+def _prepared(ctx: _Context, info: OrganInfo, rels: list[Rel]) -> _Prepared:
+    """The :class:`_Prepared` of ``rels`` (cached on the context while that list is the one in use;
+    the placed organs do not change while one organ is being placed)."""
+    prep = ctx.prepared
+    if prep is None or prep.rels is not rels or len(prep.placed) != len(prep.area):
+        prep = ctx.prepared = _Prepared(ctx, info, rels)
+    return prep
+
+
+def _tight_overlap(start: np.ndarray, lat: _Lattice, p: _Placed) -> int:
+    """|a ∩ b| on the lattice, counted over the common box of the two masks' tight boxes (outside
+    it one mask is empty): the value of :func:`anatomix.relations.offset_overlap_count`."""
+    box = rel.offset_common_box(tuple(int(v) for v in start + lat.tight_lo), lat.mask_t.shape,
+                                p.tight_t, p.lat.mask_t.shape)
+    if box is None:
+        return 0
+    return int(np.count_nonzero(lat.mask_t[box[0]] & p.lat.mask_t[box[1]]))
+
+
 def _check_candidate(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarray,
                      rels: list[Rel]) -> tuple[bool, float]:
     """(all hard relations hold, soft penalty) of ``lat`` at lattice translation ``m``."""
     h = ctx.h
+    prep = _prepared(ctx, info, rels)
     start = m + lat.k0
     cen = m * h + lat.centroid_off
     penalty = 0.0
     # cheapest first: directions
-    for r in rels:
-        if r.kind != "direction":
-            continue
-        other = r.b if r.a == info.name else r.a
-        oc = ctx.placed[other].centroid(h)
-        ca, cb = (cen, oc) if r.a == info.name else (oc, cen)
+    for r, other, oc, is_a in prep.dirs:
+        ca, cb = (cen, oc) if is_a else (oc, cen)
         v = rel.direction_margin_mm(ca, cb, r.direction or "")
         ok = rel.relation_holds("direction", v, r.tolerance, r.margin_mm)
         if not ok:
@@ -621,17 +671,13 @@ def _check_candidate(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarra
                 return False, math.inf
             penalty += (r.margin_mm - v) / h
     # boxes first, for every relation at once: an avoid whose organ boxes do not meet holds
-    area = [r for r in rels if r.kind != "direction"]
+    area = prep.area
     if not area:
         return True, penalty
-    placed = [ctx.placed[r.b if r.a == info.name else r.a] for r in area]
-    plo = np.array([p.tight_lo for p in placed])
-    phi = np.array([p.tight_hi for p in placed])
-    slo = np.array([p.start for p in placed])
-    shi = np.array([p.end for p in placed])
-    meet_mask = np.all((plo <= start + lat.tight_hi) & (phi >= start + lat.tight_lo), axis=1)
-    meet_sdf = np.all((slo < start + np.asarray(lat.sdf.shape)) & (shi > start), axis=1)
-    start_t = tuple(int(v) for v in start)
+    placed = prep.placed
+    meet_mask = np.all((prep.plo <= start + lat.tight_hi) & (prep.phi >= start + lat.tight_lo), axis=1)
+    meet_sdf = np.all((prep.slo < start + lat.shape) & (prep.shi > start), axis=1)
+    start_t = None
     for i, r in enumerate(area):
         p = placed[i]
         if r.kind == "avoid" and not meet_mask[i]:
@@ -640,9 +686,11 @@ def _check_candidate(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarra
             if not meet_sdf[i]:
                 inter, gap = 0, math.inf
             else:
+                if start_t is None:
+                    start_t = tuple(int(v) for v in start)
                 inter, gap = _pair_values(start_t, lat, p.start_t, p.lat, need_gap=True)
         elif meet_mask[i]:
-            inter, gap = _pair_values(start_t, lat, p.start_t, p.lat, need_gap=False)
+            inter, gap = _tight_overlap(start, lat, p), math.inf
         else:
             inter, gap = 0, math.inf
         if r.kind == "avoid":
@@ -973,19 +1021,37 @@ def _measure_report(ctx: _Context) -> list[RelationCheck]:
             if reg is None:
                 v = {"avoid": 0.0, "inside": 0.0, "contact": math.inf}[r.kind]
             else:
-                a, b = _union_arrays(pa, pb)
-                if r.kind == "avoid":
-                    v = rel.overlap_fraction(a, b)
-                elif r.kind == "inside":
-                    v = rel.inside_fraction(a, b)
-                else:
-                    v = rel.surface_gap_mm(a, b, h)
+                v = _report_value(r.kind, pa, pb, reg)
         holds = rel.relation_holds(r.kind, v, r.tolerance, r.margin_mm)
         out.append(RelationCheck(kind=r.kind, a=r.a, b=r.b, hard=r.hard, implicit=r.implicit,
                                  value=None if not math.isfinite(v) else round(float(v), 4),
                                  tolerance=r.tolerance, direction=r.direction, margin_mm=r.margin_mm,
                                  holds=bool(holds)))
     return out
+
+
+def _report_value(kind: str, pa: _Placed, pb: _Placed, reg: tuple[tuple[slice, ...], tuple[slice, ...]]) -> float:
+    """A relation's value measured on the common box of the two lattice arrays: the value of
+    ``rel.overlap_fraction`` / ``inside_fraction`` / ``surface_gap_mm`` on both arrays pasted into
+    their union box (outside its box an SDF is +1e3 mm, see :func:`_union_arrays`), without
+    building that union (the union's extra points are outside both structures, and are never
+    nearer than the common box's unless the common box has no point outside both)."""
+    sa, sb = reg
+    ma, mb = pa.lat.mask[sa], pb.lat.mask[sb]
+    na, nb = pa.lat.count, pb.lat.count
+    if kind == "avoid":
+        return float(np.count_nonzero(ma & mb)) / float(min(na, nb)) if na and nb else 0.0
+    if kind == "inside":
+        return float(np.count_nonzero(ma & mb)) / float(na) if na else 0.0
+    if (ma & mb).any():
+        return 0.0
+    outside = ~ma & ~mb
+    if not outside.any():  # rare: fall back to the union measure
+        a, b = _union_arrays(pa, pb)
+        return rel.surface_gap_mm(a, b, 1.0)
+    fa = pa.lat.sdf[sa].astype(np.float64)
+    fb = pb.lat.sdf[sb].astype(np.float64)
+    return float(max(0.0, np.min((fa + fb)[outside])))
 
 
 def _union_arrays(pa: _Placed, pb: _Placed) -> tuple[np.ndarray, np.ndarray]:
