@@ -652,8 +652,15 @@ def _tight_overlap(start: np.ndarray, lat: _Lattice, p: _Placed) -> int:
 
 
 def _check_candidate(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarray,
-                     rels: list[Rel]) -> tuple[bool, float]:
-    """(all hard relations hold, soft penalty) of ``lat`` at lattice translation ``m``."""
+                     rels: list[Rel], bound: float = math.inf, weight: float = 1.0,
+                     offset: Any = 0.0) -> tuple[bool, float]:
+    """(all hard relations hold, soft penalty) of ``lat`` at lattice translation ``m``.
+
+    Early exit: once ``weight * penalty + offset >= bound`` (the candidate's score can no longer
+    beat the best one; penalties only grow) it returns ``(False, inf)`` without the remaining
+    checks (``offset``: a number, or a callable giving it, called once after the direction checks).
+    Callers pass a finite bound only when such a candidate would be discarded anyway.
+    """
     h = ctx.h
     prep = _prepared(ctx, info, rels)
     start = m + lat.k0
@@ -670,6 +677,11 @@ def _check_candidate(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarra
                     ctx.blockers[other] += 1
                 return False, math.inf
             penalty += (r.margin_mm - v) / h
+    if bound < math.inf:
+        if callable(offset):  # computed only for candidates that pass the direction checks
+            offset = offset()
+        if weight * penalty + offset >= bound:
+            return False, math.inf
     # boxes first, for every relation at once: an avoid whose organ boxes do not meet holds
     area = prep.area
     if not area:
@@ -701,6 +713,8 @@ def _check_candidate(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarra
                         ctx.blockers[p.info.name] += 1
                     return False, math.inf
                 penalty += 10.0 * v
+                if weight * penalty + offset >= bound:
+                    return False, math.inf
         elif r.kind == "inside":
             inner = lat if r.a == info.name else p.lat
             v = inter / max(1, inner.count)
@@ -708,10 +722,14 @@ def _check_candidate(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarra
                 if r.hard:
                     return False, math.inf
                 penalty += 10.0 * (1.0 - v)
+                if weight * penalty + offset >= bound:
+                    return False, math.inf
         elif r.kind == "contact" and gap > r.tolerance:
             if r.hard:
                 return False, math.inf
             penalty += (min(gap, 60.0) - r.tolerance) / h
+            if weight * penalty + offset >= bound:
+                return False, math.inf
     return True, penalty
 
 
@@ -745,12 +763,27 @@ def _place_organ(ctx: _Context, info: OrganInfo, bank: Any, rng: np.random.Gener
         for k in range(n_cand):
             target = c_mean + chol @ z[k] if k > 0 else c_mean + chol @ z[k] * 0.5
             m = np.rint((target - lat.centroid_off) / h).astype(int)
-            ok, pen = _check_candidate(ctx, info, lat, m, rels)
-            if not ok:
-                rejected.append(m)
-                continue
             cen = m * h + lat.centroid_off
-            score = config.contact_weight * pen + config.anchor_weight * _mahalanobis(cen, mean, cov) ** 2 / 3.0
+            if best is not None:
+                # with a valid best, a candidate that cannot beat it is dropped early (exact: its
+                # score is at least its anchor term plus the penalty so far)
+                memo: list[float] = []
+
+                def anchor_term(cen: np.ndarray = cen, memo: list[float] = memo) -> float:
+                    memo.append(config.anchor_weight * _mahalanobis(cen, mean, cov) ** 2 / 3.0)
+                    return memo[0]
+
+                ok, pen = _check_candidate(ctx, info, lat, m, rels, best[0], config.contact_weight, anchor_term)
+                if not ok:
+                    continue
+                a_term = memo[0]
+            else:
+                ok, pen = _check_candidate(ctx, info, lat, m, rels)
+                if not ok:
+                    rejected.append(m)
+                    continue
+                a_term = config.anchor_weight * _mahalanobis(cen, mean, cov) ** 2 / 3.0
+            score = config.contact_weight * pen + a_term
             if best is None or score < best[0]:
                 best = (score, m)
         if best is None:
@@ -988,7 +1021,7 @@ def _refine_contacts(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarra
         moved = False
         # the step along the pull first, then single-axis steps in its direction (best of those)
         axis_steps = [np.eye(3, dtype=int)[a] * int(np.sign(d[a])) for a in np.argsort(-np.abs(d)) if abs(d[a]) > 0.2]
-        ok, p2 = _check_candidate(ctx, info, lat, m + step, rels) if step.any() else (False, math.inf)
+        ok, p2 = _check_candidate(ctx, info, lat, m + step, rels, pen) if step.any() else (False, math.inf)
         if ok and p2 < pen:
             m, pen, moved = m + step, p2, True
         else:
@@ -996,7 +1029,8 @@ def _refine_contacts(ctx: _Context, info: OrganInfo, lat: _Lattice, m: np.ndarra
             for cand in axis_steps:
                 if np.array_equal(cand, step):
                     continue
-                ok, p2 = _check_candidate(ctx, info, lat, m + cand, rels)
+                ok, p2 = _check_candidate(ctx, info, lat, m + cand, rels,
+                                          pen if best_axis is None else min(pen, best_axis[0]))
                 if ok and p2 < pen and (best_axis is None or p2 < best_axis[0]):
                     best_axis = (p2, cand)
             if best_axis is not None:
