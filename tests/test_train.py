@@ -415,3 +415,14 @@ def test_stream_under_ddp_on_cpu_draws_disjoint_indices_per_rank(tmp_path: Path)
                        cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     assert "disjoint and complete" in r.stdout
+
+
+def test_cli_checkpoint_loads_default_to_weights_only(capsys):
+    """`--ckpt_path` is read by Lightning's torch.load: the CLI makes weights_only=True the default."""
+    from anatomix.train.cli import lightning_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        lightning_main(["predict", "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "weights_only: true" in printed

@@ -24,6 +24,14 @@ def _cli_class():
         def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
             parser.add_lightning_class_args(NiftiPredictionWriter, "prediction_writer")
 
+        def _prepare_subcommand_parser(self, klass, subcommand, **kwargs):  # noqa: ANN001, ANN202
+            # `--ckpt_path` files are read by Lightning's own torch.load, whose weights_only
+            # defaults to False (unpickling arbitrary objects): make the safe load the default.
+            # The method arguments (ckpt_path, weights_only) are added by this private hook.
+            parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+            parser.set_defaults(weights_only=True)
+            return parser
+
     return AnatomixCLI
 
 
