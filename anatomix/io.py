@@ -44,6 +44,7 @@ __all__ = [
     "LabeledVolume",
     "Volume",
     "find_label_maps",
+    "is_dicom_folder",
     "is_mask_folder",
     "read_embedded_names",
     "read_image",
@@ -778,7 +779,7 @@ def _expand_folder(p: Path, depth: int = 0) -> list[Path]:
     entries = sorted(p.iterdir())
     files = [f for f in entries if f.is_file() and _suffix(f)]
     if not files and any(f.is_file() and f.suffix.lower() in (".dcm", "") for f in entries):
-        if _has_dicom(p):
+        if is_dicom_folder(p):
             return [p]
     out = list(files)
     if depth < 4:
@@ -788,14 +789,17 @@ def _expand_folder(p: Path, depth: int = 0) -> list[Path]:
     return out
 
 
-def _has_dicom(p: Path) -> bool:
+def is_dicom_folder(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder holding DICOM files (``DICM`` magic in one of its first files)."""
+    p = Path(path)
+    if not p.is_dir():
+        return False
     for f in sorted(p.iterdir())[:20]:
         if f.is_file():
             try:
                 with open(f, "rb") as fh:
-                    head = fh.read(132)
-                if head[128:132] == b"DICM":
-                    return True
+                    if fh.read(132)[128:132] == b"DICM":
+                        return True
             except OSError:
                 pass
     return False

@@ -533,7 +533,7 @@ class _RemapLabeld:
 def _predict_files(spec: str | Sequence[str]) -> list[str]:
     """Expand ``predict_files``: files, globs, DICOM-series folders (one image each) and folders of
     images (each image file and each DICOM-series sub-folder)."""
-    from anatomix.train.reader import is_dicom_folder
+    from anatomix.io import is_dicom_folder
 
     items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
     out: list[str] = []

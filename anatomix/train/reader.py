@@ -18,28 +18,12 @@ from monai.data.image_reader import ImageReader
 from monai.utils import MetaKeys, SpaceKeys
 
 from anatomix.errors import InputError
-from anatomix.io import LABEL_SUFFIXES
+from anatomix.io import LABEL_SUFFIXES, is_dicom_folder
 
-__all__ = ["AnatomixReader", "READABLE_SUFFIXES", "is_dicom_folder"]
+__all__ = ["AnatomixReader", "READABLE_SUFFIXES"]
 
 #: file endings read by :mod:`anatomix.io` (DICOM series are folders).
 READABLE_SUFFIXES = LABEL_SUFFIXES
-
-
-def is_dicom_folder(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a folder holding DICOM files (``DICM`` magic in one of its first files)."""
-    p = Path(path)
-    if not p.is_dir():
-        return False
-    for f in sorted(p.iterdir())[:20]:
-        if f.is_file():
-            try:
-                with open(f, "rb") as fh:
-                    if fh.read(132)[128:132] == b"DICM":
-                        return True
-            except OSError:
-                pass
-    return False
 
 
 class AnatomixReader(ImageReader):
