@@ -706,29 +706,22 @@ def write_volume(path: str | os.PathLike, array: np.ndarray, spacing_mm: Sequenc
     if a.ndim != 3:
         raise InputError([_problem(p, "a 3D (x, y, z) array", f"shape {a.shape}")], what="output")
     img = _volume_to_sitk(a, spacing_mm, origin_mm)
+    if suf != ".mhd":
+        # ".tmp" keeps the temp name matched by synth's resume clean-up (".*.tmp*"); the real
+        # suffix last lets SimpleITK pick the format.
+        return atomic_write(p, lambda tmp: sitk.WriteImage(img, str(tmp), True), suffix=f".tmp{suf}")
+    # .mhd writes a side-car .raw: write both in a temp dir, then move both into place
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suf, dir=p.parent)
-    os.close(fd)
+    tmpdir = Path(tempfile.mkdtemp(prefix=".tmp-", dir=p.parent))
     try:
-        if suf == ".mhd":
-            # .mhd writes a side-car .raw/.zraw; write both in a temp dir, then move both
-            tmpdir = Path(tempfile.mkdtemp(prefix=".tmp-", dir=p.parent))
-            os.unlink(tmp)
-            try:
-                sitk.WriteImage(img, str(tmpdir / p.name), False)
-                for f in sorted(tmpdir.iterdir()):
-                    os.replace(f, p.parent / f.name)
-            finally:
-                for f in tmpdir.iterdir():
-                    f.unlink()
-                tmpdir.rmdir()
-        else:
-            sitk.WriteImage(img, tmp, True)
-            os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        sitk.WriteImage(img, str(tmpdir / p.name), False)
+        for f in sorted(tmpdir.iterdir()):
+            os.chmod(f, _file_mode())
+            os.replace(f, p.parent / f.name)
+    finally:
+        for f in tmpdir.iterdir():
+            f.unlink()
+        tmpdir.rmdir()
     return p
 
 

@@ -199,3 +199,22 @@ def test_atomic_write_gives_usual_permissions(tmp_path: Path) -> None:
         os.umask(umask)
     assert p.read_text() == "hi" and (p.stat().st_mode & 0o777) == 0o640
     assert [f.name for f in p.parent.iterdir()] == ["x.txt"]
+
+
+@pytest.mark.parametrize("name", ["v.nii.gz", "v.nrrd", "v.mha", "v.mhd"])
+def test_write_volume_leaves_no_temp_files_and_normal_permissions(tmp_path, name):
+    import os
+    import stat
+
+    from anatomix.io import read_label_map, write_volume
+
+    a = np.zeros((4, 5, 6), dtype=np.uint8)
+    a[1:3, 2:4, 3:5] = 2
+    write_volume(tmp_path / name, a, (1.0, 2.0, 3.0), (5.0, 6.0, 7.0))
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in tmp_path.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask
+    back = read_label_map(tmp_path / name)
+    assert np.array_equal(back.array, a)
