@@ -177,7 +177,7 @@ class AnatomyGenerator:
         self._bank = bank
         self._cache: dict[str, Any] = {}
         self._load()
-        problems = check_inputs(self._graph, self._bank, config.placement, strict=config.strict)
+        problems = check_inputs(self._graph, self._bank, strict=config.strict)
         if problems:
             body = "\n".join(f"  - {p}" for p in problems)
             raise AnatomixError(f"{len(problems)} problem(s) with the graph and bank; nothing was written:\n{body}")

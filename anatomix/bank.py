@@ -320,6 +320,18 @@ class ShapeBank:
         """Subject ids, in manifest order (sorted)."""
         return [s.subject_id for s in self.manifest.subjects]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # worker processes get the manifest; each rebuilds its own cache and lock
+        return {"root": self.root, "manifest": self.manifest}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["root"], state["manifest"])  # type: ignore[misc]
+
+    @property
+    def frame_exact(self) -> dict[str, bool]:
+        """subject id -> whether its body frame is exact (both kidneys complete), see the manifest."""
+        return {s.subject_id: s.frame_exact for s in self.manifest.subjects}
+
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
         return self.manifest.spacing_mm

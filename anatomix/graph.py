@@ -611,6 +611,16 @@ class OrganGraph:
             for b in names[i + 1:]
             if frozenset((a, b)) not in related
         ]
+        # contact partners touch, their volumes overlap by at most the contact's max_overlap: a hard
+        # implicit avoid (pairs in placement order; an explicit avoid or inside relation takes its place)
+        no_overlap = {frozenset((r.a, r.b)) for r in self._explicit + self._implicit if r.type in ("avoid", "inside")}
+        contact_overlap = {frozenset((r.a, r.b)): r.max_overlap for r in self._explicit if r.type == "contact"}
+        for i, a in enumerate(order):
+            for b in order[i + 1:]:
+                pair = frozenset((a, b))
+                if pair in contact_overlap and pair not in no_overlap:
+                    self._implicit.append(Relation("avoid", a, b, True, float(contact_overlap[pair] or 0.0),
+                                                   implicit=True))
 
     # -- construction --
 
@@ -836,17 +846,6 @@ def _subject_gaps(subj: _Subject, max_gap_mm: float) -> dict[frozenset, float]:
     return {frozenset(inv[v] for v in pair): g for pair, g in gaps.items()}
 
 
-def _exact_frames(bank: Any) -> dict[str, bool]:
-    """subject_id -> whether its body frame is exact (manifest ``subjects[].frame_exact``)."""
-    manifest = getattr(bank, "manifest", None)
-    out: dict[str, bool] = {}
-    for info in getattr(manifest, "subjects", None) or []:
-        sid = getattr(info, "subject_id", None)
-        if sid is not None:
-            out[str(sid)] = bool(getattr(info, "frame_exact", True))
-    return out
-
-
 def _regularised_cov(samples: np.ndarray, prior_std_mm: float) -> np.ndarray:
     """Sample covariance shrunk toward diag(prior_std^2) with PRIOR_WEIGHT pseudo-subjects."""
     n = samples.shape[0]
@@ -936,7 +935,7 @@ def learn_graph(
     subjects = _rebuild_subjects(bank, organs)
     n_subj = len(subjects)
 
-    exact = _exact_frames(bank)
+    exact = bank.frame_exact
 
     def cents(o: str) -> tuple[np.ndarray, bool]:
         """Centroids for the anchor: complete shapes in exactly-framed subjects first."""

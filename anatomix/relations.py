@@ -66,6 +66,7 @@ __all__ = [
     "inside_fraction",
     "offset_common_box",
     "offset_overlap_count",
+    "offset_relation_value",
     "offset_surface_gap_mm",
     "overlap_fraction",
     "relation_holds",
@@ -350,6 +351,29 @@ def offset_surface_gap_mm(
     if not outside.any():
         return 0.0
     return float(max(0.0, (sdf_a[sa] + sdf_b[sb])[outside].min()))
+
+
+def offset_relation_value(
+    kind: str, a: np.ndarray, a_start: tuple[int, int, int], b: np.ndarray, b_start: tuple[int, int, int],
+    masks: tuple[np.ndarray, np.ndarray] | None = None, counts: tuple[int, int] | None = None,
+) -> float:
+    """The value of an ``avoid`` (overlap fraction), ``inside`` (inside fraction of ``a`` in ``b``)
+    or ``contact`` (surface gap, mm) relation between two SDFs placed at integer offsets on one grid.
+
+    ``masks``: ``(a <= 0, b <= 0)`` over the whole arrays; ``counts``: their voxel counts (both
+    computed when not given).
+    """
+    ma, mb = masks if masks is not None else (as_mask(a), as_mask(b))
+    na, nb = counts if counts is not None else (int(np.count_nonzero(ma)), int(np.count_nonzero(mb)))
+    box = offset_common_box(a_start, a.shape, b_start, b.shape)
+    if kind == "contact":
+        return offset_surface_gap_mm(a, a_start, b, b_start, masks=(ma, mb), box=box)
+    inter = offset_overlap_count(ma, a_start, mb, b_start, box=box) if box is not None else 0
+    if kind == "avoid":
+        return inter / min(na, nb) if na and nb else 0.0
+    if kind == "inside":
+        return inter / na if na else 0.0
+    raise ValueError(f"offset_relation_value: expected kind avoid, inside or contact; found {kind!r}")
 
 
 def direction_margin_mm(

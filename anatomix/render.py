@@ -1,17 +1,9 @@
 """Rendering: a Scene (pure parameters) -> per-organ SDFs and a uint8 label map on any grid.
 
-Deterministic: nothing here draws random numbers. Each placed organ is a function of world
-position ``x`` (mm, body frame, RAS):
-
-    u = diag(1 / scale) @ R.T @ (x - translation)       shape frame, mm, about the shape centroid
-    v = u + sum_k a_k * sin(2 pi f_k . u + phi_k)        smooth elastic deformation
-    sdf(x) = s_geo * ((1 - w) * SDF_A(c_A + v) + w * SDF_B(c_B + v))
-
-``SDF_A``/``SDF_B`` are the bank's stored signed distance crops of two subjects' shapes of the
-same organ, aligned about their centroids ``c_A``/``c_B`` and blended with weight ``w`` (``w = 0``:
-one shape). They are resampled with torch ``grid_sample`` (trilinear) only at the grid points
-inside the organ's bounding box, never over the whole grid; outside a crop the value is the
-crop border's value (positive: the bank's crops keep a margin of >= 8 voxels around the organ).
+Deterministic: nothing here draws random numbers. Each placed organ's SDF
+(:mod:`anatomix.shape_field`) is evaluated only inside the box its own pose gives (bank crop
+box through scale, rotation and elastic bound), never over the whole grid, and never clipped to
+a box measured during placement: an edited pose in a Scene renders as edited.
 
 Label priority where organ volumes meet (documented rule): the organ with the higher graph
 ``priority`` wins; on a tie the smaller organ (by placed volume) wins, so small structures
@@ -21,296 +13,24 @@ organs are painted from the lowest to the highest precedence.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from anatomix.grid import Grid
+from anatomix.scene import PlacedOrgan, Scene
+from anatomix.shape_field import ShapeSource, evaluate_upsampled, placed_field
 
-if TYPE_CHECKING:  # pragma: no cover
-    from anatomix.placement import PlacedOrgan, Scene
-
-__all__ = [
-    "Grid",
-    "OrganField",
-    "Rendered",
-    "ShapeSource",
-    "label_precedence",
-    "organ_field",
-    "render_scene",
-    "rotation_matrix",
-    "scene_grid",
-]
+__all__ = ["Grid", "Rendered", "label_precedence", "render_scene", "scene_grid"]
 
 
-class ShapeSource(Protocol):
-    """What rendering needs from a shape bank (``anatomix.bank.ShapeBank`` satisfies it)."""
-
-    def sdf(self, shape_id: str) -> np.ndarray: ...
-
-    def record(self, shape_id: str) -> Any: ...
-
-
-def rotation_matrix(rotation_deg: Sequence[float]) -> np.ndarray:
-    """Proper rotation (det +1, never a mirror) R = Rz @ Ry @ Rx from angles about x, y, z (degrees)."""
-    ax, ay, az = (math.radians(float(a)) for a in rotation_deg)
-    cx, sx, cy, sy, cz, sz = math.cos(ax), math.sin(ax), math.cos(ay), math.sin(ay), math.cos(az), math.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-@dataclass
-class _Part:
-    volume: torch.Tensor  # (1, 1, X, Y, Z) float32 SDF crop, mm
-    centroid_idx: torch.Tensor  # (3,) centroid in crop index coordinates
-    spacing: torch.Tensor  # (3,) crop spacing mm
-    size: torch.Tensor  # (3,) crop shape
-    weight: float
-    lo_mm: np.ndarray  # organ (mask) box relative to the centroid (shape frame), mm
-    hi_mm: np.ndarray
-
-
-@dataclass
-class OrganField:
-    """One placed organ's SDF as a function of world position (see module docstring).
-
-    Attributes:
-        matrix: (3, 3) world-offset -> shape-frame map ``diag(1/scale) @ R.T``.
-        forward: (3, 3) shape-frame -> world-offset map ``R @ diag(scale)``.
-        translation: (3,) world mm of the shape frame's origin.
-        s_geo: geometric mean scale (SDF values are multiplied by it).
-        elastic: list of (amplitude (3,), frequency (3,), phase) terms.
-        parts: the bank crops and their blend weights.
-    """
-
-    matrix: np.ndarray
-    forward: np.ndarray
-    translation: np.ndarray
-    s_geo: float
-    elastic: list[tuple[np.ndarray, np.ndarray, float]]
-    parts: list[_Part]
-    elastic_max_mm: float = 0.0
-    _tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def local_box(self, margin_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """Shape-frame box (mm, about the centroid) holding every part's organ, grown by ``margin_mm``."""
-        grow = self.elastic_max_mm + margin_mm / float(np.min(np.diag(self.forward.T @ self.forward)) ** 0.5)
-        lo = np.min([p.lo_mm for p in self.parts], axis=0) - grow
-        hi = np.max([p.hi_mm for p in self.parts], axis=0) + grow
-        return lo, hi
-
-    def offset_box(self, margin_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """World-offset box (mm, relative to ``translation``) holding the organ plus about ``margin_mm``."""
-        lo, hi = self.local_box(margin_mm)
-        corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
-        w = corners @ self.forward.T
-        return w.min(axis=0), w.max(axis=0)
-
-    def world_box(self, margin_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = self.offset_box(margin_mm)
-        return lo + self.translation, hi + self.translation
-
-    def eval_offsets(self, axes: Sequence[np.ndarray]) -> torch.Tensor:
-        """SDF (mm) at the regular lattice ``translation + (ax[i], ay[j], az[k])``.
-
-        Args:
-            axes: three 1D arrays of evenly spaced world offsets (mm) from ``translation``.
-
-        Returns:
-            float32 tensor (len(ax), len(ay), len(az)).
-        """
-        start = np.array([float(a[0]) for a in axes])
-        n = np.array([len(a) for a in axes])
-        step = np.array([float(a[1] - a[0]) if len(a) > 1 else 1.0 for a in axes])
-        return self.eval_box(start, step, n)
-
-    def eval_box(self, start: np.ndarray, step: np.ndarray, shape: Sequence[int]) -> torch.Tensor:
-        """SDF (mm) on the regular box ``translation + start + step * index`` of ``shape`` points.
-
-        The map from box index to crop index is affine (one ``affine_grid`` per part); the elastic
-        deformation is evaluated on a 4x coarser lattice and interpolated (its wavelengths are
-        tens of mm, so this is exact to a small fraction of a voxel).
-        """
-        shape = tuple(int(v) for v in shape)
-        n1 = np.maximum(np.asarray(shape) - 1, 1).astype(np.float64)
-        half = np.asarray(step, dtype=np.float64) * n1 / 2.0
-        centre = np.asarray(start, dtype=np.float64) + half  # offset of normalised coordinate 0
-        disp = self._elastic_grid(centre, half, shape) if self.elastic else None
-        out: torch.Tensor | None = None
-        for part in self.parts:
-            pn1 = np.maximum(part.size.numpy().astype(np.float64) - 1, 1)
-            g = np.diag(2.0 / (pn1 * part.spacing.numpy().astype(np.float64)))
-            lin = g @ self.matrix @ np.diag(half)
-            trans = g @ (self.matrix @ centre) + 2.0 * part.centroid_idx.numpy() / pn1 - 1.0
-            # normalised crop coordinate at box index (i, j, k): trans + lin @ (2 idx / n1 - 1),
-            # built as an outer sum of three 1D ramps, in torch (z, y, x) coordinate order
-            ramps = []
-            for d in range(3):
-                t = torch.linspace(-1.0, 1.0, shape[d], dtype=torch.float32) if shape[d] > 1 \
-                    else torch.full((1,), -1.0)
-                col = torch.as_tensor(lin[::-1, d].copy(), dtype=torch.float32)
-                ramps.append(t[:, None] * col)
-            grid = (ramps[0][:, None, None, :] + ramps[1][None, :, None, :]
-                    + (ramps[2] + torch.as_tensor(trans[::-1].copy(), dtype=torch.float32))[None, None, :, :])
-            if disp is not None:
-                scale = torch.as_tensor(np.diag(g)[::-1].copy(), dtype=torch.float32)
-                grid = grid + disp[0] * scale
-            grid = grid[None]
-            val = F.grid_sample(part.volume, grid, mode="bilinear", padding_mode="border",
-                                align_corners=True)[0, 0]
-            if part.weight != 1.0:
-                val = val * part.weight
-            out = val if out is None else out + val
-        assert out is not None
-        return out * self.s_geo if self.s_geo != 1.0 else out
-
-    def _elastic_grid(self, centre: np.ndarray, half: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
-        """Elastic displacement (shape frame, mm) on the box, (1, X, Y, Z, 3) in torch (z, y, x) order."""
-        coarse = [max(2, int(math.ceil((s - 1) / 4.0)) + 1) if s > 1 else 1 for s in shape]
-        axes = [torch.linspace(-1.0, 1.0, c, dtype=torch.float64) if c > 1 else torch.zeros(1, dtype=torch.float64)
-                for c in coarse]
-        x = [centre[d] + half[d] * axes[d] for d in range(3)]
-        m = torch.as_tensor(self.matrix, dtype=torch.float64)
-        u = (x[0][:, None, None, None] * m[:, 0] + x[1][None, :, None, None] * m[:, 1]
-             + x[2][None, None, :, None] * m[:, 2])
-        d = torch.zeros_like(u)
-        for amp, freq, phase in self.elastic:
-            f = torch.as_tensor(freq * (2.0 * math.pi), dtype=torch.float64)
-            d += torch.sin(u @ f + phase)[..., None] * torch.as_tensor(amp, dtype=torch.float64)
-        d = d.flip(-1).permute(3, 0, 1, 2)[None].to(torch.float32)  # (1, 3, cx, cy, cz), (z,y,x) channels
-        if tuple(coarse) != shape:
-            d = F.interpolate(d, size=shape, mode="trilinear", align_corners=True)
-        return d.permute(0, 2, 3, 4, 1)
-
-    def _eval_local(self, u: torch.Tensor) -> torch.Tensor:
-        """Reference (slow) evaluation at arbitrary shape-frame points ``u`` (..., 3), mm."""
-        shape = u.shape[:-1]
-        v = u.clone()
-        for amp, freq, phase in self.elastic:
-            f = torch.as_tensor(freq * (2.0 * math.pi), dtype=torch.float32)
-            v += torch.sin(u @ f + float(phase))[..., None] * torch.as_tensor(amp, dtype=torch.float32)
-        out = torch.zeros(shape)
-        for part in self.parts:
-            idx = v / part.spacing + part.centroid_idx
-            norm = idx * (2.0 / torch.clamp(part.size - 1, min=1)) - 1.0
-            grid = norm.flip(-1).reshape(1, -1, 1, 1, 3)
-            val = F.grid_sample(part.volume, grid, mode="bilinear", padding_mode="border",
-                                align_corners=True).reshape(shape)
-            out = out + val * part.weight
-        return out * self.s_geo
-
-
-_SDF_CACHE_KEY = "_anatomix_torch_sdf_cache"
-
-
-def _crop_tensor(bank: ShapeSource, shape_id: str, cache: dict[str, Any] | None
-                 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """The crop as a (1, 1, X, Y, Z) tensor and the index box (lo, hi) of its organ (sdf <= 0)."""
-    if cache is not None and shape_id in cache:
-        return cache[shape_id]
-    arr = np.array(bank.sdf(shape_id), dtype=np.float32, order="C")  # own, writable copy
-    inside = arr <= 0
-    if inside.any():
-        idx = [np.nonzero(inside.any(axis=tuple(j for j in range(3) if j != d)))[0] for d in range(3)]
-        lo = np.array([i[0] for i in idx], dtype=np.float64)
-        hi = np.array([i[-1] for i in idx], dtype=np.float64)
-    else:
-        lo, hi = np.zeros(3), np.asarray(arr.shape, dtype=np.float64) - 1
-    entry = (torch.from_numpy(arr)[None, None], lo, hi)
-    if cache is not None:
-        cache[shape_id] = entry
-    return entry
-
-
-def _rec(record: Any, name: str) -> Any:
-    return record[name] if isinstance(record, dict) else getattr(record, name)
-
-
-def organ_field(
-    bank: ShapeSource,
-    shape_id: str,
-    blend_shape_id: str | None,
-    blend_weight: float,
-    scale: Sequence[float],
-    rotation_deg: Sequence[float],
-    translation_mm: Sequence[float],
-    elastic: Sequence[dict[str, Any]] | Sequence[tuple[Any, Any, float]] = (),
-    cache: dict[str, Any] | None = None,
-    spacing_mm: Sequence[float] | None = None,
-) -> OrganField:
-    """Build an organ's SDF function from its parameters and the bank crops.
-
-    Args:
-        bank: a shape bank (``.sdf(shape_id)``, ``.record(shape_id)`` with ``origin_mm``,
-            ``centroid_mm`` in the body frame).
-        shape_id, blend_shape_id, blend_weight: the shape(s) and the weight of the second one.
-        scale: (3,) scale factors along the shape-frame axes (> 0; no mirroring).
-        rotation_deg: (3,) angles about x, y, z.
-        translation_mm: world (body-frame) position of the blended shape's centroid.
-        elastic: terms ``{"amplitude_mm": (3,), "frequency_per_mm": (3,), "phase": float}``.
-        cache: optional dict reused across calls for the crops as torch tensors.
-        spacing_mm: bank spacing, when records do not give it (default ``bank.spacing_mm``).
-    """
-    sp = np.asarray(spacing_mm if spacing_mm is not None else getattr(bank, "spacing_mm"), dtype=np.float64)
-    sp = np.broadcast_to(sp, (3,)).copy()
-    parts: list[_Part] = []
-    ids = [(shape_id, 1.0 - float(blend_weight))]
-    if blend_shape_id is not None and blend_weight > 0:
-        ids.append((blend_shape_id, float(blend_weight)))
-    else:
-        ids = [(shape_id, 1.0)]
-    for sid, w in ids:
-        rec = bank.record(sid)
-        vol, box_lo, box_hi = _crop_tensor(bank, sid, cache)
-        size = np.asarray(vol.shape[2:], dtype=np.float64)
-        c_idx = (np.asarray(_rec(rec, "centroid_mm"), float) - np.asarray(_rec(rec, "origin_mm"), float)) / sp
-        parts.append(_Part(
-            volume=vol,
-            centroid_idx=torch.as_tensor(c_idx, dtype=torch.float32),
-            spacing=torch.as_tensor(sp, dtype=torch.float32),
-            size=torch.as_tensor(size, dtype=torch.float32),
-            weight=w,
-            lo_mm=(box_lo - 1 - c_idx) * sp,
-            hi_mm=(box_hi + 1 - c_idx) * sp,
-        ))
-    s = np.asarray(scale, dtype=np.float64)
-    r = rotation_matrix(rotation_deg)
-    terms = []
-    emax = 0.0
-    for t in elastic:
-        if isinstance(t, dict):
-            a, f, ph = t["amplitude_mm"], t["frequency_per_mm"], t["phase"]
-        else:
-            a, f, ph = t
-        a = np.asarray(a, dtype=np.float64)
-        terms.append((a, np.asarray(f, dtype=np.float64), float(ph)))
-        emax += float(np.abs(a).max())
-    return OrganField(matrix=np.diag(1.0 / s) @ r.T, forward=r @ np.diag(s),
-                      translation=np.asarray(translation_mm, dtype=np.float64),
-                      s_geo=float(np.prod(s) ** (1.0 / 3.0)), elastic=terms, parts=parts,
-                      elastic_max_mm=emax)
-
-
-def placed_field(organ: "PlacedOrgan", bank: ShapeSource, cache: dict[str, Any] | None = None) -> OrganField:
-    """The :class:`OrganField` of a placed organ of a Scene."""
-    return organ_field(bank, organ.shape_id, organ.blend_shape_id, organ.blend_weight, organ.scale,
-                       organ.rotation_deg, organ.translation_mm,
-                       [e.model_dump() for e in organ.elastic], cache=cache)
-
-
-def label_precedence(organs: Sequence["PlacedOrgan"]) -> list["PlacedOrgan"]:
+def label_precedence(organs: Sequence[PlacedOrgan]) -> list[PlacedOrgan]:
     """Organs in painting order: lowest precedence first (priority ascending, then larger first)."""
     return sorted(organs, key=lambda o: (o.priority, -o.volume_ml, o.label))
 
 
-def scene_grid(scene: "Scene", spacing_mm: Sequence[float], margin_mm: float = 20.0,
-               bank: ShapeSource | None = None) -> Grid:
+def scene_grid(scene: Scene, spacing_mm: Sequence[float], margin_mm: float = 20.0) -> Grid:
     """A grid at ``spacing_mm`` covering every organ of the scene plus ``margin_mm`` (whole field of view)."""
     lo = np.asarray(scene.box_min_mm, dtype=np.float64) - margin_mm
     hi = np.asarray(scene.box_max_mm, dtype=np.float64) + margin_mm
@@ -337,25 +57,8 @@ class Rendered:
     grid: Grid
 
 
-def _eval_upsampled(fld: OrganField, start: np.ndarray, step: np.ndarray, n: np.ndarray,
-                    factors: np.ndarray) -> torch.Tensor:
-    """SDF on a box, evaluated on a ``factors``-times coarser lattice and upsampled (trilinear).
-
-    A signed distance field is piecewise smooth, so trilinear upsampling from twice the spacing
-    moves the zero level set by a small fraction of a voxel while costing an eighth of the
-    ``grid_sample`` work.
-    """
-    if np.all(factors == 1):
-        return fld.eval_box(start, step, n)
-    nc = np.where(n > 1, np.ceil((n - 1) / factors).astype(int) + 1, 1)
-    coarse = fld.eval_box(start, step * factors, nc)
-    full = tuple(int(v) for v in np.where(n > 1, (nc - 1) * factors + 1, 1))
-    up = F.interpolate(coarse[None, None], size=full, mode="trilinear", align_corners=True)[0, 0]
-    return up[: n[0], : n[1], : n[2]]
-
-
-def render_scene(scene: "Scene", bank: ShapeSource, grid: Grid, cache: dict[str, Any] | None = None,
-                 device: str | torch.device = "cpu", margin_mm: float = 6.0,
+def render_scene(scene: Scene, bank: ShapeSource, grid: Grid, cache: dict[str, Any] | None = None,
+                 margin_mm: float = 6.0,
                  coarse_spacing_mm: float = 2.5) -> Rendered:
     """Render every organ of ``scene`` on ``grid``: per-organ SDFs in their boxes and the label map.
 
@@ -364,7 +67,6 @@ def render_scene(scene: "Scene", bank: ShapeSource, grid: Grid, cache: dict[str,
         bank: the shape bank the scene's shape ids come from.
         grid: output grid (any shape and spacing).
         cache: optional dict of crop tensors reused across calls.
-        device: unused placeholder for device placement (evaluation is torch, CPU by default).
         margin_mm: extra SDF kept around each organ's tight box (for textures near the surface).
         coarse_spacing_mm: along axes with a finer output spacing, organ SDFs are evaluated at
             twice the spacing and upsampled trilinearly (0: always at full resolution).
@@ -384,7 +86,7 @@ def render_scene(scene: "Scene", bank: ShapeSource, grid: Grid, cache: dict[str,
             continue
         start = o + np.array([b.start for b in sl]) * sp - fld.translation
         n = np.array([b.stop - b.start for b in sl])
-        sdf = _eval_upsampled(fld, start, sp, n, factors).numpy()
+        sdf = evaluate_upsampled(fld, start, sp, n, factors).numpy()
         label[sl][sdf <= 0] = organ.label
         sdfs[organ.organ] = (sl, sdf)
         labels[organ.organ] = organ.label

@@ -20,113 +20,101 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
-# ---- anatomy (placement / render / appearance): a 3-organ toy abdomen -----------------------
+# ---- anatomy (placement / render / appearance): a 5-organ toy abdomen -------------------------
+# A real OrganGraph (from a dict, as a YAML file would give it) and a real ShapeBank (ingested
+# from phantom label maps written as NIfTI), so tests follow the product's own rules.
 
-from types import SimpleNamespace as _AnatomyNS  # noqa: E402
+import numpy as _np  # noqa: E402
 
-import numpy as _anatomy_np  # noqa: E402
-
-# organ: (centre mm, radii mm, label, probability) -- body frame, RAS (x right, y anterior, z up)
+# organ: (centre mm, radii mm, label, probability) -- world = body frame (the kidney midpoint is
+# the origin), RAS (x toward the subject's right, y anterior, z up)
 ANATOMY_TOY = {
-    "liver": ((50.0, 10.0, 60.0), (70.0, 60.0, 55.0), 1, 1.0),
-    "spleen": ((-80.0, -10.0, 40.0), (30.0, 25.0, 45.0), 3, 0.7),
-    "kidney_right": ((65.0, -40.0, -20.0), (25.0, 20.0, 40.0), 2, 1.0),
-    "gallbladder": ((20.0, 40.0, -10.0), (15.0, 12.0, 25.0), 4, 1.0),
+    "liver": ((50.0, 45.0, 75.0), (70.0, 60.0, 55.0), 1, 1.0),
+    "spleen": ((-80.0, 25.0, 55.0), (30.0, 25.0, 45.0), 3, 0.7),
+    "kidney_right": ((65.0, 0.0, 0.0), (25.0, 20.0, 38.0), 2, 1.0),
+    "kidney_left": ((-65.0, 0.0, 0.0), (24.0, 19.0, 36.0), 5, 1.0),
+    "gallbladder": ((20.0, 75.0, 5.0), (15.0, 12.0, 25.0), 4, 1.0),
 }
+ANATOMY_VOLUMES_ML = {"liver": (600.0, 1500.0), "spleen": (80.0, 250.0), "kidney_right": (50.0, 140.0),
+                      "kidney_left": (45.0, 130.0), "gallbladder": (10.0, 35.0)}
 
 
-class AnatomyPhantomBank:
-    """Duck-typed ShapeBank: 3 subjects of ellipsoids per organ, SDF crops at 2 mm."""
-
-    def __init__(self, subjects: int = 3, spacing: float = 2.0, seed: int = 0) -> None:
-        from scipy import ndimage
-
-        rng = _anatomy_np.random.default_rng(seed)
-        self.spacing_mm = (spacing, spacing, spacing)
-        self._records: dict[str, _AnatomyNS] = {}
-        self._sdf: dict[str, _anatomy_np.ndarray] = {}
-        for organ, (centre, radii, _, _) in ANATOMY_TOY.items():
-            for s in range(subjects):
-                r = _anatomy_np.asarray(radii) * rng.uniform(0.85, 1.15, size=3)
-                c = _anatomy_np.asarray(centre) + rng.normal(0, 3.0, size=3)
-                n = (_anatomy_np.ceil(2 * r / spacing).astype(int) + 17)
-                half = (n - 1) / 2.0
-                ax = [(_anatomy_np.arange(n[d]) - half[d]) * spacing for d in range(3)]
-                g = _anatomy_np.meshgrid(*ax, indexing="ij")
-                inside = sum((g[d] / r[d]) ** 2 for d in range(3)) <= 1.0
-                sdf = (ndimage.distance_transform_edt(~inside, sampling=spacing)
-                       - ndimage.distance_transform_edt(inside, sampling=spacing)).astype(_anatomy_np.float32)
-                sid = f"{organ}__s{s}"
-                self._sdf[sid] = sdf
-                self._records[sid] = _AnatomyNS(
-                    shape_id=sid, organ=organ, subject_id=f"s{s}", shape_vox=tuple(int(v) for v in n),
-                    origin_mm=tuple(float(v) for v in c - half * spacing),
-                    centroid_mm=tuple(float(v) for v in c), volume_ml=float(inside.sum() * spacing**3 / 1000),
-                    truncated=(organ == "liver" and s == 2), qc_flags=[])
-        self.organs = sorted(ANATOMY_TOY)
-        self.subjects = [f"s{s}" for s in range(subjects)]
-
-    def shapes(self, organ: str) -> list:
-        return [r for r in self._records.values() if r.organ == organ]
-
-    def record(self, shape_id: str):
-        return self._records[shape_id]
-
-    def sdf(self, shape_id: str):
-        return self._sdf[shape_id]
-
-    def mask(self, shape_id: str):
-        return self._sdf[shape_id] <= 0
+def anatomy_graph_dict(contact_tolerance: float = 3.0) -> dict:
+    """The toy abdomen's graph file content."""
+    organs = {}
+    for organ, (centre, _radii, label, prob) in ANATOMY_TOY.items():
+        organs[organ] = {"label": label, "anchor": {"mean_mm": list(centre), "cov_mm": (_np.eye(3) * 36.0).tolist()},
+                         "volume_ml": list(ANATOMY_VOLUMES_ML[organ]), "required": prob >= 1.0,
+                         "probability": prob, "priority": 2 if organ == "gallbladder" else 0}
+    relations = [
+        {"type": "attached_to", "a": "gallbladder", "b": "liver",
+         "offset": {"mean_mm": [-30.0, 30.0, -70.0], "cov_mm": (_np.eye(3) * 9.0).tolist()}},
+        {"type": "contact", "a": "gallbladder", "b": "liver", "tolerance": contact_tolerance},
+        {"type": "contact", "a": "kidney_right", "b": "liver", "tolerance": contact_tolerance},
+        {"type": "direction", "a": "kidney_right", "b": "liver", "direction": "below", "margin_mm": 20.0},
+        {"type": "direction", "a": "spleen", "b": "liver", "direction": "left_of", "margin_mm": 60.0},
+        {"type": "direction", "a": "kidney_left", "b": "kidney_right", "direction": "left_of", "margin_mm": 80.0},
+        {"type": "avoid", "a": "spleen", "b": "kidney_right", "tolerance": 0.01},
+    ]
+    return {"name": "toy_abdomen", "organs": organs, "relations": relations}
 
 
-class AnatomyPhantomGraph:
-    """Duck-typed OrganGraph for the toy abdomen."""
+def write_toy_label_maps(folder: Path, subjects: int = 3, spacing: float = 2.0, seed: int = 0,
+                         shift_mm: dict | None = None) -> list[Path]:
+    """Phantom label maps of the toy abdomen (ellipsoids, jittered per subject) as NIfTI files.
 
-    def __init__(self, contact_tolerance: float = 3.0) -> None:
-        self._organs = {}
-        for organ, (centre, _radii, label, prob) in ANATOMY_TOY.items():
-            self._organs[organ] = _AnatomyNS(
-                name=organ, label=label,
-                anchor=_AnatomyNS(mean_mm=list(centre), cov_mm=(_anatomy_np.eye(3) * 36.0).tolist()),
-                required=prob >= 1.0, probability=prob, rotation_deg=(-10.0, 10.0), scale=(0.9, 1.1),
-                priority=2.0 if organ == "gallbladder" else 0.0,
-                offset=(_AnatomyNS(mean_mm=[-30.0, 30.0, -70.0], cov_mm=(_anatomy_np.eye(3) * 9.0).tolist())
-                        if organ == "gallbladder" else None))
-        R = _AnatomyNS
-        self._relations = [
-            R(type="attached_to", a="gallbladder", b="liver", hard=True, tolerance=0.0, direction=None, margin_mm=0.0),
-            R(type="contact", a="gallbladder", b="liver", hard=False, tolerance=contact_tolerance, direction=None, margin_mm=0.0),
-            R(type="contact", a="kidney_right", b="liver", hard=False, tolerance=contact_tolerance, direction=None, margin_mm=0.0),
-            R(type="direction", a="kidney_right", b="liver", hard=True, tolerance=0.0, direction="below", margin_mm=20.0),
-            R(type="direction", a="spleen", b="liver", hard=True, tolerance=0.0, direction="left_of", margin_mm=60.0),
-            R(type="avoid", a="spleen", b="kidney_right", hard=True, tolerance=0.01, direction=None, margin_mm=0.0),
-        ]
+    The last subject's field of view cuts the top of the liver (a truncated shape). ``shift_mm``:
+    organ -> world shift applied to every subject (for frame tests).
+    """
+    from anatomix.io import write_volume
 
-    @property
-    def organs(self) -> list:
-        return list(self._organs)
+    rng = _np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    lo, hi = _np.array([-130.0, -45.0, -60.0]), _np.array([140.0, 125.0, 150.0])
+    paths = []
+    for s in range(subjects):
+        top = hi.copy()
+        if s == subjects - 1:
+            top[2] = 115.0  # cuts the liver (top at ~130 mm)
+        shape = _np.floor((top - lo) / spacing).astype(int) + 1
+        ax = [lo[d] + _np.arange(shape[d]) * spacing for d in range(3)]
+        g = _np.meshgrid(*ax, indexing="ij")
+        lab = _np.zeros(tuple(shape), _np.uint8)
+        # largest first: a smaller organ keeps its voxels where two ellipsoids meet
+        for organ in sorted(ANATOMY_TOY, key=lambda o: -_np.prod(ANATOMY_TOY[o][1])):
+            centre, radii, label, _ = ANATOMY_TOY[organ]
+            r = _np.asarray(radii) * rng.uniform(0.88, 1.12, size=3)
+            c = _np.asarray(centre) + rng.normal(0, 3.0, size=3) + _np.asarray((shift_mm or {}).get(organ, (0, 0, 0)))
+            lab[sum(((g[d] - c[d]) / r[d]) ** 2 for d in range(3)) <= 1.0] = label
+        p = folder / f"toy_{s}.nii.gz"
+        write_volume(p, lab, (spacing,) * 3, tuple(lo))
+        paths.append(p)
+    return paths
 
-    def organ(self, name: str):
-        return self._organs[name]
 
-    def placement_order(self) -> list:
-        return ["liver", "spleen", "kidney_right", "gallbladder"]
+TOY_LABELS = {str(label): organ for organ, (_c, _r, label, _p) in ANATOMY_TOY.items()}
 
-    def parent(self, name: str):
-        return "liver" if name == "gallbladder" else None
 
-    def relations(self, organ=None) -> list:
-        return [r for r in self._relations if organ is None or organ in (r.a, r.b)]
+def build_toy_bank(folder: Path, **kwargs):
+    """A real ShapeBank ingested from the toy label maps (2 mm)."""
+    from anatomix.bank import ShapeBank, ingest_masks
 
-    def label_table(self) -> dict:
-        return {o.label: n for n, o in self._organs.items()}
+    import warnings
+
+    maps = write_toy_label_maps(folder / "maps", **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the truncated liver is intended
+        ingest_masks(maps, folder / "bank", labels=TOY_LABELS, spacing_mm=2.0)
+    return ShapeBank.load(folder / "bank")
 
 
 @pytest.fixture(scope="session")
-def anatomy_bank() -> AnatomyPhantomBank:
-    return AnatomyPhantomBank()
+def anatomy_bank(tmp_path_factory):
+    return build_toy_bank(tmp_path_factory.mktemp("toy_bank"))
 
 
 @pytest.fixture(scope="session")
-def anatomy_graph() -> AnatomyPhantomGraph:
-    return AnatomyPhantomGraph()
+def anatomy_graph():
+    from anatomix.graph import OrganGraph
+
+    return OrganGraph.from_dict(anatomy_graph_dict(), source="toy_abdomen")

@@ -35,7 +35,7 @@ def test_sample_contents(anatomy_graph, anatomy_bank):
     assert rec["seed"] == 0 and rec["index"] == 0 and rec["mode"] == "anatomy"
     assert rec["scene"]["organs"] and rec["scene"]["report"]
     assert set(np.unique(s.label)) <= set(g.label_names()) | {0}
-    assert g.label_names()[5] == "lesion"  # own class: largest organ label + 1
+    assert g.label_names()[6] == "lesion"  # own class: largest organ label + 1
 
 
 def test_determinism_across_workers_and_shards(tmp_path, anatomy_graph, anatomy_bank):

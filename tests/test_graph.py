@@ -74,8 +74,9 @@ def test_load_and_queries(tmp_path):
     assert d.hard and d.margin_mm == 50 and d.holds(60) and not d.holds(40)
     # implicit avoid for every pair without contact/avoid/inside
     imp = [r for r in g.relations() if r.implicit]
-    assert len(imp) == 6 - 1 and all(r.type == "avoid" and r.hard for r in imp)
-    assert not any({r.a, r.b} == {"gallbladder", "liver"} for r in imp)
+    # 6 pairs - 1 contact pair = 5 unrelated pairs at avoid_tolerance, plus the contact pair at its max_overlap
+    assert len(imp) == 6 and all(r.type == "avoid" and r.hard for r in imp)
+    assert [(r.a, r.b, r.tolerance) for r in imp if {r.a, r.b} == {"gallbladder", "liver"}] == [("liver", "gallbladder", 0.05)]
     assert {frozenset((r.a, r.b)) for r in g.relations_between("kidney_left", "kidney_right")} == {
         frozenset(("kidney_left", "kidney_right"))}
     with pytest.raises(KeyError, match="spleen"):
@@ -291,6 +292,7 @@ class _PhantomBank:
     """Stand-in with the ShapeBank attributes graph.py uses: boxes on a 2 mm body grid."""
 
     spacing_mm = (2.0, 2.0, 2.0)
+    frame_exact: dict[str, bool] = {}  # no manifest: every subject's frame taken as exact
 
     # organ -> [lo, hi) voxel box in the body grid (voxel i is at i * 2 mm)
     BOXES = {

@@ -1,4 +1,4 @@
-"""Placement on the toy abdomen (phantom graph + bank from conftest)."""
+"""Placement on the toy abdomen (a real OrganGraph and a real ShapeBank from conftest)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_anchors_respected_on_average(anatomy_scenes, anatomy_graph):
     for organ in ("liver", "kidney_right"):
         cents = np.array([s.organ(organ).centroid_mm for s in anatomy_scenes])
         scales = np.array([s.body_scale for s in anatomy_scenes])
-        mean = np.asarray(anatomy_graph.organ(organ).anchor.mean_mm)
+        mean = np.asarray(anatomy_graph.organ(organ).anchor_mean_mm)
         # the centroid follows the anchor scaled by the subject's body size, within a few mm
         err = (cents / scales[:, None]).mean(axis=0) - mean
         assert np.all(np.abs(err) < 6.0), (organ, err)
@@ -83,26 +83,25 @@ def test_complete_shapes_preferred(anatomy_graph, anatomy_bank):
     cfg = PlacementConfig(interpolation_probability=0.0, truncated_weight=0.0)
     for i in range(10):
         s = sample_scene(anatomy_graph, anatomy_bank, np.random.default_rng(i), cfg)
-        assert s.organ("liver").shape_id != "liver__s2"  # the truncated one
+        assert not anatomy_bank.record(s.organ("liver").shape_id).truncated
 
 
-class _NoKidneyBank:
-    """The phantom bank without kidney_right shapes."""
+@pytest.fixture(scope="module")
+def no_kidney_bank(tmp_path_factory, anatomy_bank):
+    """The toy bank without kidney_right shapes (ingested from the same label maps)."""
+    from anatomix.bank import ShapeBank, ingest_masks
+    from conftest import TOY_LABELS
 
-    def __init__(self, bank):
-        self._bank = bank
-        self.organs = [o for o in bank.organs if o != "kidney_right"]
-        self.spacing_mm = bank.spacing_mm
-
-    def shapes(self, organ):
-        return [] if organ == "kidney_right" else self._bank.shapes(organ)
-
-    def __getattr__(self, name):
-        return getattr(self._bank, name)
+    out = tmp_path_factory.mktemp("no_kidney") / "bank"
+    maps = sorted((anatomy_bank.root.parent / "maps").glob("*.nii.gz"))
+    organs = [o for o in anatomy_bank.organs if o != "kidney_right"]
+    with pytest.warns(Warning):
+        ingest_masks(maps, out, labels=TOY_LABELS, spacing_mm=2.0, organs=organs)
+    return ShapeBank.load(out)
 
 
-def test_organ_missing_from_bank_is_left_out(anatomy_graph, anatomy_bank):
-    bank = _NoKidneyBank(anatomy_bank)
+def test_organ_missing_from_bank_is_left_out(anatomy_graph, anatomy_bank, no_kidney_bank):
+    bank = no_kidney_bank
     assert missing_organs(anatomy_graph, bank) == ["kidney_right"]
     # not a problem by default (the organ is left out), an error with strict
     assert check_inputs(anatomy_graph, bank) == []
@@ -117,15 +116,13 @@ def test_organ_missing_from_bank_is_left_out(anatomy_graph, anatomy_bank):
         assert s.organ("liver")
 
 
-def test_bank_without_any_graph_organ_fails(anatomy_graph):
-    class EmptyBank:
-        organs: list = []
+def test_bank_without_any_graph_organ_fails(anatomy_bank):
+    from anatomix.graph import OrganGraph
 
-        def shapes(self, organ):
-            return []
-
-    problems = check_inputs(anatomy_graph, EmptyBank())
-    assert len(problems) == 1 and "none" in problems[0] and "liver" in problems[0]
+    graph = OrganGraph.from_dict({"organs": {"pancreas": {
+        "label": 1, "anchor": {"mean_mm": [0, 0, 0], "cov_mm": np.eye(3).tolist()}, "volume_ml": [50, 100]}}})
+    problems = check_inputs(graph, anatomy_bank)
+    assert len(problems) == 1 and "pancreas" in problems[0] and "kidney_left" in problems[0]
 
 
 def test_placement_config_rejects_unknown_keys():
@@ -137,37 +134,15 @@ def test_placement_config_rejects_unknown_keys():
         PlacementConfig(body_scale=(1.2, 0.9))
 
 
-class _ShiftedFrameBank:
-    """The phantom bank with exact body frames and kidney_right recorded 20 mm further right."""
-
-    def __init__(self, bank, shift=(20.0, 0.0, 0.0)):
-        from types import SimpleNamespace
-
-        self._bank = bank
-        self._recs = {}
-        for organ in bank.organs:
-            for r in bank.shapes(organ):
-                d = np.asarray(shift) if organ == "kidney_right" else np.zeros(3)
-                self._recs[r.shape_id] = SimpleNamespace(**{
-                    **vars(r), "origin_mm": tuple(np.asarray(r.origin_mm) + d),
-                    "centroid_mm": tuple(np.asarray(r.centroid_mm) + d)})
-        self.manifest = SimpleNamespace(subjects=[SimpleNamespace(subject_id=s, frame_exact=True)
-                                                  for s in bank.subjects])
-
-    def shapes(self, organ):
-        return [self._recs[r.shape_id] for r in self._bank.shapes(organ)]
-
-    def record(self, shape_id):
-        return self._recs[shape_id]
-
-    def __getattr__(self, name):
-        return getattr(self._bank, name)
-
-
-def test_shape_anchors_follow_the_bank_frame(anatomy_graph, anatomy_bank):
+def test_shape_anchors_follow_the_bank_frame(anatomy_graph, tmp_path_factory):
     """A bank whose shapes sit elsewhere than the graph learned: the shapes' own body-frame centroids
     are their anchors (anchor_source: shape), the graph's otherwise; hard constraints hold in both."""
-    bank = _ShiftedFrameBank(anatomy_bank)
+    from conftest import build_toy_bank
+
+    # kidneys 20 mm further apart: the kidney midpoint (body frame origin) stays, kidney_right's
+    # body-frame centroid moves 20 mm to the subject's right of the graph's anchor
+    bank = build_toy_bank(tmp_path_factory.mktemp("shifted"),
+                          shift_mm={"kidney_right": (20.0, 0.0, 0.0), "kidney_left": (-20.0, 0.0, 0.0)})
     xs = {}
     for source in ("shape", "graph"):
         cfg = PlacementConfig(anchor_source=source)

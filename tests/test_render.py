@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from anatomix.placement import sample_scene
-from anatomix.render import Grid, label_precedence, render_scene, rotation_matrix, scene_grid
+from anatomix.render import Grid, label_precedence, render_scene, scene_grid
+from anatomix.shape_field import rotation_matrix
 
 
 def test_volumes_consistent_across_spacings(anatomy_graph, anatomy_bank):
