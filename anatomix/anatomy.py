@@ -1,4 +1,4 @@
-"""Structure-aware synthesis: ``AnatomySynthConfig`` (mode ``anatomy``) and ``AnatomyGenerator``.
+"""Structure-aware synthesis (``mode: anatomy``, :class:`anatomix.config.AnatomySynthConfig`): ``AnatomyGenerator``.
 
 A case is: a Scene sampled from an organ graph and a shape bank (:mod:`anatomix.placement`),
 rendered on the output grid (:mod:`anatomix.render`), textured (:mod:`anatomix.appearance`).
@@ -16,22 +16,24 @@ Typical use::
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from anatomix.appearance import AppearanceConfig, apply_lesions, render_image, sample_appearance, sample_lesions
+from anatomix.appearance import apply_lesions, render_image, sample_appearance, sample_lesions
+from anatomix.bank import ShapeBank
+from anatomix.config import AnatomySynthConfig, GridConfig
 from anatomix.errors import AnatomixError
-from anatomix.placement import PlacementConfig, Scene, check_inputs, missing_organs, sample_scene
+from anatomix.graph import OrganGraph
+from anatomix.placement import Scene, check_inputs, missing_organs, sample_scene
 from anatomix.render import Grid, render_scene, scene_grid
 from anatomix.rng import sample_rng
+from anatomix.sample import Sample
 
-__all__ = ["AnatomyGenerator", "AnatomySynthConfig", "GridConfig", "MissingOrganWarning", "choose_grid",
+__all__ = ["AnatomyGenerator", "MissingOrganWarning", "choose_grid",
            "summarize_records"]
 
 
@@ -39,51 +41,6 @@ class MissingOrganWarning(UserWarning):
     """Graph organs the shape bank has no shape of: left out of every scene (issued once per run)."""
 
 STREAM_PLACEMENT, STREAM_FOV, STREAM_APPEARANCE = 0, 1, 2
-
-
-class GridConfig(BaseModel):
-    """Output grid: ``fov: window`` (fixed shape, placed at random with a foreground bias) or
-    ``fov: whole`` (the whole abdomen at ``spacing_mm``; the shape follows the scene)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    shape: tuple[int, int, int] = (96, 96, 96)
-    spacing_mm: tuple[float, float, float] = (1.5, 1.5, 2.0)
-    fov: Literal["whole", "window"] = "window"
-    foreground_bias: float = Field(0.8, ge=0.0, le=1.0,
-                                   description="share of windows centred near an organ (else anywhere in the scene)")
-    window_jitter_mm: float = Field(20.0, ge=0.0)
-    whole_margin_mm: float = Field(20.0, ge=0.0)
-
-    @field_validator("shape")
-    @classmethod
-    def _shape(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
-        if any(s < 8 or s > 1024 for s in v):
-            raise ValueError(f"3 sizes between 8 and 1024, found {tuple(v)}")
-        return v
-
-    @field_validator("spacing_mm")
-    @classmethod
-    def _spacing(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        if any(not (0.1 <= s <= 20.0) for s in v):
-            raise ValueError(f"3 spacings between 0.1 and 20 mm, found {tuple(v)}")
-        return v
-
-
-class AnatomySynthConfig(BaseModel):
-    """Configuration of structure-aware synthesis (``mode: anatomy``; configs/synth.yaml)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    mode: Literal["anatomy"] = "anatomy"
-    graph: str | None = Field(None, description="organ graph YAML (the CLI's --graph)")
-    bank: str | None = Field(None, description="shape bank folder; none: the embedded default bank")
-    grid: GridConfig = GridConfig()
-    placement: PlacementConfig = PlacementConfig()
-    appearance: AppearanceConfig = AppearanceConfig()
-    strict: bool = Field(False, description="fail (instead of warning and leaving the organ out) when the "
-                                            "bank has no shape of a graph organ")
-    lesion_label: Literal["own", "host"] = "own"
-    lesion_label_value: int | None = Field(None, ge=1, le=255,
-                                           description="label of lesions (own); default: largest organ label + 1")
 
 
 def choose_grid(scene: Scene, config: GridConfig, rng: np.random.Generator) -> Grid:
@@ -204,15 +161,11 @@ class AnatomyGenerator:
             if not self.config.graph:
                 raise AnatomixError("no organ graph: pass --graph FILE (e.g. graphs/abdomen.yaml) "
                                     "or set `graph:` in the config")
-            from anatomix.graph import OrganGraph
-
             path = Path(self.config.graph)
             if not path.is_file():
                 raise AnatomixError(f"graph {path}: no such file")
             self._graph = OrganGraph.load(path)
         if self._bank is None:
-            from anatomix.bank import ShapeBank
-
             if self.config.bank:
                 path = Path(self.config.bank)
                 if not path.is_dir():
@@ -255,8 +208,6 @@ class AnatomyGenerator:
                             self.config.placement, cache=self._cache)
 
     def sample(self, index: int) -> Any:
-        from anatomix.synth import Sample
-
         cfg = self.config
         scene = self.scene(index)
         grid = choose_grid(scene, cfg.grid, sample_rng(self.seed, index, STREAM_FOV))
@@ -295,41 +246,6 @@ def missing_organs_message(organs: Sequence[str], bank: str | None) -> str:
             f"case, with their relations. To include them, add their shapes to the bank (`anatomix "
             f"ingest-masks` on label maps that contain them); to silence this, remove them from the graph "
             f"(or pass --strict to make this an error).")
-
-
-def anatomy_config(config_path: str | os.PathLike[str] | None = None, *, graph: str | None = None,
-                   bank: str | None = None, fov: str | None = None, strict: bool | None = None
-                   ) -> AnatomySynthConfig:
-    """The config of ``anatomix synth --graph G [--config C] [--bank B] [--fov F]``.
-
-    Reads ``config_path`` (must be ``mode: anatomy``) or takes the defaults, then applies the
-    command-line overrides. Everything is validated here, before any case is written.
-
-    Raises:
-        ConfigError / AnatomixError: bad file, wrong mode, bad override.
-    """
-    from anatomix.errors import ConfigError
-    from anatomix.synth import load_synth_config
-
-    if config_path is not None:
-        cfg = load_synth_config(config_path)
-        if not isinstance(cfg, AnatomySynthConfig):
-            raise ConfigError(f"{config_path}: --graph needs a `mode: anatomy` config, found mode "
-                              f"{getattr(cfg, 'mode', None)!r}")
-    else:
-        cfg = AnatomySynthConfig()
-    data = cfg.model_dump()
-    if graph is not None:
-        data["graph"] = str(graph)
-    if bank is not None:
-        data["bank"] = str(bank)
-    if fov is not None:
-        if fov not in ("whole", "window"):
-            raise ConfigError(f"--fov: expected whole or window; found {fov!r}")
-        data["grid"]["fov"] = fov
-    if strict is not None:
-        data["strict"] = bool(strict)
-    return AnatomySynthConfig.model_validate(data)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -27,20 +27,19 @@ surface on a constant background. ``texture: none`` turns the FDIF textures off.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from anatomix.config import PHASES, AppearanceConfig
 from anatomix.grid import Grid
 from anatomix.render import Rendered
 
 __all__ = ["AppearanceConfig", "CT_PRIOR_HU", "PHASES", "render_image", "sample_appearance",
            "sample_lesions", "window"]
 
-PHASES = ("native", "arterial", "portal", "delayed")
 
 #: organ -> mean HU per phase (native, arterial, portal, delayed); unknown organs: soft tissue.
 CT_PRIOR_HU: dict[str, tuple[float, float, float, float]] = {
@@ -66,55 +65,6 @@ _DEFAULT_HU = (40, 60, 80, 70)
 AIR_HU = -1000.0
 FAT_HU = -100.0
 SOFT_HU = 40.0
-
-
-class AppearanceConfig(BaseModel):
-    """Appearance settings (section ``appearance`` of configs/synth.yaml)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mode: Literal["fdif", "contour"] = "fdif"
-    texture: Literal["fdif", "none"] = "fdif"
-    ct_probability: float = Field(0.5, ge=0.0, le=1.0, description="share of cases with the CT-like prior")
-    phases: tuple[Literal["native", "arterial", "portal", "delayed"], ...] = PHASES
-    random_mean_hu: tuple[float, float] = (-150.0, 250.0)
-    std_hu: tuple[float, float] = (3.0, 25.0)
-    ct_jitter_hu: float = Field(15.0, ge=0.0)
-    texture_probability: float = Field(0.8, ge=0.0, le=1.0)
-    texture_amplitude_hu: tuple[float, float] = (5.0, 40.0)
-    texture_scale: tuple[float, float] = (0.2, 1.0)
-    distractors: tuple[int, int] = (0, 8)
-    distractor_amplitude_hu: tuple[float, float] = (-80.0, 120.0)
-    lesion_probability: float = Field(0.3, ge=0.0, le=1.0)
-    lesion_hosts: tuple[str, ...] = ("liver", "kidney_left", "kidney_right", "spleen", "pancreas")
-    lesion_radius_mm: tuple[float, float] = (4.0, 15.0)
-    lesion_contrast_hu: tuple[float, float] = (-60.0, 40.0)
-    max_lesions: int = Field(3, ge=0, le=20)
-    body_margin_mm: tuple[float, float] = (15.0, 45.0)
-    bias_field: float = Field(0.25, ge=0.0, le=1.0, description="max relative bias amplitude")
-    blur_sigma_mm: tuple[float, float] = (0.0, 1.0)
-    slice_thickness_mm: tuple[float, float] = (0.0, 4.0)
-    noise_std_hu: tuple[float, float] = (0.0, 20.0)
-    gamma: tuple[float, float] = (0.7, 1.5)
-    window_hu: tuple[float, float] = (-175.0, 250.0)
-    contour_thickness_mm: tuple[float, float] = (1.5, 3.0)
-
-    @field_validator("random_mean_hu", "std_hu", "texture_amplitude_hu", "texture_scale", "distractors",
-                     "distractor_amplitude_hu", "lesion_radius_mm", "lesion_contrast_hu", "body_margin_mm",
-                     "blur_sigma_mm", "slice_thickness_mm", "noise_std_hu", "gamma", "window_hu",
-                     "contour_thickness_mm")
-    @classmethod
-    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if v[0] > v[1]:
-            raise ValueError(f"a range (min, max) with min <= max, found {tuple(v)}")
-        return v
-
-    @field_validator("window_hu")
-    @classmethod
-    def _window(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if v[0] >= v[1]:
-            raise ValueError(f"a window (low, high) with low < high, found {tuple(v)}")
-        return v
 
 
 def _u(rng: np.random.Generator, r: Sequence[float]) -> float:

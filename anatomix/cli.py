@@ -220,13 +220,14 @@ def synth_command(
 ) -> None:
     """Write n synthetic cases: imagesTr/, labelsTr/, dataset.json, datalist.json, records/."""
     from anatomix.errors import AnatomixError
-    from anatomix.synth import build_generator, load_synth_config, write_dataset
+    from anatomix.config import load_synth_config
+    from anatomix.synth import build_generator, write_dataset
 
     if config is None and graph is None:
         fail("give --graph FILE (e.g. graphs/abdomen.yaml) or --config FILE (e.g. configs/fdif.yaml)")
     try:
         if graph is not None:
-            from anatomix.anatomy import anatomy_config
+            from anatomix.config import anatomy_config
 
             cfg = anatomy_config(config, graph=graph, bank=bank, fov=fov, strict=strict or None)
         else:

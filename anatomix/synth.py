@@ -21,13 +21,16 @@ import json
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from anatomix.errors import AnatomixError, ConfigError
+from anatomix.anatomy import AnatomyGenerator
+from anatomix.config import MODES
+from anatomix.errors import AnatomixError
+from anatomix.sample import Sample
+from anatomix.sdf.generator import FdifGenerator
 
 __all__ = [
     "CASE_PREFIX",
@@ -37,14 +40,10 @@ __all__ = [
     "SynthError",
     "build_generator",
     "case_name",
-    "config_problems",
-    "load_synth_config",
-    "validate_synth_config",
     "write_dataset",
 ]
 
 CASE_PREFIX = "anatomix"
-MODES = ("fdif", "anatomy")
 RUN_FILE = "anatomix_run.json"
 
 
@@ -55,39 +54,6 @@ class SynthError(AnatomixError):
 # ---------------------------------------------------------------------------------------------
 # Sample and generator protocol
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    """One synthetic case.
-
-    Attributes:
-        image: float32 array (x, y, z), RAS+ axes (array axes grow along world +x, +y, +z).
-        label: uint8 array (x, y, z), same shape; 0 is background.
-        spacing_mm: voxel size along x, y, z in mm.
-        record: JSON-serialisable dict replaying the case: at least ``seed``, ``index``, ``mode``
-            and every drawn parameter.
-        origin_mm: RAS world position (mm) of the centre of voxel [0, 0, 0].
-    """
-
-    image: np.ndarray
-    label: np.ndarray
-    spacing_mm: tuple[float, float, float]
-    record: dict[str, Any]
-    origin_mm: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0))
-
-    def __post_init__(self) -> None:
-        if self.image.dtype != np.float32:
-            self.image = self.image.astype(np.float32)
-        if self.label.dtype != np.uint8:
-            self.label = self.label.astype(np.uint8)
-        if self.image.ndim != 3 or self.image.shape != self.label.shape:
-            raise ValueError(
-                f"Sample image and label must be 3D arrays of one shape, got {self.image.shape} "
-                f"and {self.label.shape}"
-            )
-        self.spacing_mm = tuple(float(s) for s in self.spacing_mm)  # type: ignore[assignment]
-        self.origin_mm = tuple(float(s) for s in self.origin_mm)  # type: ignore[assignment]
 
 
 @runtime_checkable
@@ -123,85 +89,6 @@ def case_name(index: int) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _config_model(mode: str) -> type:
-    """The pydantic model of a synthesis mode (imported lazily)."""
-    if mode == "fdif":
-        from anatomix.sdf.generator import FdifSynthConfig
-
-        return FdifSynthConfig
-    if mode == "anatomy":
-        from anatomix.anatomy import AnatomySynthConfig  # type: ignore[import-not-found]
-
-        return AnatomySynthConfig
-    raise KeyError(mode)
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def config_problems(error: Any) -> list[str]:
-    """One line per problem of a pydantic ValidationError: ``field.path: expected ..., found ...``."""
-    from anatomix.errors import validation_problems
-
-    return validation_problems(error)
-
-
-def validate_synth_config(data: Any, source: str = "<config>") -> Any:
-    """Validate an already-parsed config mapping with its mode's model.
-
-    Args:
-        data: the parsed YAML (a mapping with a ``mode`` key: ``fdif`` or ``anatomy``).
-        source: file name used in error messages.
-
-    Returns:
-        The mode's pydantic config object (``mode`` attribute tells which).
-
-    Raises:
-        ConfigError: listing every problem (file, field path, expected, found).
-    """
-    from pydantic import ValidationError
-
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping with a `mode:` key, found {_describe(data)}")
-    mode = data.get("mode")
-    if mode not in MODES:
-        raise ConfigError(
-            f"{source}: mode: expected one of {', '.join(MODES)}; found {_describe(mode)}"
-        )
-    try:
-        model = _config_model(mode)
-    except ImportError as exc:
-        raise ConfigError(f"{source}: mode {mode!r} is not available in this installation ({exc})") from exc
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = config_problems(exc)
-        body = "\n".join(f"  - {p}" for p in problems)
-        raise ConfigError(f"{source}: {len(problems)} problem(s) in the {mode} config:\n{body}") from None
-
-
-def load_synth_config(path: str | os.PathLike[str]) -> Any:
-    """Read a synthesis YAML file and validate it with the model of its ``mode``.
-
-    Raises:
-        ConfigError: unreadable file, bad YAML, unknown mode or invalid fields (all listed at once).
-    """
-    import yaml
-
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the config file ({exc.strerror or exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-    return validate_synth_config(data, source=str(p))
-
-
 def build_generator(config: Any, seed: int, device: str = "cpu") -> SampleGenerator:
     """The generator of a validated config (see :func:`load_synth_config`).
 
@@ -214,12 +101,8 @@ def build_generator(config: Any, seed: int, device: str = "cpu") -> SampleGenera
         raise SynthError(f"seed must be non-negative, got {seed}")
     mode = getattr(config, "mode", None)
     if mode == "fdif":
-        from anatomix.sdf.generator import FdifGenerator
-
         return FdifGenerator(config, seed=seed, device=device)
     if mode == "anatomy":
-        from anatomix.anatomy import AnatomyGenerator  # type: ignore[import-not-found]
-
         return AnatomyGenerator(config, seed=seed, device=device)
     raise SynthError(f"unknown synthesis mode {mode!r}; expected one of {', '.join(MODES)}")
 

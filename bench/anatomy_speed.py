@@ -20,7 +20,6 @@ import statistics
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 
@@ -32,9 +31,9 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=200)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from anatomix.anatomy import AnatomyGenerator, anatomy_config, format_summary, summarize_records, _constraints
+    from anatomix.anatomy import AnatomyGenerator, format_summary, summarize_records, _constraints
+    from anatomix.config import anatomy_config
     from anatomix.render import render_scene, scene_grid
-    from anatomix.rng import sample_rng
     from anatomix.synth import write_dataset
 
     gen = AnatomyGenerator(anatomy_config(None, graph=args.graph, bank=args.bank), seed=0)

@@ -24,7 +24,7 @@ def main() -> None:
 
     import torch
 
-    from anatomix.anatomy import anatomy_config
+    from anatomix.config import anatomy_config
     from anatomix.synth import build_generator
 
     torch.set_num_threads(1)

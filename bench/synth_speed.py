@@ -59,7 +59,8 @@ def main() -> None:
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: this torch build or machine has no CUDA device")
-    from anatomix.sdf.generator import FdifGenerator, FdifSynthConfig
+    from anatomix.config import FdifSynthConfig
+    from anatomix.sdf.generator import FdifGenerator
     from anatomix.synth import write_dataset
 
     def sync() -> None:

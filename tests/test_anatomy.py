@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anatomix.anatomy import AnatomyGenerator, AnatomySynthConfig, anatomy_config, summarize_records
+from anatomix.anatomy import AnatomyGenerator, summarize_records
+from anatomix.config import AnatomySynthConfig, anatomy_config
 from anatomix.errors import AnatomixError, ConfigError
 from anatomix.synth import write_dataset
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anatomix.appearance import AppearanceConfig, apply_lesions, render_image, sample_appearance, sample_lesions, window
+from anatomix.config import AppearanceConfig
+from anatomix.appearance import apply_lesions, render_image, sample_appearance, sample_lesions, window
 from anatomix.placement import sample_scene
 from anatomix.render import Grid, render_scene
 

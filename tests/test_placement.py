@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from anatomix.placement import PlacementConfig, Scene, check_inputs, missing_organs, sample_scene
+from anatomix.config import PlacementConfig
+from anatomix.placement import Scene, check_inputs, missing_organs, sample_scene
 
 N_SCENES = 100
 

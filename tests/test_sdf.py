@@ -182,7 +182,8 @@ def test_fdif_object_with_shear_is_lipschitz():
 
 @pytest.mark.parametrize("mappers", ["all", [m for m in MAPPER_NAMES if m != "inverse_cube"]])
 def test_fdif_block_culling_matches_dense_reference(mappers):
-    from anatomix.sdf.generator import FdifGenerator, FdifSynthConfig
+    from anatomix.config import FdifSynthConfig
+    from anatomix.sdf.generator import FdifGenerator
 
     gen = FdifGenerator(FdifSynthConfig(shape=(40, 40, 40), n_objects=(8, 8), mappers=mappers), seed=11)
     grid = gen.config.grid

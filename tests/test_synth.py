@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from anatomix.errors import ConfigError
-from anatomix.synth import (SynthError, build_generator, case_name, load_synth_config,
-                            validate_synth_config, write_dataset)
+from anatomix.config import load_synth_config, validate_synth_config
+from anatomix.synth import SynthError, build_generator, case_name, write_dataset
 
 SMALL = {"mode": "fdif", "shape": [20, 18, 16], "spacing_mm": [1.5, 1.5, 2.0], "n_objects": [3, 4]}
 

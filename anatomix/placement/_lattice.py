@@ -13,7 +13,7 @@ from anatomix import relations as rel
 from anatomix.graph import OrganSpec
 from anatomix.shape_field import OrganField, evaluate_upsampled, rotation_matrix
 
-__all__ = ["Lattice", "Placed", "carry", "organ_lattice", "overlap_region", "pair_values", "tight_overlap"]
+__all__ = ["Lattice", "Placed", "carry", "organ_lattice", "overlap_region", "pair_values"]
 
 
 @dataclass

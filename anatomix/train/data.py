@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from anatomix.errors import AnatomixError, ConfigError
+from anatomix.errors import ConfigError
 from anatomix.io import IMAGE_SUFFIXES
 from anatomix.rng import sample_rng
 
@@ -177,7 +177,7 @@ class _GeneratorFactory:
         self.overrides = dict(overrides or {})
 
     def config(self) -> Any:
-        from anatomix import synth
+        from anatomix.config import validate_synth_config
 
         if isinstance(self.synth_config, Mapping):
             data, source = dict(self.synth_config), "data.synth_config"
@@ -193,7 +193,7 @@ class _GeneratorFactory:
                 raise ConfigError(f"{source}: expected a mapping")
             data = _deep_merge(data, self.overrides)
             source += " (with data.overrides)"
-        return synth.validate_synth_config(data, source=source)
+        return validate_synth_config(data, source=source)
 
     def __call__(self) -> Any:
         from anatomix import synth
