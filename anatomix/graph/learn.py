@@ -1,0 +1,255 @@
+"""Learning a graph from a shape bank: anchors, volumes, parents, contacts and directions."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from anatomix.labels import PRESETS
+from anatomix.graph.model import OrganGraph
+from anatomix.graph.schema import FORMAT_VERSION, GraphError
+from anatomix.graph.subjects import rebuild_subjects, subject_gaps
+
+#: Prior standard deviation (mm, per axis) that regularises learned anchor covariances: with n
+#: subjects, cov = ((n - 1) * S + PRIOR_WEIGHT * diag(std^2)) / (n - 1 + PRIOR_WEIGHT), so one
+#: subject gives exactly the prior and many subjects the sample covariance.
+DEFAULT_PRIOR_STD_MM = 10.0
+#: The same for offsets of a child's centroid from its attached_to parent's (tighter: the
+#: parent already carries the body-level variation).
+DEFAULT_OFFSET_PRIOR_STD_MM = 5.0
+PRIOR_WEIGHT = 2.0
+
+# Output label convention for learned graphs: BTCV's 13 values, then duodenum 14, then the rest
+# in TotalSegmentator order (only organs absent from BTCV get new values).
+_BTCV = dict((v, k) for k, v in PRESETS["btcv"].items())
+_EXTRA_LABELS = {"duodenum": 14}
+
+
+def _regularised_cov(samples: np.ndarray, prior_std_mm: float) -> np.ndarray:
+    """Sample covariance shrunk toward diag(prior_std^2) with PRIOR_WEIGHT pseudo-subjects."""
+    n = samples.shape[0]
+    prior = np.eye(3) * prior_std_mm**2
+    if n < 2:
+        return prior
+    s = np.cov(samples.T, ddof=1)
+    return ((n - 1) * s + PRIOR_WEIGHT * prior) / (n - 1 + PRIOR_WEIGHT)
+
+
+def _label_values(organs: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    used: set[int] = set()
+    for o in organs:
+        v = _BTCV.get(o, _EXTRA_LABELS.get(o))
+        if v is not None:
+            out[o] = v
+            used.add(v)
+    nxt = max(used | {14}) + 1
+    for o in organs:
+        if o not in out:
+            while nxt in used:
+                nxt += 1
+            out[o] = nxt
+            used.add(nxt)
+    return out
+
+
+def _round(x: Any, nd: int = 2) -> Any:
+    a = np.asarray(x, dtype=np.float64)
+    return np.round(a, nd).tolist()
+
+
+def learn_graph(
+    bank: Any,
+    organs: Sequence[str] | None = None,
+    *,
+    name: str = "learned",
+    contact_tolerance_mm: float | None = None,
+    min_contact_share: float = 0.5,
+    min_direction_margin_mm: float = 10.0,
+    prior_std_mm: float = DEFAULT_PRIOR_STD_MM,
+    offset_prior_std_mm: float = DEFAULT_OFFSET_PRIOR_STD_MM,
+) -> OrganGraph:
+    """Learn an organ graph from a shape bank.
+
+    Each subject is rebuilt in the body frame by placing every shape's mask at its record's
+    ``origin_mm`` (shape arrays are at bank spacing). Then:
+
+    - anchor: mean of the organ's centroids over subjects (complete shapes in subjects whose
+      body frame is exact, per the manifest's ``subjects[].frame_exact``, preferred; then
+      complete shapes; then truncated ones in exact frames; then any), covariance regularised toward ``diag(prior_std_mm^2)`` (see
+      :data:`DEFAULT_PRIOR_STD_MM`: with one subject the covariance IS the prior);
+    - volume range: [0.7 * min, 1.3 * max] of complete shapes (truncated shapes only: [max, 2 * max]);
+    - required when present in at least half the subjects, else optional with the share present;
+    - contact: the pair touches (gap <= ``contact_tolerance_mm``, default two bank voxels) in at
+      least ``min_contact_share`` of the subjects holding both;
+    - parent (attached_to): the nearest (by centroid) larger organ it is in contact with;
+      offset = child centroid - parent centroid, covariance regularised with ``offset_prior_std_mm``;
+    - direction: for pairs in contact and for left/right mirror pairs, each axis along which the
+      order holds in every subject (complete shapes) by at least ``min_direction_margin_mm``;
+      margin = half the smallest observed separation, rounded down to 1 mm;
+    - priority: smaller organs win where volumes meet (rank by typical volume);
+    - label values: BTCV's, duodenum 14, others from 15.
+
+    Args:
+        bank: a ShapeBank (``organs``, ``spacing_mm``, ``shapes(organ)``, ``mask(shape_id)``,
+            optional ``manifest.body_frame``).
+        organs: organs to include (default: every organ of the bank).
+
+    Raises:
+        GraphError: an organ is unknown to the bank or the bank holds no shapes.
+    """
+    bank_organs = list(bank.organs)
+    if organs is None:
+        organs = bank_organs
+    organs = list(dict.fromkeys(organs))
+    missing = [o for o in organs if o not in bank_organs]
+    if missing or not organs:
+        probs = [
+            f"bank: organs: expected organs the bank holds ({', '.join(bank_organs) or 'none'}); found {o!r}"
+            for o in missing
+        ] or ["bank: organs: expected at least one organ; found none"]
+        raise GraphError(probs, "learn_graph")
+    sp = np.asarray(bank.spacing_mm, dtype=np.float64)
+    tol = float(2 * sp.max()) if contact_tolerance_mm is None else float(contact_tolerance_mm)
+    subjects = rebuild_subjects(bank, organs)
+    n_subj = len(subjects)
+
+    exact = bank.frame_exact
+
+    def cents(o: str) -> tuple[np.ndarray, bool]:
+        """Centroids for the anchor: complete shapes in exactly-framed subjects first."""
+        have = [s for s in subjects if o in s.records]
+        tiers = [
+            [s for s in have if not s.records[o].truncated and exact.get(s.subject_id, True)],
+            [s for s in have if not s.records[o].truncated],
+            [s for s in have if exact.get(s.subject_id, True)],
+            have,
+        ]
+        for k, tier in enumerate(tiers):
+            if tier:
+                return np.array([np.asarray(s.records[o].centroid_mm, float) for s in tier]), k == 0
+        raise AssertionError("unreachable: every organ has a shape")
+
+    entries: dict[str, dict] = {}
+    typical: dict[str, float] = {}
+    labels = _label_values(organs)
+    organs = sorted(organs, key=lambda o: labels[o])
+    for o in organs:
+        c, complete = cents(o)
+        vols_c = [float(s.records[o].volume_ml) for s in subjects if o in s.records and not s.records[o].truncated]
+        vols_all = [float(s.records[o].volume_ml) for s in subjects if o in s.records]
+        if vols_c:
+            vr = (0.7 * min(vols_c), 1.3 * max(vols_c))
+        else:
+            vr = (max(vols_all), 2.0 * max(vols_all))
+        typical[o] = math.sqrt(vr[0] * vr[1])
+        present = sum(o in s.records for s in subjects) / max(n_subj, 1)
+        notes = []
+        if not complete:
+            notes.append("no complete shape in an exactly-framed subject: anchor is rough")
+        if not vols_c:
+            notes.append("only truncated shapes: volume range is rough")
+        entries[o] = {
+            "label": labels[o],
+            "anchor": {"mean_mm": _round(c.mean(axis=0), 1), "cov_mm": _round(_regularised_cov(c, prior_std_mm), 2)},
+            "volume_ml": [round(vr[0], 2), round(vr[1], 2)],
+            "required": present >= 0.5,
+            "probability": 1.0 if present >= 0.5 else round(present, 3),
+            "rotation_deg": [[-10.0, 10.0], [-10.0, 10.0], [-10.0, 10.0]],
+            "scale": [0.9, 1.1],
+            "priority": 0,
+        }
+        if notes:
+            entries[o]["note"] = "; ".join(notes)
+    for rank, o in enumerate(sorted(organs, key=lambda o: (-typical[o], o)), start=1):
+        entries[o]["priority"] = rank
+
+    # contacts
+    touch: dict[frozenset, int] = {}
+    both: dict[frozenset, int] = {}
+    for s in subjects:
+        gaps = subject_gaps(s, tol)
+        present = sorted(s.records)
+        for i, a in enumerate(present):
+            for b in present[i + 1:]:
+                p = frozenset((a, b))
+                both[p] = both.get(p, 0) + 1
+                if p in gaps:
+                    touch[p] = touch.get(p, 0) + 1
+    contact_pairs = sorted(
+        (tuple(sorted(p)) for p, k in touch.items() if k / both[p] >= min_contact_share), key=lambda t: t
+    )
+    relations: list[dict] = []
+    for a, b in contact_pairs:
+        relations.append({"type": "contact", "a": a, "b": b})
+
+    # parents: nearest larger organ in contact
+    mean_c = {o: np.asarray(entries[o]["anchor"]["mean_mm"]) for o in organs}
+    contact_set = {frozenset(p) for p in contact_pairs}
+    for o in sorted(organs, key=lambda o: (-typical[o], o)):
+        cands = [
+            q for q in organs
+            if q != o and frozenset((o, q)) in contact_set and (typical[q], q) > (typical[o], o)
+        ]
+        if not cands:
+            continue
+        parent = min(cands, key=lambda q: (float(np.linalg.norm(mean_c[q] - mean_c[o])), q))
+        offs = []
+        for s in subjects:
+            if o in s.records and parent in s.records:
+                ro, rp = s.records[o], s.records[parent]
+                offs.append((np.asarray(ro.centroid_mm, float) - np.asarray(rp.centroid_mm, float), ro.truncated or rp.truncated))
+        good = [d for d, t in offs if not t] or [d for d, _ in offs]
+        arr = np.array(good)
+        relations.append({
+            "type": "attached_to", "a": o, "b": parent,
+            "offset": {"mean_mm": _round(arr.mean(axis=0), 1), "cov_mm": _round(_regularised_cov(arr, offset_prior_std_mm), 2)},
+        })
+
+    # directions: contact pairs and mirror pairs
+    from anatomix.labels import mirror_organ
+
+    cand_pairs = set(contact_set)
+    for o in organs:
+        m = mirror_organ(o)
+        if m in organs:
+            cand_pairs.add(frozenset((o, m)))
+    axis_dirs = {0: ("right_of", "left_of"), 1: ("anterior_to", "posterior_to"), 2: ("above", "below")}
+    for pair in sorted(tuple(sorted(p)) for p in cand_pairs):
+        a, b = pair
+        d_list = []
+        for s in subjects:
+            if a in s.records and b in s.records and not s.records[a].truncated and not s.records[b].truncated:
+                d_list.append(np.asarray(s.records[a].centroid_mm, float) - np.asarray(s.records[b].centroid_mm, float))
+        if not d_list:
+            continue
+        d = np.array(d_list)
+        for ax in range(3):
+            lo, hi = d[:, ax].min(), d[:, ax].max()
+            if lo >= min_direction_margin_mm:
+                sep, dname = lo, axis_dirs[ax][0]
+            elif hi <= -min_direction_margin_mm:
+                sep, dname = -hi, axis_dirs[ax][1]
+            else:
+                continue
+            relations.append({"type": "direction", "a": a, "b": b, "direction": dname,
+                              "margin_mm": float(math.floor(sep / 2))})
+
+    body_frame = None
+    manifest = getattr(bank, "manifest", None)
+    if manifest is not None and getattr(manifest, "body_frame", None) is not None:
+        bf = manifest.body_frame
+        body_frame = bf if isinstance(bf, str) else str(getattr(bf, "definition", bf))
+    data = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "description": f"learned from a bank of {n_subj} subject(s) at {sp.tolist()} mm by anatomix graph learn",
+        "defaults": {"contact_tolerance_mm": round(max(3.0, tol), 2)},
+        "organs": entries,
+        "relations": relations,
+    }
+    if body_frame:
+        data["body_frame"] = body_frame
+    return OrganGraph.from_dict(data, f"learn_graph({name})")
