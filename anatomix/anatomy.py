@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from anatomix import __version__
 from anatomix.appearance import apply_lesions, render_image, sample_appearance, sample_lesions
 from anatomix.bank import ShapeBank
 from anatomix.config import AnatomySynthConfig, GridConfig
@@ -30,6 +31,7 @@ from anatomix.errors import AnatomixError
 from anatomix.graph import OrganGraph
 from anatomix.placement import Scene, check_inputs, missing_organs, sample_scene
 from anatomix.render import Grid, render_scene, scene_grid
+from anatomix.record import RECORD_FORMAT, Pins, content_sha256
 from anatomix.rng import sample_rng
 from anatomix.sample import Sample
 
@@ -40,7 +42,7 @@ __all__ = ["AnatomyGenerator", "MissingOrganWarning", "choose_grid",
 class MissingOrganWarning(UserWarning):
     """Graph organs the shape bank has no shape of: left out of every scene (issued once per run)."""
 
-STREAM_PLACEMENT, STREAM_FOV, STREAM_APPEARANCE = 0, 1, 2
+STREAM_PLACEMENT, STREAM_FOV, STREAM_APPEARANCE, STREAM_LESIONS = 0, 1, 2, 3
 
 
 def choose_grid(scene: Scene, config: GridConfig, rng: np.random.Generator) -> Grid:
@@ -144,6 +146,7 @@ class AnatomyGenerator:
             warnings.warn(missing_organs_message(self.missing_organs, self.config.bank), MissingOrganWarning,
                           stacklevel=2)
         self._labels = {int(k): str(v) for k, v in self._graph.label_table().items()}
+        self._pins = generator_pins(config, self._graph, self._bank)
         self._lesion_value: int | None = None
         if config.lesion_label == "own" and config.appearance.lesion_probability > 0 \
                 and config.appearance.mode != "contour":
@@ -207,35 +210,80 @@ class AnatomyGenerator:
         return sample_scene(self._graph, self._bank, sample_rng(self.seed, index, STREAM_PLACEMENT),
                             self.config.placement, cache=self._cache)
 
-    def sample(self, index: int) -> Any:
+    @property
+    def pins(self) -> Pins:
+        """Version and content hashes of the config, graph and bank this generator uses."""
+        return self._pins
+
+    def sample_record(self, index: int) -> dict[str, Any]:
+        """Draw everything of case ``index`` (no rendering): scene, field of view, appearance and
+        lesions, each from its own counter-based stream (``sample_rng(seed, index, stream)``).
+
+        The appearance is drawn for every organ of the scene whatever the window, and lesions from
+        the scene and the bank alone, so changing one drawn part (textures off, another lesion
+        probability, another window) leaves the others as they were.
+        """
         cfg = self.config
         scene = self.scene(index)
         grid = choose_grid(scene, cfg.grid, sample_rng(self.seed, index, STREAM_FOV))
-        rendered = render_scene(scene, self._bank, grid, cache=self._cache)
-        rng = sample_rng(self.seed, index, STREAM_APPEARANCE)
-        lesions = sample_lesions(rendered, rng, cfg.appearance, self._lesion_value)
-        organs = [o for o in rendered.sdfs]
-        params = sample_appearance(organs, rendered.labels, grid, (scene.box_min_mm, scene.box_max_mm), rng,
-                                   cfg.appearance)
-        label = rendered.label.copy()
-        painted = apply_lesions(rendered, label, lesions)
-        image = render_image(rendered, label, params, painted)
-        record = {
-            "seed": self.seed, "index": int(index), "mode": "anatomy",
+        organs = [o.organ for o in scene.organs]
+        labels = {o.organ: o.label for o in scene.organs}
+        params = sample_appearance(organs, labels, grid, (scene.box_min_mm, scene.box_max_mm),
+                                   sample_rng(self.seed, index, STREAM_APPEARANCE), cfg.appearance)
+        lesions = sample_lesions(scene, self._bank, sample_rng(self.seed, index, STREAM_LESIONS), cfg.appearance,
+                                 self._lesion_value, cache=self._cache)
+        return {
+            "format_version": RECORD_FORMAT, "seed": self.seed, "index": int(index), "mode": "anatomy",
+            "pins": self._pins.model_dump(mode="json"),
+            "config": cfg.model_dump(mode="json"),
             "grid": {"shape": list(grid.shape), "spacing_mm": list(grid.spacing_mm),
                      "origin_mm": list(grid.origin_mm), "fov": cfg.grid.fov},
             "constraints": _constraints(scene),
             "scene": scene.model_dump(mode="json"),
             "appearance": params,
-            "lesions": [{"host": les["host"], "label": les["label"], "voxels": int(m.sum()),
-                         "relation": "inside", "primitive": les["primitive"], "pose": les["pose"],
-                         "mapper": les["mapper"], "contrast_hu": les["contrast_hu"]}
-                        for _, m, les in painted],
+            "lesions": lesions,
         }
-        return Sample(image=image, label=label, spacing_mm=grid.spacing_mm, record=record, origin_mm=grid.origin_mm)
+
+    def render_record(self, record: dict[str, Any]) -> Sample:
+        """Render a record of :meth:`sample_record` (or a ``records/<case>.json``): pure."""
+        return render_anatomy_record(record, self._bank, cache=self._cache)
+
+    def sample(self, index: int) -> Sample:
+        """Case ``index``: ``render_record(sample_record(index))``."""
+        return self.render_record(self.sample_record(index))
 
     def summary(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return summarize_records(records)
+
+
+def render_anatomy_record(record: dict[str, Any], bank: ShapeBank, cache: dict[str, Any] | None = None) -> Sample:
+    """Apply a drawn anatomy record: scene -> label map and SDFs, lesions painted, image rendered.
+
+    Deterministic, and needs nothing but the record and the shape bank it was drawn from (not
+    the graph or the config file). The returned record is ``record`` plus what rendering measured
+    (``lesion_voxels``).
+    """
+    scene = Scene.model_validate(record["scene"])
+    g = record["grid"]
+    grid = Grid(tuple(g["shape"]), tuple(g["spacing_mm"]), tuple(g["origin_mm"]))
+    rendered = render_scene(scene, bank, grid, cache=cache)
+    label = rendered.label.copy()
+    painted = apply_lesions(rendered, label, record["lesions"])
+    image = render_image(rendered, label, record["appearance"], painted)
+    out = dict(record)
+    out["lesion_voxels"] = [int(m.sum()) for _, m, _ in painted]
+    return Sample(image=image, label=label, spacing_mm=grid.spacing_mm, record=out, origin_mm=grid.origin_mm)
+
+
+def generator_pins(config: AnatomySynthConfig, graph: OrganGraph, bank: ShapeBank) -> Pins:
+    """The pins of an anatomy run: paths of the graph and bank are left out of the config hash
+    (their contents are pinned by their own hashes, so moving a file changes nothing)."""
+    dumped = config.model_dump(mode="json")
+    dumped.pop("graph", None)
+    dumped.pop("bank", None)
+    return Pins(anatomix_version=__version__, config_sha256=content_sha256(dumped),
+                graph_sha256=content_sha256(graph.to_dict()),
+                bank_sha256=bank.manifest.content_hash or bank.manifest.compute_hash())
 
 
 def missing_organs_message(organs: Sequence[str], bank: str | None) -> str:

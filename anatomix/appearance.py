@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from anatomix.config import PHASES, AppearanceConfig
 from anatomix.grid import Grid
 from anatomix.render import Rendered
+from anatomix.scene import PlacedOrgan, Scene
+from anatomix.shape_field import ShapeSource, evaluate_upsampled, placed_field
 
 __all__ = ["AppearanceConfig", "CT_PRIOR_HU", "PHASES", "render_image", "sample_appearance",
            "sample_lesions", "window"]
@@ -134,7 +136,9 @@ def sample_appearance(organs: Sequence[str], labels: dict[str, int], grid: Grid,
         else:
             mean = rng.uniform(*config.random_mean_hu)
         tex = None
-        if config.texture == "fdif" and rng.random() < config.texture_probability:
+        # texture parameters are drawn whatever config.texture says (and dropped below when
+        # off), so that switching textures leaves every other drawn parameter unchanged
+        if rng.random() < config.texture_probability:
             from anatomix.sdf import DISPLACEMENT_NAMES, MAPPER_NAMES, sample_displacement
 
             tex = {"mapper": MAPPER_NAMES[int(rng.integers(len(MAPPER_NAMES)))],
@@ -143,6 +147,8 @@ def sample_appearance(organs: Sequence[str], labels: dict[str, int], grid: Grid,
                    "displacement": sample_displacement(
                        DISPLACEMENT_NAMES[int(rng.integers(len(DISPLACEMENT_NAMES)))], rng=rng)
                    if rng.random() < 0.7 else None}
+            if config.texture == "none":
+                tex = None
         intens[o] = {"mean_hu": float(mean), "std_hu": _u(rng, config.std_hu), "texture": tex}
     p["intensity_model"] = "ct" if use_ct else "random"
     p["phase"] = phase
@@ -171,31 +177,51 @@ def sample_appearance(organs: Sequence[str], labels: dict[str, int], grid: Grid,
     return p
 
 
-def sample_lesions(rendered: Rendered, rng: np.random.Generator, config: AppearanceConfig,
-                   lesion_label: int | None) -> list[dict[str, Any]]:
-    """Draw lesions inside host organs (positions where the host SDF is deep enough)."""
+def sample_lesions(scene: Scene, bank: ShapeSource, rng: np.random.Generator, config: AppearanceConfig,
+                   lesion_label: int | None, cache: dict[str, Any] | None = None,
+                   lattice_mm: float = 3.0) -> list[dict[str, Any]]:
+    """Draw lesions inside host organs of the scene (centres where the host SDF is deep enough).
+
+    Depends only on the scene, the bank and ``rng``, not on the output grid or any other draw:
+    the same case gets the same lesions in any window, and switching textures or the lesion
+    probability leaves every other parameter as it was. Host depth is measured on a
+    ``lattice_mm`` lattice over the host's own box.
+    """
     out: list[dict[str, Any]] = []
     if config.mode == "contour" or config.max_lesions == 0 or rng.random() >= config.lesion_probability:
         return out
-    hosts = [h for h in config.lesion_hosts if h in rendered.sdfs]
+    organs = {o.organ: o for o in scene.organs}
+    hosts = [h for h in config.lesion_hosts if h in organs]
     if not hosts:
         return out
-    g = rendered.grid
+    depth: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     n = int(rng.integers(1, config.max_lesions + 1))
     for _ in range(n):
         host = hosts[int(rng.integers(len(hosts)))]
         r = _u(rng, config.lesion_radius_mm)
-        sl, sdf = rendered.sdfs[host]
-        deep = np.argwhere(sdf <= -0.6 * r)
+        if host not in depth:
+            depth[host] = _host_lattice(organs[host], bank, cache, lattice_mm)
+        points, sdf = depth[host]
+        deep = np.flatnonzero(sdf <= -0.6 * r)
         if deep.size == 0:
             continue
-        k = deep[int(rng.integers(len(deep)))]
-        c = g.world_mm(np.array([s.start for s in sl]) + k)
+        c = points[deep[int(rng.integers(len(deep)))]]
         obj = _fdif_object(rng, c, r / 0.18, allow_displacement=False)
         obj.update({"host": host, "contrast_hu": _u(rng, config.lesion_contrast_hu),
-                    "label": int(lesion_label) if lesion_label is not None else int(rendered.labels[host])})
+                    "label": int(lesion_label) if lesion_label is not None else int(organs[host].label)})
         out.append(obj)
     return out
+
+
+def _host_lattice(organ: PlacedOrgan, bank: ShapeSource, cache: dict[str, Any] | None, step_mm: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """World points (N, 3) of a regular lattice over a placed organ's box and its SDF there (N,)."""
+    fld = placed_field(organ, bank, cache)
+    lo, hi = fld.world_box(0.0)
+    n = np.maximum(np.floor((hi - lo) / step_mm).astype(int) + 1, 1)
+    sdf = evaluate_upsampled(fld, lo - fld.translation, np.full(3, step_mm), n, np.ones(3, dtype=int)).numpy()
+    idx = np.indices(tuple(int(v) for v in n)).reshape(3, -1).T
+    return lo + idx * step_mm, sdf.reshape(-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,6 +278,8 @@ def apply_lesions(rendered: Rendered, label: np.ndarray, lesions: Sequence[dict[
     g = rendered.grid
     out = []
     for les in lesions:
+        if les["host"] not in rendered.sdfs:  # the host lies outside this grid
+            continue
         res = _object_values(les, g)
         if res is None:
             continue

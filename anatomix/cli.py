@@ -261,6 +261,24 @@ def synth_command(
         Console().print(format_summary(summary.get("generator_summary") or {}), highlight=False)
 
 
+@app.command("replay")
+def replay_command(
+    record: str = typer.Argument(..., help="A case record: <synth out>/records/<case>.json."),
+    out: str = typer.Option(..., "--out", help="Folder for <case>_0000.nii.gz and <case>.nii.gz."),
+    bank: str = typer.Option(None, "--bank", help="Shape bank of the run (default: the record's, else the embedded one)."),
+) -> None:
+    """Rebuild one case from its record, byte for byte (the bank must be the pinned one)."""
+    from anatomix.errors import AnatomixError
+    from anatomix.replay import replay_to_folder
+
+    try:
+        paths = replay_to_folder(record, out, bank=bank)
+    except AnatomixError as exc:
+        fail(str(exc))
+        return
+    typer.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
 @app.command("preview")
 def preview_command(
     folder: str = typer.Argument(..., help="Output folder of `anatomix synth`."),

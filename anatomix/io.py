@@ -17,6 +17,9 @@ overlapping layers, and a folder of per-structure binary masks, are returned as 
 that each value names one segment across all layers; use :meth:`LabeledVolume.mask`.
 """
 
+# size: the only module that reads and writes medical images (NIfTI, NRRD, .seg.nrrd, MHA, DICOM;
+# orientation, resampling, atomic writes), as DESIGN.md asks: one owner of image I/O by design.
+
 from __future__ import annotations
 
 import gzip

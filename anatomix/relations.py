@@ -43,6 +43,9 @@ Definitions:
   on that label's bounding box grown by the tolerance, not on the whole volume.
 """
 
+# size: the single owner of every relation measure (overlap, inside, gap, direction, contacts, on
+# one grid and at integer offsets); splitting it would split that ownership.
+
 from __future__ import annotations
 
 from math import ceil

@@ -79,8 +79,7 @@ def render_scene(scene: Scene, bank: ShapeSource, grid: Grid, cache: dict[str, A
     factors = np.where(sp < coarse_spacing_mm, 2, 1)
     for organ in label_precedence(scene.organs):
         fld = placed_field(organ, bank, cache)
-        lo = np.maximum(np.asarray(organ.organ_min_mm) - margin_mm, fld.world_box(margin_mm)[0])
-        hi = np.minimum(np.asarray(organ.organ_max_mm) + margin_mm, fld.world_box(margin_mm)[1])
+        lo, hi = fld.world_box(margin_mm)  # from the pose itself, never from placement's measurements
         sl = grid.box_slices(lo, hi)
         if sl is None:
             continue

@@ -9,16 +9,8 @@ count, shard or order in which it is produced.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-__all__ = ["sample_seed_sequence", "sample_rng", "child_rng", "torch_generator"]
-
-
-def sample_seed_sequence(seed: int, index: int) -> np.random.SeedSequence:
-    """The seed sequence of sample ``index`` of run ``seed``."""
-    if seed < 0 or index < 0:
-        raise ValueError(f"seed and index must be non-negative, got seed={seed}, index={index}")
-    return np.random.SeedSequence(seed, spawn_key=(index,))
+__all__ = ["sample_rng"]
 
 
 def sample_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
@@ -29,15 +21,3 @@ def sample_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
     """
     ss = np.random.SeedSequence(seed, spawn_key=(index, stream))
     return np.random.Generator(np.random.PCG64(ss))
-
-
-def child_rng(rng: np.random.Generator) -> np.random.Generator:
-    """An independent generator drawn from ``rng`` (consumes one draw of it)."""
-    return np.random.Generator(np.random.PCG64(rng.integers(0, 2**63 - 1, dtype=np.int64)))
-
-
-def torch_generator(rng: np.random.Generator, device: str | torch.device = "cpu") -> torch.Generator:
-    """A torch.Generator seeded from ``rng`` (consumes one draw of it)."""
-    g = torch.Generator(device=device)
-    g.manual_seed(int(rng.integers(0, 2**63 - 1, dtype=np.int64)))
-    return g

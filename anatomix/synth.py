@@ -29,6 +29,7 @@ import numpy as np
 from anatomix.anatomy import AnatomyGenerator
 from anatomix.config import MODES
 from anatomix.errors import AnatomixError
+from anatomix.record import Pins, pin_changes
 from anatomix.sample import Sample
 from anatomix.sdf.generator import FdifGenerator
 
@@ -184,7 +185,9 @@ def _done_cases(out: Path) -> dict[int, Path]:
 def _run_info(generator: SampleGenerator, seed: int) -> dict[str, Any]:
     config = getattr(generator, "config", None)
     dumped = config.model_dump(mode="json") if hasattr(config, "model_dump") else None
-    return {"format_version": 1, "seed": int(seed),
+    pins = getattr(generator, "pins", None)
+    return {"format_version": 2, "seed": int(seed),
+            "pins": pins.model_dump(mode="json") if pins is not None else None,
             "generator": f"{type(generator).__module__}.{type(generator).__qualname__}",
             "config": dumped,
             "labels": {str(k): v for k, v in sorted(generator.label_names().items())}}
@@ -240,10 +243,20 @@ def _check_run(out: Path, info: dict[str, Any]) -> None:
         except (OSError, json.JSONDecodeError):
             old = None
         if old != info:
-            diffs = ([k for k in info if old.get(k) != info[k]] if isinstance(old, dict) else ["all"])
+            changed: list[str] = []
+            if isinstance(old, dict) and isinstance(old.get("pins"), dict) and info.get("pins"):
+                try:
+                    changed = pin_changes(Pins.model_validate(old["pins"]), Pins.model_validate(info["pins"]))
+                except ValueError:
+                    changed = []
+            if isinstance(old, dict):
+                changed += [k for k in info if k not in ("pins", "config") and old.get(k) != info[k]]
+                if not changed and old.get("config") != info.get("config"):
+                    changed.append("config (input paths)")
             raise SynthError(
-                f"{out} already holds a different synthesis run (differs in: {', '.join(diffs)}); "
-                "resume only with the same config and seed, or choose a new --out folder"
+                f"{out} already holds a different synthesis run (changed: {', '.join(changed) or 'all'}); "
+                "a run resumes only with the same seed, config, graph and bank contents; restore them, "
+                "or choose a new --out folder"
             )
     else:
         _write_json(run_file, info)

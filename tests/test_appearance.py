@@ -16,9 +16,9 @@ def _case(graph, bank, cfg, seed=0):
     c = np.asarray(scene.organ("liver").centroid_mm)
     grid = Grid((48, 48, 40), (2.5, 2.5, 3.0), tuple(c - [60.0, 60.0, 60.0]))
     r = render_scene(scene, bank, grid)
-    rng = np.random.default_rng(seed + 100)
-    lesions = sample_lesions(r, rng, cfg, 9)
-    params = sample_appearance(list(r.sdfs), r.labels, grid, (scene.box_min_mm, scene.box_max_mm), rng, cfg)
+    lesions = sample_lesions(scene, bank, np.random.default_rng(seed + 200), cfg, 9)
+    params = sample_appearance([o.organ for o in scene.organs], {o.organ: o.label for o in scene.organs}, grid,
+                               (scene.box_min_mm, scene.box_max_mm), np.random.default_rng(seed + 100), cfg)
     label = r.label.copy()
     painted = apply_lesions(r, label, lesions)
     return render_image(r, label, params, painted), label, params, painted

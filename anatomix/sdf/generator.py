@@ -12,7 +12,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from anatomix import __version__
 from anatomix.config import FdifSynthConfig
+from anatomix.record import RECORD_FORMAT, Pins, content_sha256
 from anatomix.rng import sample_rng
 from anatomix.sample import Sample
 from anatomix.sdf.compose import render_objects
@@ -51,6 +53,7 @@ class FdifGenerator:
         self.config = config
         self.seed = int(seed)
         self.device = device
+        self.pins = Pins(anatomix_version=__version__, config_sha256=content_sha256(config.model_dump(mode="json")))
         self._classes = config.class_list
         self._mappers = config.mapper_list
         self._disps = config.displacement_list
@@ -83,7 +86,9 @@ class FdifGenerator:
         objects = sample_objects(self.config, rng=rng)
         for obj in objects:
             obj["label"] = self._label_of(obj)
-        return {"mode": "fdif", "seed": self.seed, "index": int(index), "objects": objects}
+        return {"format_version": RECORD_FORMAT, "mode": "fdif", "seed": self.seed, "index": int(index),
+                "pins": self.pins.model_dump(mode="json"), "config": self.config.model_dump(mode="json"),
+                "objects": objects}
 
     def render_record(self, record: dict[str, Any]):
         """Render a record (from :meth:`sample_record` or a records/<case>.json file)."""
