@@ -23,9 +23,9 @@ class Grid:
     ``origin_mm=None`` (the default) centres the grid on the world origin.
     """
 
-    shape: tuple[int, int, int]
-    spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    origin_mm: tuple[float, float, float] = field(default=None)  # type: ignore[assignment]
+    shape: tuple[int, ...]
+    spacing_mm: tuple[float, ...] = (1.0, 1.0, 1.0)
+    origin_mm: tuple[float, ...] = field(default=None)  # type: ignore[arg-type]  # None: centred
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(v) for v in self.shape))

@@ -296,7 +296,7 @@ def surface_gap_mm(a: np.ndarray, b: np.ndarray, spacing_mm: Sequence[float] | f
 
 
 def offset_common_box(
-    a_start: tuple[int, int, int], a_shape: tuple[int, ...], b_start: tuple[int, int, int], b_shape: tuple[int, ...]
+    a_start: tuple[int, ...], a_shape: tuple[int, ...], b_start: tuple[int, ...], b_shape: tuple[int, ...]
 ) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
     """Slices of ``a`` and ``b`` (arrays whose element [0, 0, 0] lies at grid indices ``a_start`` /
     ``b_start``, python ints) over their common box; None when the boxes do not meet."""
@@ -313,7 +313,7 @@ def offset_common_box(
 
 
 def offset_overlap_count(
-    a: np.ndarray, a_start: tuple[int, int, int], b: np.ndarray, b_start: tuple[int, int, int],
+    a: np.ndarray, a_start: tuple[int, ...], b: np.ndarray, b_start: tuple[int, ...],
     box: tuple[tuple[slice, ...], tuple[slice, ...]] | None = None,
 ) -> int:
     """|a ∩ b| (voxels) of two masks (or SDFs) placed at integer offsets on one grid.
@@ -329,7 +329,7 @@ def offset_overlap_count(
 
 
 def offset_surface_gap_mm(
-    sdf_a: np.ndarray, a_start: tuple[int, int, int], sdf_b: np.ndarray, b_start: tuple[int, int, int],
+    sdf_a: np.ndarray, a_start: tuple[int, ...], sdf_b: np.ndarray, b_start: tuple[int, ...],
     masks: tuple[np.ndarray, np.ndarray] | None = None,
     box: tuple[tuple[slice, ...], tuple[slice, ...]] | None = None,
 ) -> float:
@@ -357,7 +357,7 @@ def offset_surface_gap_mm(
 
 
 def offset_relation_value(
-    kind: str, a: np.ndarray, a_start: tuple[int, int, int], b: np.ndarray, b_start: tuple[int, int, int],
+    kind: str, a: np.ndarray, a_start: tuple[int, ...], b: np.ndarray, b_start: tuple[int, ...],
     masks: tuple[np.ndarray, np.ndarray] | None = None, counts: tuple[int, int] | None = None,
 ) -> float:
     """The value of an ``avoid`` (overlap fraction), ``inside`` (inside fraction of ``a`` in ``b``)
@@ -380,7 +380,7 @@ def offset_relation_value(
 
 
 def direction_margin_mm(
-    centroid_a: Sequence[float], centroid_b: Sequence[float], direction: str
+    centroid_a: Sequence[float] | np.ndarray, centroid_b: Sequence[float] | np.ndarray, direction: str
 ) -> float:
     """By how many mm ``a`` lies in ``direction`` of ``b`` (centroids in RAS mm; > 0: it does).
 
@@ -398,7 +398,7 @@ def direction_margin_mm(
 
 
 def direction_holds(
-    centroid_a: Sequence[float], centroid_b: Sequence[float], direction: str, margin_mm: float = 0.0
+    centroid_a: Sequence[float] | np.ndarray, centroid_b: Sequence[float] | np.ndarray, direction: str, margin_mm: float = 0.0
 ) -> bool:
     """Whether ``a <direction> b`` holds with ``margin_mm`` (strict inequality, contract)."""
     return direction_margin_mm(centroid_a, centroid_b, direction) > margin_mm

@@ -30,7 +30,7 @@ def label_precedence(organs: Sequence[PlacedOrgan]) -> list[PlacedOrgan]:
     return sorted(organs, key=lambda o: (o.priority, -o.volume_ml, o.label))
 
 
-def scene_grid(scene: Scene, spacing_mm: Sequence[float], margin_mm: float = 20.0) -> Grid:
+def scene_grid(scene: Scene, spacing_mm: Sequence[float] | np.ndarray, margin_mm: float = 20.0) -> Grid:
     """A grid at ``spacing_mm`` covering every organ of the scene plus ``margin_mm`` (whole field of view)."""
     lo = np.asarray(scene.box_min_mm, dtype=np.float64) - margin_mm
     hi = np.asarray(scene.box_max_mm, dtype=np.float64) + margin_mm

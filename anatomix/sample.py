@@ -26,9 +26,9 @@ class Sample:
 
     image: np.ndarray
     label: np.ndarray
-    spacing_mm: tuple[float, float, float]
+    spacing_mm: tuple[float, ...]
     record: dict[str, Any]
-    origin_mm: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0))
+    origin_mm: tuple[float, ...] = field(default=(0.0, 0.0, 0.0))
 
     def __post_init__(self) -> None:
         if self.image.dtype != np.float32:

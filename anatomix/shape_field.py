@@ -98,7 +98,7 @@ class OrganField:
         lo, hi = self.offset_box(margin_mm)
         return lo + self.translation, hi + self.translation
 
-    def eval_box(self, start: np.ndarray, step: np.ndarray, shape: Sequence[int]) -> torch.Tensor:
+    def eval_box(self, start: np.ndarray, step: np.ndarray, shape: Sequence[int] | np.ndarray) -> torch.Tensor:
         """SDF (mm) on the regular box ``translation + start + step * index`` of ``shape`` points.
 
         The map from box index to crop index is affine (one ``affine_grid`` per part); the elastic

@@ -184,7 +184,7 @@ def _done_cases(out: Path) -> dict[int, Path]:
 
 def _run_info(generator: SampleGenerator, seed: int) -> dict[str, Any]:
     config = getattr(generator, "config", None)
-    dumped = config.model_dump(mode="json") if hasattr(config, "model_dump") else None
+    dumped = config.model_dump(mode="json") if config is not None and hasattr(config, "model_dump") else None
     pins = getattr(generator, "pins", None)
     return {"format_version": 2, "seed": int(seed),
             "pins": pins.model_dump(mode="json") if pins is not None else None,

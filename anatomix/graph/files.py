@@ -198,9 +198,9 @@ def cross_problems(raw: Any, source: str) -> list[str]:
             node = parents[node][0]
             if node in chain:
                 cyc = chain[chain.index(node):]
-                key = frozenset(cyc)
-                if key not in reported:
-                    reported.add(key)
+                cycle_key = frozenset(cyc)
+                if cycle_key not in reported:
+                    reported.add(cycle_key)
                     idx = sorted(parents[c][1] for c in cyc)
                     where = ", ".join(f"relations[{j}]" for j in idx)
                     problems.append(

@@ -171,9 +171,9 @@ def learn_graph(
     both: dict[frozenset, int] = {}
     for s in subjects:
         gaps = subject_gaps(s, tol)
-        present = sorted(s.records)
-        for i, a in enumerate(present):
-            for b in present[i + 1:]:
+        organs_here = sorted(s.records)
+        for i, a in enumerate(organs_here):
+            for b in organs_here[i + 1:]:
                 p = frozenset((a, b))
                 both[p] = both.get(p, 0) + 1
                 if p in gaps:

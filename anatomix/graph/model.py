@@ -167,8 +167,8 @@ class OrganGraph:
         g = nx.MultiDiGraph()
         for name in self._organs:
             g.add_node(name)
-        for r in self._explicit:
-            g.add_edge(r.a, r.b, key=len(g.edges), relation=r)
+        for relation in self._explicit:
+            g.add_edge(relation.a, relation.b, key=len(g.edges), relation=relation)
         self._g = g
         tree = nx.DiGraph()
         tree.add_nodes_from(self._organs)

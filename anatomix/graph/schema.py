@@ -146,7 +146,7 @@ class Defaults(_Strict):
 class GraphSpec(_Strict):
     """The YAML schema of an organ graph (``extra="forbid"`` everywhere)."""
 
-    format_version: Literal[1] = FORMAT_VERSION
+    format_version: Literal[1] = 1  # FORMAT_VERSION
     name: str = "graph"
     description: str | None = None
     body_frame: str | None = None

@@ -70,5 +70,5 @@ def pair_overlap(subj: BankSubject, a: str, b: str) -> tuple[float, float]:
 
 def subject_gaps(subj: BankSubject, max_gap_mm: float) -> dict[frozenset, float]:
     inv = {v: k for k, v in subj.label_of.items()}
-    gaps = rel.contact_gaps(subj.label_map, subj.spacing_mm, max_gap_mm)
+    gaps = rel.contact_gaps(subj.label_map, tuple(float(v) for v in subj.spacing_mm), max_gap_mm)
     return {frozenset(inv[v] for v in pair): g for pair, g in gaps.items()}

@@ -85,14 +85,14 @@ class Placed:
         return c
 
 
-def overlap_region(a_start: tuple[int, int, int], a: np.ndarray, b_start: tuple[int, int, int], b: np.ndarray
+def overlap_region(a_start: tuple[int, ...], a: np.ndarray, b_start: tuple[int, ...], b: np.ndarray
                     ) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
     """Slices of ``a`` and ``b`` (lattice arrays placed at integer starts, python int tuples) over
     their common box (:func:`anatomix.relations.offset_common_box`)."""
     return rel.offset_common_box(a_start, a.shape, b_start, b.shape)
 
 
-def pair_values(a_start: tuple[int, int, int], la: Lattice, b_start: tuple[int, int, int], lb: Lattice,
+def pair_values(a_start: tuple[int, ...], la: Lattice, b_start: tuple[int, ...], lb: Lattice,
                  need_gap: bool) -> tuple[int, float]:
     """(intersection voxel count, surface gap mm) on the lattice, measured by :mod:`anatomix.relations`
     (``offset_overlap_count``, ``offset_surface_gap_mm``); the gap is ``inf`` unless needed."""

@@ -167,12 +167,13 @@ def shape_anchor(ctx: Context, bank: ShapeBank, info: OrganSpec, params: dict[st
     Blended shapes take the blend of both centroids; shapes of subjects with an approximate frame
     take the graph anchor.
     """
-    if not ctx.exact:
+    exact = ctx.exact
+    if not exact:
         return info.anchor_mean_mm, False
 
     def one(shape_id: str) -> np.ndarray | None:
         rec = bank.record(shape_id)
-        if not ctx.exact.get(str(rec.subject_id), False):
+        if not exact.get(str(rec.subject_id), False):
             return None
         return np.asarray(rec.centroid_mm, dtype=np.float64)
 

@@ -186,7 +186,8 @@ def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=BLOCK_SI
             v = v[:, (v < hi_t).all(dim=0)]
             fv, pv = voxels(corners[:, ~crossing], b, points)
             flat = torch.cat([fv, (v * strides).sum(0)])
-            pts = torch.cat([pv, _shifted((v.to(torch.float32) - centre) * sp)], dim=1) if points else None
+            pts = (torch.cat([pv, _shifted((v.to(torch.float32) - centre) * sp)], dim=1)
+                   if points and pv is not None else None)
             return flat, pts
         # whole blocks: corner + offset, in flat indices and in mm
         flat = ((corners * strides).sum(0)[:, None] + (off * strides).sum(0)[None, :]).reshape(-1)

@@ -96,7 +96,7 @@ class FdifGenerator:
         with torch.no_grad():
             image, label, volumes = render_objects(
                 record["objects"], [o["label"] for o in record["objects"]], grid,
-                clip=tuple(self.config.clip), quantize=self.config.quantize, device=self.device)
+                clip=(self.config.clip[0], self.config.clip[1]), quantize=self.config.quantize, device=self.device)
         rec = dict(record)
         rec["volumes_vox"] = volumes
         return Sample(image.cpu().numpy(), label.cpu().numpy(), grid.spacing_mm, rec, grid.origin_mm)

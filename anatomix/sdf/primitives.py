@@ -385,7 +385,8 @@ class PrimitiveSDF:
                  device: torch.device | str = "cpu") -> None:
         self.params = params
         self.cls = cls = _BY_NAME[params["class"]]
-        self.section = _Section(params["section"], dtype, device) if "section" in params else None
+        self.section: Any = _Section(params["section"], dtype, device) if "section" in params else None
+        self.tri: Any = None
         if cls.family == "cone":
             r, h = params["radius"], params["height"]
             self.tri = _Polygon(torch.tensor([[-r, -h / 2], [r, -h / 2], [0.0, h / 2]], dtype=dtype, device=device))
@@ -412,10 +413,10 @@ class PrimitiveSDF:
             return self.section(torch.hypot(x, z).sub_(p["distance"]), y)
         if fam in ("polygon_torus", "star_torus"):
             return self.section(torch.hypot(x, z).sub_(p["major"]), y)
-        out = None
-        for piece in self.pieces:
-            d = piece(self.section, x, y, z, self.onion_t)
-            out = d if out is None else torch.minimum(out, d)
+        piece_sdfs = [piece(self.section, x, y, z, self.onion_t) for piece in self.pieces]
+        out = piece_sdfs[0]
+        for d in piece_sdfs[1:]:
+            out = torch.minimum(out, d)
         return out
 
 
