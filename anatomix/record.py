@@ -35,6 +35,11 @@ class Pins(BaseModel):
     bank_sha256: str | None = None
 
 
+def _short(value: str | None) -> str | None:
+    """A hash shortened for messages (other values as they are)."""
+    return value[:12] if isinstance(value, str) and len(value) == 64 else value
+
+
 def pin_changes(old: Pins, new: Pins) -> list[str]:
     """Human-readable differences between two pins (empty: the same inputs)."""
     names = {"anatomix_version": "anatomix version", "config_sha256": "synthesis config",
@@ -43,6 +48,5 @@ def pin_changes(old: Pins, new: Pins) -> list[str]:
     for key, what in names.items():
         a, b = getattr(old, key), getattr(new, key)
         if a != b:
-            short = (lambda v: v[:12] if isinstance(v, str) and len(v) == 64 else v)
-            out.append(f"{what} ({short(a)} -> {short(b)})")
+            out.append(f"{what} ({_short(a)} -> {_short(b)})")
     return out

@@ -398,7 +398,8 @@ def direction_margin_mm(
 
 
 def direction_holds(
-    centroid_a: Sequence[float] | np.ndarray, centroid_b: Sequence[float] | np.ndarray, direction: str, margin_mm: float = 0.0
+    centroid_a: Sequence[float] | np.ndarray, centroid_b: Sequence[float] | np.ndarray, direction: str,
+    margin_mm: float = 0.0
 ) -> bool:
     """Whether ``a <direction> b`` holds with ``margin_mm`` (strict inequality, contract)."""
     return direction_margin_mm(centroid_a, centroid_b, direction) > margin_mm

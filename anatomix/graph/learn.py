@@ -78,7 +78,8 @@ def learn_graph(
 
     - anchor: mean of the organ's centroids over subjects (complete shapes in subjects whose
       body frame is exact, per the manifest's ``subjects[].frame_exact``, preferred; then
-      complete shapes; then truncated ones in exact frames; then any), covariance regularised toward ``diag(prior_std_mm^2)`` (see
+      complete shapes; then truncated ones in exact frames; then any), covariance regularised
+      toward ``diag(prior_std_mm^2)`` (see
       :data:`DEFAULT_PRIOR_STD_MM`: with one subject the covariance IS the prior);
     - volume range: [0.7 * min, 1.3 * max] of complete shapes (truncated shapes only: [max, 2 * max]);
     - required when present in at least half the subjects, else optional with the share present;
@@ -200,12 +201,14 @@ def learn_graph(
         for s in subjects:
             if o in s.records and parent in s.records:
                 ro, rp = s.records[o], s.records[parent]
-                offs.append((np.asarray(ro.centroid_mm, float) - np.asarray(rp.centroid_mm, float), ro.truncated or rp.truncated))
+                offset = np.asarray(ro.centroid_mm, float) - np.asarray(rp.centroid_mm, float)
+                offs.append((offset, ro.truncated or rp.truncated))
         good = [d for d, t in offs if not t] or [d for d, _ in offs]
         arr = np.array(good)
         relations.append({
             "type": "attached_to", "a": o, "b": parent,
-            "offset": {"mean_mm": _round(arr.mean(axis=0), 1), "cov_mm": _round(_regularised_cov(arr, offset_prior_std_mm), 2)},
+            "offset": {"mean_mm": _round(arr.mean(axis=0), 1),
+                       "cov_mm": _round(_regularised_cov(arr, offset_prior_std_mm), 2)},
         })
 
     # directions: contact pairs and mirror pairs

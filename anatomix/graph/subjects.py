@@ -40,7 +40,8 @@ def rebuild_subjects(bank: Any, organs: Sequence[str]) -> list[BankSubject]:
     for sid in sorted(by_subject):
         recs = by_subject[sid]
         lo = np.min([np.asarray(r.origin_mm, float) for r in recs.values()], axis=0)
-        hi = np.max([np.asarray(r.origin_mm, float) + (np.asarray(r.shape_vox) - 1) * sp for r in recs.values()], axis=0)
+        hi = np.max([np.asarray(r.origin_mm, float) + (np.asarray(r.shape_vox) - 1) * sp for r in recs.values()],
+                    axis=0)
         shape = tuple(int(round(v)) + 1 for v in (hi - lo) / sp)
         lm = np.zeros(shape, dtype=np.uint16)
         label_of = {}

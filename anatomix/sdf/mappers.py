@@ -21,7 +21,8 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["MAPPERS", "MAPPER_NAMES", "apply_mapper", "apply_mapper_truncated", "mapper_margin_mm", "mapper_saturation_mm"]
+__all__ = ["MAPPERS", "MAPPER_NAMES", "apply_mapper", "apply_mapper_truncated", "mapper_margin_mm",
+           "mapper_saturation_mm"]
 
 
 # In-place chains on one fresh tensor: mappers run on every evaluated voxel.
