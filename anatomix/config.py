@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from anatomix.errors import ConfigError, validation_problems
 from anatomix.grid import Grid
+from anatomix.safeload import check_yaml_text, excerpt, read_text_bounded
 from anatomix.sdf.displacements import DISPLACEMENT_NAMES
 from anatomix.sdf.mappers import MAPPER_NAMES
 from anatomix.sdf.primitives import CLASS_NAMES
@@ -320,8 +321,7 @@ CONFIG_MODELS: dict[str, type[BaseModel]] = {"fdif": FdifSynthConfig, "anatomy":
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return excerpt(value, 60)  # bounded: never reprs a whole (alias-expanded) input
 
 
 def config_problems(error: Any) -> list[str]:
@@ -366,10 +366,11 @@ def load_synth_config(path: str | os.PathLike[str]) -> Any:
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_text_bounded(p, what="config file")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the config file ({exc.strerror or exc})") from None
     try:
+        check_yaml_text(text, str(p))  # size/depth/alias limits before building objects
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None

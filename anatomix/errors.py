@@ -27,8 +27,9 @@ class ConfigError(AnatomixError):
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    from anatomix.safeload import excerpt  # bounded: never reprs a whole (alias-expanded) input
+
+    return excerpt(value, 60)
 
 
 def validation_problems(error: Any) -> list[str]:

@@ -275,9 +275,13 @@ def read_label_file(path: "str | os.PathLike[str]") -> tuple[Mapping[object, obj
     """
     import yaml
 
+    from anatomix.safeload import InputLimitError, load_yaml_file
+
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = load_yaml_file(p)
+    except InputLimitError as exc:
+        return None, [str(exc)]
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return None, [f"{p}: expected a JSON/YAML mapping of label value to organ name, "

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from anatomix import relations as rel
 from anatomix.labels import VOCABULARY, closest_organs
+from anatomix.safeload import check_yaml_text, excerpt, read_text_bounded
 from anatomix.graph.schema import Defaults, Gaussian3, GraphSpec, OrganEntry, RelationEntry
 
 
@@ -37,7 +38,8 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 
 
 def load_yaml(path: Path) -> tuple[Any, list[str]]:
-    text = path.read_text(encoding="utf-8")
+    text = read_text_bounded(path, what="graph YAML file")
+    check_yaml_text(text, str(path))  # size, depth and alias-expansion limits before building
     loader = _Loader(text)
     loader.duplicates = []
     try:
@@ -58,8 +60,7 @@ def _fmt_loc(loc: Iterable[Any]) -> str:
 
 
 def _short(v: Any, n: int = 80) -> str:
-    s = repr(v)
-    return s if len(s) <= n else s[: n - 3] + "..."
+    return excerpt(v, n)  # bounded: never reprs a whole (alias-expanded) input
 
 
 def _allowed_keys(loc: Sequence[Any]) -> list[str] | None:

@@ -182,12 +182,12 @@ class _GeneratorFactory:
         if isinstance(self.synth_config, Mapping):
             data, source = dict(self.synth_config), "data.synth_config"
         else:
-            import yaml
-
             p = Path(self.synth_config)
             if not p.is_file():
                 raise ConfigError(f"synthesis config {p} does not exist (data.synth_config)")
-            data, source = yaml.safe_load(p.read_text(encoding="utf-8")), str(p)
+            from anatomix.safeload import load_yaml_file
+
+            data, source = load_yaml_file(p), str(p)
         if self.overrides:
             if not isinstance(data, dict):
                 raise ConfigError(f"{source}: expected a mapping")
