@@ -1,0 +1,496 @@
+"""Ingest: label maps -> checked, resampled, de-identified shapes -> a bank folder.
+
+Every input is read and checked first (all problems reported at once, nothing written); the
+bank is then assembled in memory and written by :mod:`anatomix.bank.write`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from anatomix.bank.manifest import (
+    MARGIN_VOX,
+    SPACING_RANGE_MM,
+    BankManifest,
+    BankWarning,
+    ShapeRecord,
+    SubjectInfo,
+)
+from anatomix.bank.qc import _qc
+from anatomix.bank.store import _pack
+from anatomix.bank.write import _write_bank, check_output_folder
+from anatomix.errors import InputError
+from anatomix.progress import progress_bar
+
+TruncatedPolicy = Literal["keep", "drop", "prefer-complete"]
+
+# --------------------------------------------------------------------------------------------
+# label tables
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """How to name the labels of an input: a value table and/or a renaming of embedded names.
+
+    ``values``: label value -> organ (None = ignore that value); ``renames``: embedded name ->
+    organ (None = ignore); ``source``: for messages.
+    """
+
+    values: Mapping[int, str | None] | None
+    renames: Mapping[str, str | None]
+    source: str
+
+
+def resolve_labels(labels: str | os.PathLike | Mapping[Any, Any] | None) -> LabelSpec:
+    """Turn ``--labels`` (preset name, JSON/YAML file, mapping, or "auto") into a LabelSpec.
+
+    A file maps label value -> organ name (``1: liver``), or embedded name -> organ name
+    (``"right lung": lung_right``) to rename what the file itself names; ``null`` ignores
+    that label. Names map onto the anatomix vocabulary (aliases accepted).
+
+    Raises:
+        InputError: unknown preset, unreadable file, unknown organ names (all listed).
+    """
+    from anatomix.labels import load_label_entries
+
+    if labels is None or (isinstance(labels, str) and labels.strip().lower() == "auto"):
+        return LabelSpec(None, {}, "auto")
+    values, renames, source = load_label_entries(labels, allow_ignore=True, allow_renames=True,
+                                                 option="--labels", alternatives="'auto'")
+    return LabelSpec(values or None, renames, source)
+
+
+def _organ_table(path: Path, lv: Any, spec: LabelSpec, organs: set[str] | None,
+                 present: list[int], problems: list[str]) -> dict[int, str]:
+    """value -> organ for one input; appends problems."""
+    from anatomix.labels import (
+        PRESETS,
+        UnknownOrganError,
+        canonical_organ,
+        closest_organs,
+    )
+
+    table: dict[int, str] = {}
+    names = lv.names
+    use_names = lv.layered or spec.values is None
+    if use_names:
+        if not names:
+            problems.append(f"{path}: expected label names embedded in the file (TotalSegmentator "
+                            "NIfTI header extension or .seg.nrrd segments) for --labels auto, found "
+                            f"none; pass --labels with a preset ({', '.join(sorted(PRESETS))}) or "
+                            "a JSON/YAML file mapping label value to organ name")
+            return {}
+        unknown: list[str] = []
+        for value, name in names.items():
+            key = name.strip().lower()
+            if key in spec.renames:
+                organ = spec.renames[key]
+                if organ is not None:
+                    table[value] = organ
+                continue
+            try:
+                table[value] = canonical_organ(name)
+            except UnknownOrganError:
+                if organs is None and value in present:
+                    unknown.append(name)
+        for u in unknown:
+            close = closest_organs(u)
+            problems.append(f"{path}: expected organ names anatomix knows, found {u!r} "
+                            f"({'closest: ' + ', '.join(close) if close else 'no close match'})"
+                            f"; rename it in a --labels file ('{u}: <organ>', or null to "
+                            "ignore it) or pick organs with --organs")
+    else:
+        assert spec.values is not None
+        missing = [v for v in present if v not in spec.values]
+        if missing:
+            problems.append(f"{path}: expected only label values named by {spec.source} "
+                            f"({', '.join(map(str, sorted(spec.values)))}), found values "
+                            f"{', '.join(map(str, missing[:20]))}{' ...' if len(missing) > 20 else ''}"
+                            " not in the label table; use the right preset or a label file "
+                            "(map a value to null to ignore it)")
+        table = {v: o for v, o in spec.values.items() if o is not None}
+    if organs is not None:
+        table = {v: o for v, o in table.items() if o in organs}
+    if not lv.layered:  # embedded tables name every possible label: keep the present ones
+        table = {v: o for v, o in table.items() if v in set(present)}
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# ingest
+
+
+@dataclass
+class _Shape:
+    organ: str
+    packed: bytes
+    shape_vox: tuple[int, int, int]
+    origin_world: np.ndarray  # RAS world of crop voxel 0
+    centroid_world: np.ndarray
+    n_vox: int
+    extents_mm: tuple[float, float, float]
+    axes: np.ndarray
+    std: np.ndarray
+    faces: list[str]
+    dropped: float
+
+
+@dataclass
+class _Subject:
+    subject_id: str
+    source: str  # only for messages, never stored
+    shapes: list[_Shape]
+    fov_lo: np.ndarray
+    fov_hi: np.ndarray
+
+
+def _subject_geometry(path: Path, spec: LabelSpec, organs: set[str] | None,
+                      spacing: np.ndarray, problems: list[str]) -> _Subject | None:
+    """Read, validate, resample and cut one subject into shapes (in memory)."""
+    from anatomix import io
+
+    before = len(problems)
+    try:
+        lv = io.read_label_map(path)
+    except InputError as e:
+        problems.extend(e.problems)
+        return None
+    arr = lv.array
+    layers = [arr[..., i] for i in range(arr.shape[3])] if lv.layered else [arr]
+    present = _present_values(layers)
+    if not present:
+        problems.append(f"{path}: expected labelled organs, found an all-background label map "
+                        "(every voxel is 0)")
+        return None
+    table = _organ_table(path, lv, spec, organs, present, problems)
+    if len(problems) > before:
+        return None
+    organ_names = sorted(set(table.values()))
+    idx_of = {o: i + 1 for i, o in enumerate(organ_names)}
+    if lv.layered:  # a segment / mask file that is empty is a bad input
+        empty = [lv.names[v] for v in sorted(table) if lv.names and v in lv.names
+                 and v not in present]
+        if empty:
+            problems.append(f"{path}: expected every segment/mask to contain voxels, found empty "
+                            f"organ(s): {', '.join(empty)}; remove those masks or select organs "
+                            "with --organs")
+            return None
+    if not any(v in present for v in table):
+        what = "the selected organs (--organs)" if organs is not None else "organs"
+        problems.append(f"{path}: expected {what}, found none of them in the label map "
+                        f"(values present: {', '.join(map(str, present[:20]))})")
+        return None
+    # compact each layer to organ indices 1..K, then resample to the bank grid (RAS, nearest)
+    compact_layers = []
+    cdtype = np.uint8 if len(organ_names) < 255 else np.uint16
+    for layer in layers:
+        lut_size = int(layer.max()) + 1
+        if lut_size <= (1 << 20):
+            lut = np.zeros(lut_size, dtype=cdtype)
+            for v, o in table.items():
+                if v < lut_size:
+                    lut[v] = idx_of[o]
+            compact_layers.append(lut[layer])
+        else:  # huge label values: one comparison per mapped value
+            c = np.zeros(layer.shape, dtype=cdtype)
+            for v, o in table.items():
+                c[layer == v] = idx_of[o]
+            compact_layers.append(c)
+    del layers, arr
+    lo, hi, res_layers = _resample_layers(compact_layers, lv.spacing_mm, lv.origin_mm, spacing)
+    del compact_layers
+    h = hashlib.sha256()
+    h.update(json.dumps([organ_names, [float(s) for s in spacing]]).encode())
+    for L in res_layers:
+        h.update(str(L.shape).encode())
+        h.update(np.ascontiguousarray(L).tobytes())
+    sid = "s" + h.hexdigest()[:12]
+    shapes = []
+    from scipy import ndimage
+
+    grid = res_layers[0].shape
+    layer_objs = [ndimage.find_objects(L) for L in res_layers]
+    for k, organ in enumerate(organ_names, start=1):
+        boxes = []
+        for objs in layer_objs:
+            if len(objs) >= k and objs[k - 1] is not None:
+                boxes.append(objs[k - 1])
+        if not boxes:
+            warnings.warn(f"{path}: organ {organ} has no voxel at {spacing[0]:g} mm bank spacing "
+                          "(too small); skipped", BankWarning, stacklevel=2)
+            continue
+        b0 = np.array([min(b[a].start for b in boxes) for a in range(3)])
+        b1 = np.array([max(b[a].stop for b in boxes) for a in range(3)])
+        faces = [f"{'xyz'[a]}{s}" for a in range(3) for s, hit in
+                 (("-", b0[a] == 0), ("+", b1[a] == grid[a])) if hit]
+        m = np.zeros(tuple(b1 - b0), dtype=bool)
+        sl = tuple(slice(int(b0[a]), int(b1[a])) for a in range(3))
+        for L in res_layers:
+            m |= L[sl] == k
+        shapes.append(_cut_shape(organ, m, b0, lo, spacing, faces))
+    return _Subject(sid, str(path), shapes, lo, hi)
+
+
+def _present_values(layers: list[np.ndarray]) -> list[int]:
+    vals: set[int] = set()
+    for L in layers:
+        if L.dtype.itemsize <= 2 and not np.issubdtype(L.dtype, np.signedinteger):
+            seen = np.zeros(1 << (8 * L.dtype.itemsize), dtype=bool)
+            seen[L] = True  # ~5x faster than bincount/unique on 512x512x100 uint16
+            vals.update(int(v) for v in np.flatnonzero(seen))
+        else:
+            vals.update(int(v) for v in np.unique(L))
+    vals.discard(0)
+    return sorted(vals)
+
+
+def _resample_layers(layers: list[np.ndarray], spacing_in: Sequence[float],
+                     origin_in: Sequence[float], spacing: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Nearest-neighbour resampling of RAS arrays onto the bank's RAS grid covering the same
+    voxel-centre extent. Returns (grid origin RAS, grid far corner RAS, arrays)."""
+    sp_in = np.asarray(spacing_in, dtype=float)
+    o_in = np.asarray(origin_in, dtype=float)
+    shape_in = np.array(layers[0].shape)
+    lo = o_in
+    hi = o_in + (shape_in - 1) * sp_in
+    n = np.floor((hi - lo) / spacing + 1e-6).astype(int) + 1
+    out = []
+    for L in layers:
+        # index of the nearest input voxel for each output voxel, separable per axis
+        idx = [np.clip(np.rint((lo[a] + np.arange(n[a]) * spacing[a] - o_in[a]) / sp_in[a]),
+                       0, shape_in[a] - 1).astype(np.intp) for a in range(3)]
+        out.append(np.ascontiguousarray(L[np.ix_(idx[0], idx[1], idx[2])]))
+    return lo, lo + (n - 1) * spacing, out
+
+
+def _cut_shape(organ: str, m: np.ndarray, b0: np.ndarray, grid_lo: np.ndarray,
+               spacing: np.ndarray, faces: list[str]) -> _Shape:
+    """Largest component, crop + margin, geometry of one organ (world RAS coordinates)."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(m, structure=np.ones((3, 3, 3), dtype=bool))
+    total = int(m.sum())
+    if n > 1:
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        keep = int(np.argmax(sizes))
+        m = lab == keep
+        kept = int(sizes[keep])
+    else:
+        kept = total
+    dropped = 1.0 - kept / total
+    nz = np.nonzero(m)
+    t0 = np.array([int(a.min()) for a in nz])
+    t1 = np.array([int(a.max()) + 1 for a in nz])
+    crop = np.zeros(tuple(t1 - t0 + 2 * MARGIN_VOX), dtype=bool)
+    crop[tuple(slice(MARGIN_VOX, MARGIN_VOX + int(t1[a] - t0[a])) for a in range(3))] = \
+        m[tuple(slice(int(t0[a]), int(t1[a])) for a in range(3))]
+    origin_world = grid_lo + (b0 + t0 - MARGIN_VOX) * spacing
+    pts = np.stack(nz, axis=1).astype(np.float64) * spacing  # mm, relative to the box
+    c = pts.mean(axis=0)
+    centroid_world = grid_lo + b0 * spacing + c
+    cov = np.cov((pts - c).T, bias=True) if len(pts) > 1 else np.zeros((3, 3))
+    evals, evecs = np.linalg.eigh(cov)
+    order = np.argsort(evals)[::-1]
+    axes = evecs[:, order].T.copy()
+    for i in range(3):
+        j = int(np.argmax(np.abs(axes[i])))
+        if axes[i, j] < 0:
+            axes[i] *= -1
+    std = np.sqrt(np.clip(evals[order], 0, None))
+    extents = tuple(float(x) for x in (t1 - t0) * spacing)
+    return _Shape(organ, _pack(crop), tuple(int(s) for s in crop.shape), origin_world,
+                  centroid_world, kept, extents, axes, std, faces, dropped)
+
+
+def _r(x: Iterable[float], nd: int = 4) -> tuple[float, ...]:
+    return tuple(float(round(float(v), nd)) + 0.0 for v in x)
+
+
+def _frame(sub: _Subject) -> tuple[np.ndarray, str, bool]:
+    by = {s.organ: s for s in sub.shapes}
+    if "kidney_left" in by and "kidney_right" in by:
+        kl, kr = by["kidney_left"], by["kidney_right"]
+        exact = not kl.faces and not kr.faces
+        return (kl.centroid_world + kr.centroid_world) / 2, "kidney_midpoint", exact
+    w = np.array([s.n_vox for s in sub.shapes], dtype=float)
+    c = np.array([s.centroid_world for s in sub.shapes])
+    return (c * w[:, None]).sum(0) / w.sum(), "organ_union_centroid", False
+
+
+
+
+def ingest_masks(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    labels: str | os.PathLike | Mapping[Any, Any] = "auto",
+    spacing_mm: float | Sequence[float] = 1.5,
+    overwrite: bool = False,
+    strict: bool = False,
+    organs: Sequence[str] | None = None,
+    truncated: TruncatedPolicy = "keep",
+    progress: bool = False,
+) -> BankManifest:
+    """Build a shape bank from label maps.
+
+    Every input is read and checked first; all problems are reported at once and nothing is
+    written. Then the bank is written to a temporary folder beside ``out`` and renamed into
+    place (a failure or Ctrl-C leaves the old bank, or none).
+
+    Args:
+        inputs: label-map files / folders (see :func:`anatomix.io.find_label_maps`).
+        out: bank folder to create.
+        labels: "auto" (names embedded in the files), a preset name, a JSON/YAML file, or a
+            mapping (value or embedded name -> organ, None to ignore).
+        spacing_mm: isotropic bank spacing (or 3 values), mm.
+        overwrite: replace an existing bank at ``out``.
+        strict: treat QC warnings (truncated, tiny, fragmented, wrong side) as errors.
+        organs: keep only these organs (vocabulary names or aliases); other labels are ignored.
+        truncated: "keep" truncated shapes (flagged), "drop" them, or "prefer-complete": an
+            organ's truncated shapes are dropped when some subject has a complete one,
+            otherwise only the one cut on the fewest faces (then the largest) is kept (for banks mixing whole scans
+            with partial excerpts). Body frames are computed before anything is dropped.
+        progress: show a rich progress bar.
+
+    Returns:
+        The manifest written to ``out/manifest.json``.
+
+    Raises:
+        InputError: bad inputs/options (every problem listed; nothing written).
+    """
+    from anatomix import io
+    from anatomix.labels import UnknownOrganError, canonical_organ
+
+    out = Path(out)
+    problems: list[str] = []
+    sp = np.array([float(spacing_mm)] * 3 if np.isscalar(spacing_mm) else
+                  [float(s) for s in spacing_mm])  # type: ignore[arg-type]
+    lo_mm, hi_mm = SPACING_RANGE_MM
+    if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp < lo_mm) or np.any(sp > hi_mm):
+        problems.append(f"--spacing: expected 1 or 3 values from {lo_mm:g} to {hi_mm:g} mm, found "
+                        f"{spacing_mm!r}")
+    if truncated not in ("keep", "drop", "prefer-complete"):
+        problems.append(f"--truncated: expected keep, drop or prefer-complete, found {truncated!r}")
+    organ_set: set[str] | None = None
+    if organs is not None:
+        organ_set = set()
+        for o in organs:
+            try:
+                organ_set.add(canonical_organ(o))
+            except UnknownOrganError as e:
+                problems.append(f"--organs: {e}")
+    problems.extend(check_output_folder(out, overwrite))  # again under the lock at the end
+    spec: LabelSpec | None = None
+    try:
+        spec = resolve_labels(labels)
+    except InputError as e:
+        problems.extend(e.problems)
+    paths: list[Path] = []
+    for raw in inputs:  # expand one by one so that a missing path does not hide other problems
+        try:
+            paths.extend(p for p in io.find_label_maps([raw]) if p not in paths)
+        except InputError as e:
+            problems.extend(e.problems)
+    if not inputs:
+        problems.append("inputs: expected at least one label map or folder, found none")
+    if spec is None or (problems and not paths):
+        raise InputError(problems)
+
+    subjects: list[_Subject] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BankWarning)
+        with progress_bar("ingest", len(paths), enabled=progress and len(paths) > 0) as advance:
+            for p in paths:
+                sub = _subject_geometry(p, spec, organ_set, sp, problems)
+                if sub is not None:
+                    subjects.append(sub)
+                advance()
+    seen: dict[str, str] = {}
+    for sub in subjects:
+        if sub.subject_id in seen:
+            problems.append(f"{sub.source}: expected distinct subjects, found the same label "
+                            f"geometry as {seen[sub.subject_id]} (duplicate subject); give each "
+                            "subject once")
+        else:
+            seen[sub.subject_id] = sub.source
+    if problems:
+        raise InputError(problems)
+    manifest, files, qc_warnings = _assemble(subjects, sp, truncated)
+    for w in caught:
+        qc_warnings.insert(0, str(w.message))
+    if strict and qc_warnings:
+        raise InputError([f"--strict: {w}" for w in qc_warnings], what="input (strict mode)")
+    for w in qc_warnings:
+        warnings.warn(w, BankWarning, stacklevel=2)
+    _write_bank(out, manifest, files, overwrite=overwrite)
+    return manifest
+
+
+def _assemble(subjects: list[_Subject], sp: np.ndarray, policy: str
+              ) -> tuple[BankManifest, dict[str, bytes], list[str]]:
+    subjects = sorted(subjects, key=lambda s: s.subject_id)
+    frames = {sub.subject_id: _frame(sub) for sub in subjects}  # before any shape is dropped
+    if policy != "keep":
+        complete = {s.organ for sub in subjects for s in sub.shapes if not s.faces}
+        best: dict[str, tuple[int, int, str]] = {}  # fewest cut faces, then most voxels
+        for sub in subjects:
+            for s in sub.shapes:
+                if s.faces and s.organ not in complete:
+                    cand = (-len(s.faces), s.n_vox, sub.subject_id)
+                    best[s.organ] = max(best.get(s.organ, cand), cand)
+        for sub in subjects:
+            sub.shapes = [s for s in sub.shapes if not s.faces or
+                          (policy == "prefer-complete" and
+                           best.get(s.organ, (0, 0, ""))[2] == sub.subject_id)]
+    voxel_ml = float(np.prod(sp)) / 1000.0
+    records: list[ShapeRecord] = []
+    infos: list[SubjectInfo] = []
+    files: dict[str, bytes] = {}
+    msgs: list[str] = []
+    for sub in subjects:
+        if not sub.shapes:
+            continue
+        origin, ref, exact = frames[sub.subject_id]
+        flags = _qc(sub, origin, ref, voxel_ml)
+        for s in sorted(sub.shapes, key=lambda s: s.organ):
+            rel = f"shapes/{s.organ}/{sub.subject_id}.bits.z"
+            files[rel] = s.packed
+            rec = ShapeRecord(
+                shape_id=f"{s.organ}/{sub.subject_id}", organ=s.organ, subject_id=sub.subject_id,
+                file=rel, shape_vox=s.shape_vox, origin_mm=_r(s.origin_world - origin),
+                volume_ml=round(s.n_vox * voxel_ml, 4), extents_mm=_r(s.extents_mm),
+                centroid_mm=_r(s.centroid_world - origin),
+                principal_axes=tuple(_r(a, 6) for a in s.axes),  # type: ignore[arg-type]
+                principal_std_mm=_r(s.std), truncated=bool(s.faces),
+                truncated_faces=list(s.faces), dropped_fraction=round(s.dropped, 6),
+                qc_flags=flags[s.organ], sha256=hashlib.sha256(s.packed).hexdigest(),
+            )
+            records.append(rec)
+            why = ([f"truncated by the field of view ({', '.join(s.faces)})"] if s.faces else []) \
+                + [{"tiny": f"tiny ({rec.volume_ml:g} ml)",
+                    "fragmented": f"fragmented ({100 * s.dropped:.1f}% outside the largest "
+                                  "component, dropped)",
+                    "wrong_side": "on the wrong side of the body"}[f] for f in rec.qc_flags]
+            if why:
+                msgs.append(f"subject {sub.subject_id} ({sub.source}): {s.organ} " +
+                            "; ".join(why))
+        infos.append(SubjectInfo(
+            subject_id=sub.subject_id, frame_reference=ref, frame_exact=exact,
+            fov_min_mm=_r(sub.fov_lo - origin), fov_max_mm=_r(sub.fov_hi - origin),
+            organs=sorted(s.organ for s in sub.shapes)))
+    records.sort(key=lambda r: (r.organ, r.subject_id))
+    m = BankManifest(spacing_mm=_r(sp), subjects=infos, shapes=records)
+    m = m.model_copy(update={"content_hash": m.compute_hash()})
+    return m, files, msgs
+
+
