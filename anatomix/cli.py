@@ -38,6 +38,50 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+#: Most cases one `synth` run may be asked for (a typo guard; shards share one n).
+MAX_CASES = 10_000_000
+
+
+def check_output_path(path: str, option: str, *, folder: bool) -> str | None:
+    """Why ``path`` cannot be written (None: it can), checked before any computation.
+
+    Args:
+        path: the output file or folder.
+        option: the option's name, for the message.
+        folder: the output is a folder (else a file).
+    """
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    if p.exists() and folder and not p.is_dir():
+        return f"{option} {p}: expected a folder, found a file; choose another {option}"
+    if p.exists() and not folder and p.is_dir():
+        return f"{option} {p}: expected a file path, found a folder; give a file name"
+    parent = p if (folder and p.is_dir()) else p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{option} {p}: expected a path under a folder, found {parent} is a file"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return (f"{option} {p}: expected a writable place, found {parent} is not writable "
+                "(read-only filesystem or no permission)")
+    return None
+
+
+def _os_error(e: OSError) -> str:
+    where = f"{e.filename}: " if e.filename else ""
+    return (f"{where}{e.strerror or e} while writing; outputs are written atomically, so no "
+            "half-written file was left (free space or choose another --out, then rerun)")
+
+
+def _interrupted(e: KeyboardInterrupt, default: str) -> None:
+    """Ctrl-C: say what was kept / how to resume and exit 130 (no traceback)."""
+    from anatomix.errors import Interrupted
+
+    fail(e.message if isinstance(e, Interrupted) else default, code=130)
+
+
 # ---- ingest-masks / bank (shape bank) ------------------------------------------------------
 
 
@@ -78,6 +122,13 @@ def ingest_masks_command(
                                     progress=sys.stderr.isatty())
         except AnatomixError as e:
             fail(str(e))
+            return
+        except KeyboardInterrupt as e:
+            _interrupted(e, f"interrupted: nothing was written ({out} is as it was); run the "
+                            "command again to build the bank")
+            return
+        except OSError as e:
+            fail(_os_error(e))
             return
     for w in caught:
         if issubclass(w.category, BankWarning):
@@ -225,6 +276,12 @@ def synth_command(
 
     if config is None and graph is None:
         fail("give --graph FILE (e.g. graphs/abdomen.yaml) or --config FILE (e.g. configs/fdif.yaml)")
+    if not 0 <= n <= MAX_CASES:
+        fail(f"-n: expected 0 to {MAX_CASES:,} cases, found {n:,}; write larger sets in several "
+             "output folders")
+    bad_out = check_output_path(out, "--out", folder=True)
+    if bad_out:
+        fail(bad_out)
     try:
         if graph is not None:
             from anatomix.config import anatomy_config
@@ -250,6 +307,13 @@ def synth_command(
                                 progress=progress)
     except AnatomixError as exc:
         fail(str(exc))
+        return
+    except KeyboardInterrupt as exc:
+        _interrupted(exc, f"interrupted; finished cases in {out} are kept; run the same command "
+                          "again to resume")
+        return
+    except OSError as exc:
+        fail(_os_error(exc))
         return
     from rich.console import Console
 
@@ -323,6 +387,10 @@ def evaluate_command(
 
     if spacing_mm <= 0 or (tolerance_mm is not None and tolerance_mm < 0):
         fail(f"--spacing-mm must be > 0 and --contact-tolerance-mm >= 0; found {spacing_mm} and {tolerance_mm}")
+    for path, option in ((out, "--out"), (plot, "--plot")):  # before the computation, not after
+        bad = check_output_path(path, option, folder=False) if path else None
+        if bad:
+            fail(bad)
     from rich.console import Console
 
     from anatomix.evaluate import Settings, evaluate
@@ -337,6 +405,12 @@ def evaluate_command(
                               progress=lambda name: status.update(f"reading {name}"))
     except AnatomixError as exc:
         fail(str(exc))
+        return
+    except KeyboardInterrupt as exc:
+        _interrupted(exc, "interrupted: no report was written")
+        return
+    except OSError as exc:
+        fail(_os_error(exc))
         return
     s = report["summary"]
 

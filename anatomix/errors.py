@@ -50,3 +50,18 @@ def validation_problems(error: Any) -> list[str]:
             lines.append(f"{loc}: expected {msg[0].lower() + msg[1:] if msg else 'valid value'}; "
                          f"found {_describe(e.get('input'))}")
     return lines
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a command; the message says what was kept and how to resume.
+
+    A ``KeyboardInterrupt`` (so nothing that catches ``Exception`` swallows it); the CLI prints
+    the message and exits with 130.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

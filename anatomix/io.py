@@ -140,6 +140,95 @@ def _stem(path: Path) -> str:
 # reading
 
 
+#: Voxel size accepted on input (mm, each axis): SimpleITK substitutes 1 mm for a zero/NaN
+#: NIfTI pixdim, so the header is checked too (:func:`_check_nifti_header`).
+SPACING_RANGE_MM = (0.01, 100.0)
+#: Largest input image read (voxels); 1 G voxels is a 1 GB uint8 label map.
+MAX_VOXELS = 1 << 30
+
+
+def _nifti_header_fields(head: bytes) -> tuple[str, int, int, list[float], int] | None:
+    """(endian, datatype, vox_offset, pixdim[1:4], n_voxels) of a NIfTI-1/2 header, or None."""
+    for e in ("<", ">"):
+        hsize = struct.unpack(e + "i", head[:4])[0]
+        if hsize == 348:
+            dims = struct.unpack(e + "8h", head[40:56])
+            dtype = struct.unpack(e + "h", head[70:72])[0]
+            pix = list(struct.unpack(e + "8f", head[76:108]))
+            off = int(struct.unpack(e + "f", head[108:112])[0])
+            break
+        if hsize == 540 and len(head) >= 540:
+            dtype = struct.unpack(e + "h", head[12:14])[0]
+            dims = struct.unpack(e + "8q", head[16:80])
+            pix = list(struct.unpack(e + "8d", head[104:168]))
+            off = int(struct.unpack(e + "q", head[168:176])[0])
+            break
+    else:
+        return None
+    n = 1
+    for k in range(1, min(max(int(dims[0]), 1), 7) + 1):
+        n *= max(int(dims[k]), 1)
+    return e, int(dtype), max(off, hsize), pix[1:4], n
+
+
+#: NIfTI datatype codes of floating-point voxels -> numpy dtype (without byte order).
+_NIFTI_FLOATS = {16: "f4", 64: "f8", 1536: "f16"}
+
+
+def _check_nifti_header(p: Path) -> None:
+    """pixdim from the raw header (not SimpleITK's 1 mm substitute); NaN/Inf float voxels.
+
+    SimpleITK reads NaN voxels of a float NIfTI as 0, so float data are scanned here (in
+    chunks, streaming through gzip).
+
+    Raises:
+        InputError: pixdim zero/negative/NaN/out of range, or NaN/Inf voxels.
+    """
+    gz = p.name.lower().endswith(".gz")
+    with (gzip.open(p, "rb") if gz else open(p, "rb")) as f:
+        head = f.read(544)
+        fields = _nifti_header_fields(head)
+        if fields is None:
+            return
+        endian, dtype, off, pix, n = fields
+        lo, hi = SPACING_RANGE_MM
+        if not all(np.isfinite(s) and lo <= abs(s) <= hi for s in pix):
+            raise InputError([_problem(p, f"voxel sizes (NIfTI pixdim[1:4]) of {lo:g} to "
+                                       f"{hi:g} mm", f"{[float(s) for s in pix]}",
+                                       "fix the header (e.g. nibabel: img.header.set_zooms); "
+                                       "SimpleITK would silently use 1 mm")])
+        if dtype not in _NIFTI_FLOATS:
+            return
+        item = np.dtype(endian + _NIFTI_FLOATS[dtype])
+        f.seek(off)
+        left = n * item.itemsize
+        chunk = (1 << 22) // item.itemsize * item.itemsize
+        while left > 0:
+            buf = f.read(min(chunk, left))
+            if not buf:
+                return  # truncated: reported by _check_nifti_complete
+            buf = buf[: len(buf) // item.itemsize * item.itemsize]
+            if not np.isfinite(np.frombuffer(buf, dtype=item)).all():
+                raise InputError([_problem(p, "finite voxel values", "NaN or infinite values "
+                                           "(SimpleITK would read NaN as 0)",
+                                           "this looks like an image or a damaged label map")])
+            left -= len(buf)
+
+
+def _check_geometry(p: Path, spacing: Sequence[float], size: Sequence[int]) -> None:
+    """Spacing finite and within :data:`SPACING_RANGE_MM`, at most :data:`MAX_VOXELS` voxels."""
+    lo, hi = SPACING_RANGE_MM
+    sp = [float(s) for s in spacing]
+    if not all(np.isfinite(s) and lo <= s <= hi for s in sp):
+        raise InputError([_problem(p, f"voxel sizes of {lo:g} to {hi:g} mm", f"{sp}",
+                                   "fix the file's spacing")])
+    n = int(np.prod([int(s) for s in size], dtype=object))
+    if n > MAX_VOXELS:
+        raise InputError([_problem(p, f"at most {MAX_VOXELS:,} voxels", f"{n:,} "
+                                   f"({' x '.join(str(int(s)) for s in size)})",
+                                   "crop or downsample the image first")])
+
+
 def read_image_sitk(path: str | os.PathLike) -> "sitk.Image":
     """Read an image file (or a DICOM series folder) with SimpleITK, in its own geometry.
 
@@ -161,10 +250,25 @@ def read_image_sitk(path: str | os.PathLike) -> "sitk.Image":
                 raise InputError([_problem(p, "one DICOM series", f"{len(series)} series",
                                            "give one series folder per subject")])
             reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), series[0]))
-            return reader.Execute()
-        img = sitk.ReadImage(str(p))
+            img = reader.Execute()
+            _check_geometry(p, img.GetSpacing(), img.GetSize())
+            return img
+        if _suffix(p) in (".nii", ".nii.gz"):
+            try:
+                _check_nifti_header(p)
+            except (OSError, EOFError, zlib_error, struct.error):
+                pass  # unreadable: SimpleITK's own error below says so
+        info = sitk.ImageFileReader()
+        info.SetFileName(str(p))
+        info.ReadImageInformation()  # header only: geometry checked before allocating
+        _check_geometry(p, info.GetSpacing(), info.GetSize())
+        img = info.Execute()
         if _suffix(p) in (".nii", ".nii.gz"):
             _check_nifti_complete(p)
+        if img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64) and \
+                not np.isfinite(sitk.GetArrayViewFromImage(img)).all():
+            raise InputError([_problem(p, "finite voxel values", "NaN or infinite values",
+                                       "this looks like an image or a damaged label map")])
         return img
     except RuntimeError as e:
         msg = str(e).strip().splitlines()

@@ -24,11 +24,11 @@ import yaml
 from anatomix.errors import AnatomixError
 
 __all__ = [
-    "InputLimitError",
     "MAX_ALIASES",
     "MAX_BYTES",
     "MAX_DEPTH",
     "MAX_NODES",
+    "InputLimitError",
     "check_yaml_text",
     "excerpt",
     "load_json_file",
@@ -171,7 +171,7 @@ def load_yaml_text(text: str, source: str = "<yaml>", *,
     if not (isinstance(loader, type) and issubclass(loader, yaml.SafeLoader)):
         raise TypeError("loader must be yaml.SafeLoader or a subclass")
     check_yaml_text(text, source, **limits)
-    return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass (checked above)
+    return yaml.load(text, Loader=loader)
 
 
 def load_yaml_file(path: str | os.PathLike[str], *,

@@ -152,8 +152,39 @@ _WORKER_GENERATOR: SampleGenerator | None = None
 _WORKER_OUT: Path | None = None
 
 
-def _worker_init(generator: SampleGenerator, out: str) -> None:
+def _worker_init(generator: SampleGenerator, out: str, parent_pid: int | None = None) -> None:
+    """Worker set-up: one generator per process; the worker dies with its parent.
+
+    On Linux the kernel sends SIGKILL to the worker when the parent dies (``prctl
+    PR_SET_PDEATHSIG``, also when the parent is SIGKILLed); a daemon thread watching the
+    parent pid is the fallback elsewhere. SIGINT is ignored: the parent handles Ctrl-C and
+    stops the workers itself.
+    """
     global _WORKER_GENERATOR, _WORKER_OUT
+    import signal
+    import sys
+    import threading
+
+    if parent_pid is not None:
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+            except (OSError, AttributeError):
+                pass
+        if os.getppid() != parent_pid:  # the parent died before the line above
+            os._exit(1)
+
+        def _watch() -> None:
+            while True:
+                time.sleep(0.5)
+                if os.getppid() != parent_pid:
+                    os._exit(1)
+
+        threading.Thread(target=_watch, name="anatomix-parent-watchdog", daemon=True).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(1)
@@ -359,23 +390,60 @@ def write_dataset(
 
 def _iterate_cases(generator: SampleGenerator, out: Path, todo: list[int], workers: int,
                    progress: bool, skipped: int) -> Iterable[dict[str, Any]]:
+    """Write the cases of ``todo`` (in this process or a spawned pool), yielding records.
+
+    Ctrl-C stops the workers at once (unfinished cases are dropped; finished ones are kept,
+    each written atomically) and raises :class:`anatomix.errors.Interrupted` saying what was
+    kept and how to resume.
+    """
+    from anatomix.errors import Interrupted
     from anatomix.progress import progress_bar
 
     note = f"resuming: {skipped} finished case(s) kept" if skipped else None
+    written = 0
+
+    def interrupted() -> Interrupted:
+        return Interrupted(f"interrupted: {written} case(s) written by this run and {skipped} "
+                           f"earlier ones are kept in {out} ({len(todo) - written} not written); "
+                           "run the same command again to resume (finished cases are skipped, "
+                           "the output is the same)")
+
     with progress_bar("synth", len(todo), enabled=progress, note=note) as advance:
         if workers == 1 or len(todo) <= 1:
-            for i in todo:
-                rec = _write_case(generator, out, i)
-                advance()
-                yield rec
+            try:
+                for i in todo:
+                    rec = _write_case(generator, out, i)
+                    written += 1
+                    advance()
+                    yield rec
+            except KeyboardInterrupt:
+                raise interrupted() from None
             return
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
-                                 initializer=_worker_init,
-                                 initargs=(generator, str(out))) as pool:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
+                                   initializer=_worker_init,
+                                   initargs=(generator, str(out), os.getpid()))
+        try:
             for rec in pool.map(_worker_case, todo, chunksize=1):
+                written += 1
                 advance()
                 yield rec
+        except KeyboardInterrupt:
+            procs = list(getattr(pool, "_processes", {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.join(5)
+            raise interrupted() from None
+        except BaseException:
+            procs = list(getattr(pool, "_processes", {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                proc.terminate()
+            raise
+        else:
+            pool.shutdown(wait=True)

@@ -206,6 +206,14 @@ def _subject_geometry(path: Path, spec: LabelSpec, organs: set[str] | None,
                 c[layer == v] = idx_of[o]
             compact_layers.append(c)
     del layers, arr
+    extent = (np.array(compact_layers[0].shape) - 1) * np.asarray(lv.spacing_mm, dtype=float)
+    n_out = np.floor(extent / spacing + 1e-6).astype(np.int64) + 1
+    if float(np.prod(n_out.astype(float))) > io.MAX_VOXELS:
+        problems.append(f"{path}: expected a field of view of at most {io.MAX_VOXELS:,} voxels "
+                        f"at the bank spacing, found {' x '.join(f'{e:.0f}' for e in extent)} mm "
+                        f"= {' x '.join(map(str, n_out))} voxels; check the file's spacing or "
+                        "use a coarser --spacing")
+        return None
     lo, hi, res_layers = _resample_layers(compact_layers, lv.spacing_mm, lv.origin_mm, spacing)
     del compact_layers
     h = hashlib.sha256()
