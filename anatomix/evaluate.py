@@ -549,6 +549,37 @@ def _side(organ: str) -> str | None:
     return organ_side(organ) or MIDLINE_SIDE.get(organ)
 
 
+def swapped_lateral_pairs(summary: MapSummary) -> tuple[list[str], int]:
+    """Lateral pairs of one map whose left organ lies right of its mate (RAS: smaller x is the
+    subject's left), and how many pairs the map has. A label table that swaps left and right
+    (a wrong preset) swaps every pair."""
+    from anatomix.labels import mirror_organ, organ_side
+
+    c = summary.centroids_mm
+    pairs = [(o, mirror_organ(o)) for o in sorted(c) if organ_side(o) == "left" and mirror_organ(o) in c]
+    return [f"{a} at x={c[a][0]:.1f} mm, {b} at x={c[b][0]:.1f} mm" for a, b in pairs
+            if c[a][0] > c[b][0]], len(pairs)
+
+
+def check_real_laterality(real: Sequence[MapSummary], option: str = "--real-labels") -> None:
+    """Refuse real maps whose lateral pairs are swapped in most maps (a wrong label preset).
+
+    Raises:
+        EvaluationError: at least half of the maps with a left/right pair have every pair
+            swapped (left organs at larger x than their right mates).
+    """
+    with_pairs = [(s, *swapped_lateral_pairs(s)) for s in real]
+    with_pairs = [(s, sw, n) for s, sw, n in with_pairs if n]
+    bad = [(s, sw) for s, sw, n in with_pairs if len(sw) == n]
+    if with_pairs and 2 * len(bad) >= len(with_pairs):
+        ex = "; ".join(f"{s.source}: {sw[0]}" for s, sw in bad[:3])
+        raise EvaluationError([
+            f"{option}: expected left organs on the subject's left (smaller RAS x than their right "
+            f"mates), found every left/right pair swapped in {len(bad)} of {len(with_pairs)} real "
+            f"maps (e.g. {ex}); the label preset or file names left and right the wrong way round "
+            "for these maps: use the preset of the dataset they come from, or a label file"])
+
+
 def direction_errors(summary: MapSummary) -> list[str]:
     """Laterality and direction rule violations of one case (human-readable, one per error)."""
     from anatomix.relations import direction_margin_mm
@@ -980,6 +1011,7 @@ def evaluate(
     if problems:
         raise EvaluationError(problems)
     real_s = load_label_set(real, real_labels, settings=settings, what="real label maps", progress=progress)
+    check_real_laterality(real_s)
     if isinstance(synthetic, (str, Path)):
         syn_s, records = load_synthetic_set(synthetic, synthetic_labels, settings=settings, progress=progress)
     else:

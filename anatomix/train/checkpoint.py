@@ -18,7 +18,8 @@ from torch import nn
 
 from anatomix.errors import AnatomixError
 
-__all__ = ["CheckpointError", "LoadReport", "load_pretrained", "read_state_dict", "HEAD_PREFIXES"]
+__all__ = ["CheckpointError", "LoadReport", "check_lightning_checkpoint", "load_pretrained",
+           "read_state_dict", "HEAD_PREFIXES"]
 
 #: Parameter-name prefixes of the output head in MONAI UNETR / SwinUNETR.
 HEAD_PREFIXES: tuple[str, ...] = ("out.",)
@@ -58,6 +59,47 @@ class LoadReport:
         return "\n".join(lines)
 
 
+def _load_safely(p: Path) -> object:
+    """``torch.load(p, weights_only=True)`` with every failure as a CheckpointError."""
+    if not p.is_file():
+        what = "is a folder" if p.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {p} {what}; pass the .ckpt written by `anatomix fit`")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {p}: it is corrupt, truncated, or holds objects that are not "
+            f"plain tensors (read with weights_only=True). Underlying error: {first[:300]}"
+        ) from None
+
+
+def check_lightning_checkpoint(path: str | Path) -> None:
+    """Check a ``--ckpt_path`` file before Lightning resumes from it (same checks as
+    ``--model.pretrained``, plus what a resume needs).
+
+    Raises:
+        CheckpointError: missing, corrupt, truncated, unsafe (needs pickled objects), or not a
+            full Lightning checkpoint (e.g. a plain state dict: use ``--model.pretrained``).
+    """
+    p = Path(path)
+    obj = _load_safely(p)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"--ckpt_path {p}: expected a Lightning checkpoint (a mapping), "
+                              f"found a {type(obj).__name__}")
+    missing = [k for k in ("pytorch-lightning_version", "state_dict") if k not in obj]
+    if missing or not isinstance(obj.get("state_dict"), Mapping):
+        kind = ("a plain state dict" if obj and all(isinstance(v, torch.Tensor) for v in obj.values())
+                else f"a mapping without {', '.join(missing) or 'a state_dict mapping'}")
+        raise CheckpointError(
+            f"--ckpt_path {p}: expected a full Lightning checkpoint (written by `anatomix fit`, "
+            f"with state_dict, optimizer and loop state), found {kind}; to start from these "
+            "weights without resuming, pass it as --model.pretrained instead")
+    if not any(isinstance(v, torch.Tensor) for v in obj["state_dict"].values()):
+        raise CheckpointError(f"--ckpt_path {p}: expected network weights in its state_dict, "
+                              "found no tensors")
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read the network weights from a checkpoint, safely.
 
@@ -73,16 +115,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             tensors.
     """
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint {p} does not exist; pass the .ckpt written by `anatomix fit`")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"cannot read checkpoint {p}: it is corrupt, truncated, or holds objects that are not "
-            f"plain tensors (read with weights_only=True). Underlying error: {first[:300]}"
-        ) from e
+    obj = _load_safely(p)
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):

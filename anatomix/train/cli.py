@@ -32,6 +32,18 @@ def _cli_class():
             parser.set_defaults(weights_only=True)
             return parser
 
+        def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
+            # a bad --ckpt_path gets the same clear message as a bad --model.pretrained, before
+            # the trainer starts (not a KeyError/UnpicklingError traceback from Lightning)
+            kwargs = super()._prepare_subcommand_kwargs(subcommand)
+            ckpt = kwargs.get("ckpt_path")
+            if ckpt is not None and str(ckpt) not in ("last", "best", "hpc") \
+                    and not str(ckpt).startswith("registry"):
+                from anatomix.train.checkpoint import check_lightning_checkpoint
+
+                check_lightning_checkpoint(ckpt)
+            return kwargs
+
     return AnatomixCLI
 
 
