@@ -603,6 +603,9 @@ def _integral(a: np.ndarray, p: Path) -> np.ndarray:
         lo, hi = float(r.min()), float(r.max())
         if lo < 0:
             raise InputError([_problem(p, "non-negative label values", f"minimum {lo:g}")])
+        if hi >= 2**31:
+            raise InputError([_problem(p, "label values below 2^31", f"maximum {hi:g}",
+                                       "give the label map, not an image")])
         dt = np.uint8 if hi < 256 else np.uint16 if hi < 65536 else np.int64
         return r.astype(dt)
     raise InputError([_problem(p, "an integer label map", f"pixel type {a.dtype}")])

@@ -32,17 +32,18 @@ def _cli_class():
             parser.set_defaults(weights_only=True)
             return parser
 
-        def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
-            # a bad --ckpt_path gets the same clear message as a bad --model.pretrained, before
-            # the trainer starts (not a KeyError/UnpicklingError traceback from Lightning)
-            kwargs = super()._prepare_subcommand_kwargs(subcommand)
-            ckpt = kwargs.get("ckpt_path")
+        def _parse_ckpt_path(self) -> None:  # noqa: D401
+            # Lightning reads --ckpt_path right after parsing (its hyper-parameters); check it
+            # first so that a bad file gets the same clear message as a bad --model.pretrained,
+            # not a KeyError/UnpicklingError traceback
+            sub = self.config.get("subcommand") if hasattr(self.config, "get") else None
+            ckpt = self.config[sub].get("ckpt_path") if sub else None
             if ckpt is not None and str(ckpt) not in ("last", "best", "hpc") \
                     and not str(ckpt).startswith("registry"):
                 from anatomix.train.checkpoint import check_lightning_checkpoint
 
                 check_lightning_checkpoint(ckpt)
-            return kwargs
+            super()._parse_ckpt_path()
 
     return AnatomixCLI
 
