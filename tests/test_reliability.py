@@ -308,7 +308,7 @@ def _alias_bomb(levels: int = 9) -> str:
 def _readers():
     from anatomix.bank import resolve_labels
     from anatomix.graph import OrganGraph
-    from anatomix.synth import load_synth_config
+    from anatomix.config import load_synth_config
 
     return {"labels": resolve_labels, "graph": OrganGraph.load, "synth": load_synth_config}
 
