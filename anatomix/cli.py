@@ -381,8 +381,11 @@ def evaluate_command(
     spacing_mm: float = typer.Option(2.0, "--spacing-mm", help="Isotropic evaluation grid spacing (mm)."),
     tolerance_mm: float | None = typer.Option(
         None, "--contact-tolerance-mm", help="Largest surface gap counted as contact; default one grid voxel."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report / figure."),
 ) -> None:
     """Measure the anatomical realism of synthetic label maps against real ones."""
+    from pathlib import Path
+
     from anatomix.errors import AnatomixError
 
     if spacing_mm <= 0 or (tolerance_mm is not None and tolerance_mm < 0):
@@ -391,6 +394,8 @@ def evaluate_command(
         bad = check_output_path(path, option, folder=False) if path else None
         if bad:
             fail(bad)
+        if path and not overwrite and Path(path).exists():
+            fail(f"{option} {path}: expected a new file, found it exists; pass --overwrite to replace it")
     from rich.console import Console
 
     from anatomix.evaluate import Settings, evaluate

@@ -513,6 +513,15 @@ def test_unwritable_outputs_refused_before_computation(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing created
 
 
+def test_evaluate_refuses_an_existing_report_without_overwrite(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    report.write_text("{}")
+    r = CliRunner().invoke(app, ["evaluate", "--real", str(tmp_path), "--synthetic", str(tmp_path),
+                                 "--out", str(report)])
+    assert r.exit_code == 1 and "exists; pass --overwrite" in r.output
+    assert report.read_text() == "{}"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_output_folder_refused(tmp_path: Path) -> None:
     ro = tmp_path / "ro"
