@@ -432,6 +432,59 @@ def test_absurd_spacing_refused_before_work(tmp_path: Path, spacing: float) -> N
                       spacing_mm=spacing)
 
 
+# ---- 6. graph numbers finite and physically sensible -------------------------------------------------
+
+
+def _first(relations: list, kind: str) -> dict:
+    return next(r for r in relations if r["type"] == kind)
+
+
+_GRAPH_EDITS = {
+    "nan_anchor_mean": (lambda g: g["organs"]["liver"]["anchor"].__setitem__("mean_mm", [float("nan"), 0, 0]),
+                        r"organs\.liver\.anchor\.mean_mm"),
+    "far_anchor_mean": (lambda g: g["organs"]["liver"]["anchor"].__setitem__("mean_mm", [1e6, 0, 0]),
+                        r"organs\.liver\.anchor\.mean_mm.*1000 mm"),
+    "huge_covariance": (lambda g: g["organs"]["liver"]["anchor"].__setitem__(
+        "cov_mm", [[1e300, 0, 0], [0, 1e300, 0], [0, 0, 1e300]]), r"organs\.liver\.anchor\.cov_mm.*300 mm"),
+    "nan_offset_mean": (lambda g: _first(g["relations"], "attached_to")["offset"].__setitem__(
+        "mean_mm", [0, float("nan"), 0]), r"relations\[\d+\]\.offset\.mean_mm"),
+    "nan_margin": (lambda g: _first(g["relations"], "direction").__setitem__("margin_mm", float("nan")),
+                   r"relations\[\d+\]\.margin_mm"),
+    "inf_tolerance": (lambda g: _first(g["relations"], "contact").__setitem__("tolerance", float("inf")),
+                      r"relations\[\d+\]\.tolerance"),
+    "absurd_scale": (lambda g: g["organs"]["liver"].__setitem__("scale", [1000, 10000]),
+                     r"organs\.liver\.scale.*0\.1 to 5"),
+    "absurd_rotation": (lambda g: g["organs"]["liver"].__setitem__("rotation_deg", [[-1e300, 1e300], [0, 0], [0, 0]]),
+                        r"organs\.liver\.rotation_deg.*180 degrees"),
+    "absurd_volume": (lambda g: g["organs"]["liver"].__setitem__("volume_ml", [1, 1e9]),
+                      r"organs\.liver\.volume_ml.*10000 ml"),
+    "inf_default": (lambda g: g["defaults"].__setitem__("contact_tolerance_mm", float("inf")),
+                    r"defaults\.contact_tolerance_mm"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(_GRAPH_EDITS))
+def test_graph_numbers_must_be_finite_and_sensible(tmp_path: Path, edit: str) -> None:
+    from anatomix.graph import GraphError, OrganGraph
+
+    g = yaml.safe_load((REPO / "graphs" / "abdomen.yaml").read_text())
+    change, pattern = _GRAPH_EDITS[edit]
+    change(g)
+    f = tmp_path / "g.yaml"
+    f.write_text(yaml.safe_dump(g, sort_keys=False))
+    with pytest.raises(GraphError, match=pattern) as exc:
+        OrganGraph.load(f)
+    assert str(f) in str(exc.value)
+    r = CliRunner().invoke(app, ["graph", "check", "--graph", str(f)])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+
+
+def test_shipped_graph_is_inside_the_ranges() -> None:
+    from anatomix.graph import OrganGraph
+
+    assert len(OrganGraph.load(REPO / "graphs" / "abdomen.yaml")) == 14
+
+
 # ---- 7. messages, not tracebacks ---------------------------------------------------------------------
 
 

@@ -34,6 +34,11 @@ right, y anterior, z superior)::
       - {type: avoid, a: x, b: y, tolerance: 0.0}
       - {type: inside, a: lesion, b: liver}
 
+Every number is finite and physically sensible (:mod:`anatomix.graph.schema` states the ranges):
+positions and offsets within 1000 mm of the origin, anchor/offset standard deviations <= 300 mm,
+volumes <= 10,000 ml, rotations within +-180 degrees, scale factors 0.1-5, tolerances and margins
+<= 200 mm, priorities within +-1000.
+
 Relation semantics (measured by :mod:`anatomix.relations`): ``contact`` surface gap (mm) <=
 tolerance; ``avoid`` overlap fraction (intersection / smaller volume) <= tolerance; ``inside``
 fraction of a inside b >= 1 - tolerance; ``direction`` a <direction> b by more than margin_mm on

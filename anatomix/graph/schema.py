@@ -12,6 +12,21 @@ from anatomix.errors import ConfigError
 
 FORMAT_VERSION = 1
 
+# Physically sensible ranges: every number of a graph file is finite and inside these (a NaN
+# anchor, a 1e300 rotation or a 10,000x scale would otherwise reach placement).
+#: Body-frame positions and offsets (mm, each axis): the abdomen spans well under 1 m.
+MAX_POSITION_MM = 1000.0
+#: Anchor / offset spread: standard deviation along any axis at most this (mm).
+MAX_STD_MM = 300.0
+#: Organ volumes (ml): 10 l is above any abdominal organ.
+MAX_VOLUME_ML = 10_000.0
+#: Per-axis rotation ranges (degrees).
+MAX_ROTATION_DEG = 180.0
+#: Scale factors applied to a bank shape.
+SCALE_RANGE = (0.1, 5.0)
+#: Contact tolerances and direction margins (mm).
+MAX_DISTANCE_MM = 200.0
+
 
 class GraphError(ConfigError):
     """A graph file or graph object is invalid; ``problems`` lists every problem found.
@@ -42,10 +57,42 @@ def _check_positive_range(v: tuple[float, float]) -> tuple[float, float]:
     return v
 
 
+def _check_position(v: tuple[float, float, float]) -> tuple[float, float, float]:
+    if not all(math.isfinite(x) and abs(x) <= MAX_POSITION_MM for x in v):
+        raise ValueError(f"expected finite positions within +-{MAX_POSITION_MM:g} mm of the body frame "
+                         f"origin, found {list(v)}")
+    return v
+
+
+def _check_rotation(v: tuple[float, float]) -> tuple[float, float]:
+    _check_range(v)
+    if max(abs(v[0]), abs(v[1])) > MAX_ROTATION_DEG:
+        raise ValueError(f"expected a rotation range within +-{MAX_ROTATION_DEG:g} degrees, found {list(v)}")
+    return v
+
+
+def _check_scale(v: tuple[float, float]) -> tuple[float, float]:
+    _check_positive_range(v)
+    lo, hi = SCALE_RANGE
+    if v[0] < lo or v[1] > hi:
+        raise ValueError(f"expected scale factors from {lo:g} to {hi:g}, found {list(v)}")
+    return v
+
+
+def _check_volume(v: tuple[float, float]) -> tuple[float, float]:
+    _check_positive_range(v)
+    if v[1] > MAX_VOLUME_ML:
+        raise ValueError(f"expected organ volumes of at most {MAX_VOLUME_ML:g} ml, found {list(v)}")
+    return v
+
+
 def _check_cov(v: tuple[tuple[float, float, float], ...]) -> tuple[tuple[float, float, float], ...]:
     c = np.asarray(v, dtype=np.float64)
     if not np.all(np.isfinite(c)):
         raise ValueError("expected a finite 3x3 covariance (mm^2), found non-finite entries")
+    if np.abs(np.diag(c)).max() > MAX_STD_MM**2:
+        raise ValueError(f"expected a covariance with standard deviations of at most {MAX_STD_MM:g} mm "
+                         f"(variances <= {MAX_STD_MM**2:g} mm^2), found variances {np.diag(c).tolist()}")
     if not np.allclose(c, c.T, rtol=1e-6, atol=1e-6):
         raise ValueError(f"expected a symmetric 3x3 covariance (mm^2), found {c.tolist()}")
     w = np.linalg.eigvalsh(0.5 * (c + c.T))
@@ -59,20 +106,24 @@ def _check_cov(v: tuple[tuple[float, float, float], ...]) -> tuple[tuple[float, 
 
 Range = Annotated[tuple[float, float], AfterValidator(_check_range)]
 PositiveRange = Annotated[tuple[float, float], AfterValidator(_check_positive_range)]
+VolumeRange = Annotated[tuple[float, float], AfterValidator(_check_volume)]
+ScaleRange = Annotated[tuple[float, float], AfterValidator(_check_scale)]
+RotationRange = Annotated[tuple[float, float], AfterValidator(_check_rotation)]
 Vec3 = tuple[float, float, float]
+Position3 = Annotated[Vec3, AfterValidator(_check_position)]
 Cov3 = Annotated[tuple[Vec3, Vec3, Vec3], AfterValidator(_check_cov)]
 RelationType = Literal["contact", "avoid", "inside", "direction", "attached_to"]
 Direction = Literal["left_of", "right_of", "above", "below", "anterior_to", "posterior_to"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Gaussian3(_Strict):
     """A 3D normal distribution in mm: ``mean_mm`` (3) and ``cov_mm`` (3x3, mm^2, SPD)."""
 
-    mean_mm: Vec3
+    mean_mm: Position3
     cov_mm: Cov3
 
 
@@ -81,12 +132,13 @@ class OrganEntry(_Strict):
 
     label: int = Field(ge=1, le=255)
     anchor: Gaussian3
-    volume_ml: PositiveRange
+    volume_ml: VolumeRange
     required: bool = True
     probability: float = Field(default=1.0, gt=0.0, le=1.0)
-    rotation_deg: tuple[Range, Range, Range] = ((-10.0, 10.0), (-10.0, 10.0), (-10.0, 10.0))
-    scale: PositiveRange = (0.9, 1.1)
-    priority: int = 0
+    rotation_deg: tuple[RotationRange, RotationRange, RotationRange] = (
+        (-10.0, 10.0), (-10.0, 10.0), (-10.0, 10.0))
+    scale: ScaleRange = (0.9, 1.1)
+    priority: int = Field(default=0, ge=-1000, le=1000)
     note: str | None = None
 
     @model_validator(mode="after")
@@ -106,9 +158,9 @@ class RelationEntry(_Strict):
     a: str
     b: str
     hard: bool | None = None
-    tolerance: float | None = Field(default=None, ge=0.0)
+    tolerance: float | None = Field(default=None, ge=0.0, le=MAX_DISTANCE_MM)
     direction: Direction | None = None
-    margin_mm: float = 0.0
+    margin_mm: float = Field(default=0.0, ge=-MAX_DISTANCE_MM, le=MAX_DISTANCE_MM)
     max_overlap: float | None = Field(default=None, ge=0.0, le=1.0)
     offset: Gaussian3 | None = None
     note: str | None = None
@@ -137,7 +189,7 @@ class RelationEntry(_Strict):
 class Defaults(_Strict):
     """Graph-wide defaults for relation fields left out."""
 
-    contact_tolerance_mm: float = Field(default=3.0, ge=0.0)
+    contact_tolerance_mm: float = Field(default=3.0, ge=0.0, le=MAX_DISTANCE_MM)
     contact_max_overlap: float = Field(default=0.05, ge=0.0, le=1.0)
     avoid_tolerance: float = Field(default=0.01, ge=0.0, le=1.0)
     inside_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
