@@ -268,6 +268,9 @@ def synth_command(
     fov: str = typer.Option(None, "--fov", help="With --graph: whole (whole abdomen) or window (fixed grid)."),
     strict: bool = typer.Option(False, "--strict", help="With --graph: fail when the bank lacks a graph organ "
                                                         "(default: warn once and leave it out)."),
+    allow_violations: bool = typer.Option(
+        False, "--allow-violations", help="With --graph: exit 0 even when a case misses a required organ or "
+        "breaks a hard constraint (such cases are flagged in their records either way)."),
 ) -> None:
     """Write n synthetic cases: imagesTr/, labelsTr/, dataset.json, datalist.json, records/."""
     from anatomix.errors import AnatomixError
@@ -323,6 +326,36 @@ def synth_command(
         from anatomix.anatomy import format_summary
 
         Console().print(format_summary(summary.get("generator_summary") or {}), highlight=False)
+        bad = _violating_cases(summary["out_dir"], n)
+        if bad and not allow_violations:
+            shown = "; ".join(f"{case}: {why}" for case, why in bad[:10]) + (" ..." if len(bad) > 10 else "")
+            fail(f"{len(bad)} case(s) miss a required organ or break a hard constraint ({shown}); they are "
+                 "written and flagged in their records (constraints.hard_ok false / constraints.failed). "
+                 "Fix the graph or the bank (`anatomix graph check --graph G --bank B`), or pass "
+                 "--allow-violations to accept such cases")
+
+
+def _violating_cases(out: str, n: int) -> list[tuple[str, str]]:
+    """(case, why) for the run's cases whose record says a required organ failed or a hard
+    constraint does not hold."""
+    from pathlib import Path
+
+    from anatomix.safeload import load_json_file
+
+    bad = []
+    for p in sorted((Path(out) / "records").glob("*.json")):
+        try:
+            rec = load_json_file(p)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(rec, dict) or int(rec.get("index", -1)) >= n:
+            continue
+        c = rec.get("constraints") or {}
+        why = ([f"required organ(s) not placed: {', '.join(c['failed'])}"] if c.get("failed") else []) + \
+            ([f"hard violations: {', '.join(c.get('hard_violations') or ['?'])}"] if c.get("hard_ok") is False else [])
+        if why:
+            bad.append((str(rec.get("case", p.stem)), "; ".join(why)))
+    return bad
 
 
 @app.command("replay")

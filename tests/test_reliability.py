@@ -485,6 +485,27 @@ def test_shipped_graph_is_inside_the_ranges() -> None:
     assert len(OrganGraph.load(REPO / "graphs" / "abdomen.yaml")) == 14
 
 
+def test_synth_exits_non_zero_on_hard_violations_unless_allowed(tmp_path: Path) -> None:
+    g = yaml.safe_load((REPO / "graphs" / "abdomen.yaml").read_text())
+    # a hard rule no placement can meet: kidneys 190 mm apart (they are ~100 mm apart and anchored)
+    rule = next(r for r in g["relations"] if r["type"] == "direction" and r["a"] == "kidney_left"
+                and r["b"] == "kidney_right")
+    rule.update(margin_mm=190.0, hard=True)
+    graph = tmp_path / "impossible.yaml"
+    graph.write_text(yaml.safe_dump(g, sort_keys=False))
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("mode: anatomy\ngrid: {shape: [24, 24, 24], spacing_mm: [6.0, 6.0, 6.0]}\n")
+    args = ["synth", "--graph", str(graph), "--config", str(cfg), "-n", "1", "--no-progress"]
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert r.exit_code == 1, r.output
+    assert "1 case(s) miss a required organ or break a hard constraint" in r.output.replace("\n", " ")
+    assert "--allow-violations" in r.output
+    rec = json.loads(next((tmp_path / "a" / "records").glob("*.json")).read_text())
+    assert rec["constraints"]["hard_ok"] is False  # the case is flagged in its record
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b"), "--allow-violations"])
+    assert r.exit_code == 0, r.output
+
+
 # ---- 7. messages, not tracebacks ---------------------------------------------------------------------
 
 
