@@ -285,6 +285,9 @@ def synth_command(
     bad_out = check_output_path(out, "--out", folder=True)
     if bad_out:
         fail(bad_out)
+    from pathlib import Path
+
+    out_existed = Path(out).exists()
     try:
         if graph is not None:
             from anatomix.config import anatomy_config
@@ -309,6 +312,7 @@ def synth_command(
         summary = write_dataset(generator, out, n=n, seed=seed, workers=workers, shard=shard,
                                 progress=progress)
     except AnatomixError as exc:
+        _remove_empty_run(out, out_existed)
         fail(str(exc))
         return
     except KeyboardInterrupt as exc:
@@ -316,6 +320,7 @@ def synth_command(
                           "again to resume")
         return
     except OSError as exc:
+        _remove_empty_run(out, out_existed)
         fail(_os_error(exc))
         return
     from rich.console import Console
@@ -333,6 +338,22 @@ def synth_command(
                  "written and flagged in their records (constraints.hard_ok false / constraints.failed). "
                  "Fix the graph or the bank (`anatomix graph check --graph G --bank B`), or pass "
                  "--allow-violations to accept such cases")
+
+
+def _remove_empty_run(out: str, existed: bool) -> None:
+    """After a failed synth: remove the --out folder this command created if it holds no case
+    (only the run file, empty subfolders and temp files of the failed first case)."""
+    import shutil
+    from pathlib import Path
+
+    p = Path(out)
+    if existed or not p.is_dir():
+        return
+    if any((p / "records").glob("*.json")) or any((p / "imagesTr").glob("[!.]*")):
+        return
+    allowed = {"anatomix_run.json", ".anatomix.lock", "imagesTr", "labelsTr", "records"}
+    if all(c.name in allowed for c in p.iterdir()):
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def _violating_cases(out: str, n: int) -> list[tuple[str, str]]:

@@ -195,6 +195,23 @@ def test_compression_bomb_is_decoded_within_the_declared_size(tmp_path: Path) ->
         ShapeBank.load(d, verify=True)
 
 
+def test_synth_on_a_bank_that_fails_while_sampling_leaves_nothing(tmp_path: Path) -> None:
+    d, m = _bank_copy(tmp_path)
+    liver = _rec(m, "liver")
+    short = zlib.compress(bytes(10))  # consistent hashes: only decoding the mask finds it
+    (d / liver["file"]).write_bytes(short)
+    liver["sha256"] = __import__("hashlib").sha256(short).hexdigest()
+    _save_manifest(d, m, rehash=True)
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("mode: anatomy\ngrid: {shape: [24, 24, 24], spacing_mm: [6.0, 6.0, 6.0]}\n")
+    out = tmp_path / "synth"
+    r = CliRunner().invoke(app, ["synth", "--graph", str(REPO / "graphs" / "abdomen.yaml"), "--bank", str(d),
+                                 "--config", str(cfg), "-n", "1", "--no-progress", "--out", str(out)])
+    assert r.exit_code == 1, r.output
+    assert "liver" in r.output and "shorter than the declared shape" in r.output.replace("\n", " ")
+    assert not out.exists()  # not a folder holding only its run file
+
+
 def test_embedded_bank_loads_and_verifies() -> None:
     bank = ShapeBank.load(default_bank_path(), verify=True)
     assert len(bank.manifest.shapes) > 0
@@ -558,6 +575,13 @@ def test_bad_ckpt_path_through_the_lightning_cli_exits_with_a_message(tmp_path: 
         err = capsys.readouterr().err
         assert str(bad[name]) in err.replace("\n", "") and "Traceback" not in err
         assert ("cannot read checkpoint" if name == "truncated" else "full Lightning checkpoint") in err
+    # the same file as --model.pretrained: the same message, before Lightning writes config.yaml
+    with pytest.raises(SystemExit) as e:
+        lightning_main(["fit", "--config", str(REPO / "configs" / "tiny.yaml"),
+                        "--model.pretrained", str(bad["truncated"]), "--trainer.logger", "false",
+                        "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert e.value.code == 1 and "cannot read checkpoint" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("config.yaml"))  # no Lightning stub left behind
 
 
 def test_unwritable_outputs_refused_before_computation(tmp_path: Path) -> None:

@@ -43,6 +43,12 @@ def _cli_class():
                 from anatomix.train.checkpoint import check_lightning_checkpoint
 
                 check_lightning_checkpoint(ckpt)
+            model_cfg = self.config[sub].get("model") if sub else None
+            pretrained = model_cfg.get("pretrained") if hasattr(model_cfg, "get") else None
+            if pretrained:  # unreadable weights fail here, before Lightning writes config.yaml
+                from anatomix.train.checkpoint import read_state_dict
+
+                read_state_dict(pretrained)
             super()._parse_ckpt_path()
 
     return AnatomixCLI
