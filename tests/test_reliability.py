@@ -611,6 +611,41 @@ def test_unwritable_outputs_refused_before_computation(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing created
 
 
+def test_full_disk_gives_a_message_and_keeps_the_old_output(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import anatomix.io as io_mod
+
+    src = _write(tmp_path / "a.nii.gz", _phantom())
+    bank = tmp_path / "bank"
+    _quiet_ingest([src], bank, labels="flare22")
+    before = {p: p.read_bytes() for p in bank.rglob("*") if p.is_file()}
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    r = CliRunner().invoke(app, ["ingest-masks", str(src), "--out", str(bank), "--labels", "flare22",
+                                 "--spacing", "3", "--overwrite"])
+    monkeypatch.undo()
+    assert r.exit_code == 1 and "No space left on device" in r.output, r.output
+    assert {p: p.read_bytes() for p in bank.rglob("*") if p.is_file()} == before  # old bank intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "bank"]  # no temp folder
+
+    def full_volume(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(io_mod, "write_volume", full_volume)
+    out = tmp_path / "synth"
+    cfg = tmp_path / "fdif_small.yaml"
+    cfg.write_text("mode: fdif\nshape: [16, 16, 16]\nn_objects: [2, 2]\n")
+    r = CliRunner().invoke(app, ["synth", "-n", "1", "--config", str(cfg), "--out", str(out), "--no-progress"])
+    cfg.unlink()
+    assert r.exit_code == 1 and "No space left on device" in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert not out.exists()
+
+
 def test_evaluate_refuses_an_existing_report_without_overwrite(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     report.write_text("{}")
