@@ -28,6 +28,7 @@ from anatomix.bank.manifest import (
 from anatomix.bank.qc import _qc
 from anatomix.bank.store import _pack
 from anatomix.bank.write import _write_bank, check_output_folder
+from anatomix.bank.subject import IngestedShape, IngestedSubject
 from anatomix.errors import InputError
 from anatomix.progress import progress_bar
 
@@ -129,32 +130,8 @@ def _organ_table(path: Path, lv: Any, spec: LabelSpec, organs: set[str] | None,
 # ingest
 
 
-@dataclass
-class _Shape:
-    organ: str
-    packed: bytes
-    shape_vox: tuple[int, int, int]
-    origin_world: np.ndarray  # RAS world of crop voxel 0
-    centroid_world: np.ndarray
-    n_vox: int
-    extents_mm: tuple[float, float, float]
-    axes: np.ndarray
-    std: np.ndarray
-    faces: list[str]
-    dropped: float
-
-
-@dataclass
-class _Subject:
-    subject_id: str
-    source: str  # only for messages, never stored
-    shapes: list[_Shape]
-    fov_lo: np.ndarray
-    fov_hi: np.ndarray
-
-
 def _subject_geometry(path: Path, spec: LabelSpec, organs: set[str] | None,
-                      spacing: np.ndarray, problems: list[str]) -> _Subject | None:
+                      spacing: np.ndarray, problems: list[str]) -> IngestedSubject | None:
     """Read, validate, resample and cut one subject into shapes (in memory)."""
     from anatomix import io
 
@@ -245,7 +222,7 @@ def _subject_geometry(path: Path, spec: LabelSpec, organs: set[str] | None,
         for L in res_layers:
             m |= L[sl] == k
         shapes.append(_cut_shape(organ, m, b0, lo, spacing, faces))
-    return _Subject(sid, str(path), shapes, lo, hi)
+    return IngestedSubject(sid, str(path), shapes, lo, hi)
 
 
 def _present_values(layers: list[np.ndarray]) -> list[int]:
@@ -282,7 +259,7 @@ def _resample_layers(layers: list[np.ndarray], spacing_in: Sequence[float],
 
 
 def _cut_shape(organ: str, m: np.ndarray, b0: np.ndarray, grid_lo: np.ndarray,
-               spacing: np.ndarray, faces: list[str]) -> _Shape:
+               spacing: np.ndarray, faces: list[str]) -> IngestedShape:
     """Largest component, crop + margin, geometry of one organ (world RAS coordinates)."""
     from scipy import ndimage
 
@@ -317,7 +294,7 @@ def _cut_shape(organ: str, m: np.ndarray, b0: np.ndarray, grid_lo: np.ndarray,
             axes[i] *= -1
     std = np.sqrt(np.clip(evals[order], 0, None))
     extents = tuple(float(x) for x in (t1 - t0) * spacing)
-    return _Shape(organ, _pack(crop), tuple(int(s) for s in crop.shape), origin_world,
+    return IngestedShape(organ, _pack(crop), tuple(int(s) for s in crop.shape), origin_world,
                   centroid_world, kept, extents, axes, std, faces, dropped)
 
 
@@ -325,7 +302,7 @@ def _r(x: Iterable[float], nd: int = 4) -> tuple[float, ...]:
     return tuple(float(round(float(v), nd)) + 0.0 for v in x)
 
 
-def _frame(sub: _Subject) -> tuple[np.ndarray, str, bool]:
+def _frame(sub: IngestedSubject) -> tuple[np.ndarray, str, bool]:
     by = {s.organ: s for s in sub.shapes}
     if "kidney_left" in by and "kidney_right" in by:
         kl, kr = by["kidney_left"], by["kidney_right"]
@@ -414,7 +391,7 @@ def ingest_masks(
     if spec is None or (problems and not paths):
         raise InputError(problems)
 
-    subjects: list[_Subject] = []
+    subjects: list[IngestedSubject] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BankWarning)
         with progress_bar("ingest", len(paths), enabled=progress and len(paths) > 0) as advance:
@@ -444,7 +421,7 @@ def ingest_masks(
     return manifest
 
 
-def _assemble(subjects: list[_Subject], sp: np.ndarray, policy: str
+def _assemble(subjects: list[IngestedSubject], sp: np.ndarray, policy: str
               ) -> tuple[BankManifest, dict[str, bytes], list[str]]:
     subjects = sorted(subjects, key=lambda s: s.subject_id)
     frames = {sub.subject_id: _frame(sub) for sub in subjects}  # before any shape is dropped
