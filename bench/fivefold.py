@@ -104,6 +104,7 @@ def main() -> None:
     p.add_argument("--no-shipped", action="store_true", help="skip the shipped graph + embedded bank set")
     p.add_argument("--skip-synth", action="store_true", help="reuse banks / graphs / sets under --work")
     p.add_argument("--timeout", type=float, default=7200)
+    p.add_argument("--pairs", type=int, default=12, help="worst organ pairs printed")
     args = p.parse_args()
 
     real = sorted(Path(args.real).glob("*.nii.gz"))
@@ -138,7 +139,7 @@ def main() -> None:
             "v5_real_loo_f1": v5["real_loo"]["contact_f1_median"],
             **generator_figures(v5["synthetic"]),
         })
-        pair_tables[f"fold{k}"] = v5["synthetic"].get("pair_table", {})
+        pair_tables[f"fold{k}"] = v5["pair_table"]
     if not args.no_shipped:
         out = work / "shipped"
         synth(REPO / "graphs" / "abdomen.yaml", None, out, args)
@@ -151,7 +152,9 @@ def main() -> None:
             "v5_real_loo_f1": rep["real_loo"]["contact_f1_median"],
             **generator_figures(rep["synthetic"]),
         })
-    (work / "fivefold.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        pair_tables["shipped"] = rep["pair_table"]
+    (work / "fivefold.json").write_text(json.dumps({"rows": rows, "pair_tables": pair_tables}, indent=1),
+                                        encoding="utf-8")
 
     def f(v: object, w: int = 8) -> str:
         return f"{'-':>{w}}" if v is None else f"{float(v):>{w}.2f}"
@@ -178,6 +181,33 @@ def main() -> None:
         print(f"{'folds med':<13} | {f(med('heldout_pair_median'), 9)}{f(med('real_loo_pair_median'), 9)}"
               f"{f(med('heldout_f1'))}{f(med('real_loo_f1'))} | {f(med('v5_pair_median'))}"
               f"{f(med('v5_real_loo_pair_median'), 9)}{f(med('v5_f1'))}{f(med('v5_real_loo_f1'))}")
+    for name, table in pair_tables.items():
+        if name != "shipped" and len(pair_tables) > 2:
+            continue
+        print(f"\n{name}: worst organ pairs (vs all 5 real): offset Mahalanobis median syn / real LOO, "
+              "contact frequency syn / real")
+        for r in table[:args.pairs]:
+            print(f"  {r['pair']:<42}{f(r['offset_mahalanobis_synthetic'])}{f(r['offset_mahalanobis_real_loo'])}"
+                  f"{f(r['contact_rate_synthetic'])}{f(r['contact_rate_real'])}")
+    if len(pair_tables) > 2:  # folds: pairs by their median badness over the folds
+        import statistics as st
+
+        bad: dict[str, list] = {}
+        for name, table in pair_tables.items():
+            if name.startswith("fold"):
+                for r in table:
+                    bad.setdefault(r["pair"], []).append(r)
+        worst = sorted(bad, key=lambda p: -st.median(r["badness"] for r in bad[p]))[:args.pairs]
+        print("\nfolds: worst organ pairs (median over folds): offset syn / real LOO, contact syn / real")
+        for pair in worst:
+            rs = bad[pair]
+
+            def m(key: str, rs: list = rs) -> float | None:
+                v = [r[key] for r in rs if r[key] is not None]
+                return st.median(v) if v else None
+
+            print(f"  {pair:<42}{f(m('offset_mahalanobis_synthetic'))}{f(m('offset_mahalanobis_real_loo'))}"
+                  f"{f(m('contact_rate_synthetic'))}{f(m('contact_rate_real'))}")
     print(f"\nreports under {work}/fold<k>/report_*.json, {work}/report_shipped.json; table {work}/fivefold.json")
 
 
