@@ -38,8 +38,9 @@ This module imports nothing of the pipeline (numpy and pydantic only; a bank is 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -47,9 +48,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from anatomix.errors import ConfigError, validation_problems
 
 __all__ = [
+    "DEFAULT_PRIOR_STD",
     "AnatomyModel",
     "AnatomyModelSpec",
-    "DEFAULT_PRIOR_STD",
     "fit_anatomy_model",
     "fit_anatomy_model_from_bank",
 ]
@@ -223,7 +224,7 @@ class AnatomyModel:
 
     # ---- body size ---------------------------------------------------------------------------
 
-    def scaled(self, factor: float) -> "AnatomyModel":
+    def scaled(self, factor: float) -> AnatomyModel:
         """The model of a body ``factor`` times as large (about the body-frame origin)."""
         if not (factor > 0 and math.isfinite(factor)):
             raise ValueError(f"anatomy model: body size factor: expected > 0; found {factor!r}")
@@ -234,7 +235,7 @@ class AnatomyModel:
         return AnatomyModel(self.organs, self.features, mean, cov, self.n_subjects, self.shrinkage,
                             self.note)
 
-    def restricted(self, organs: Sequence[str]) -> "AnatomyModel":
+    def restricted(self, organs: Sequence[str]) -> AnatomyModel:
         """The marginal model of some organs (those the model does not know are skipped)."""
         keep = [o for o in self.organs if o in set(organs)]
         feats = [f for f in self.features if f.rsplit(".", 1)[0] in set(keep)]
@@ -260,7 +261,7 @@ class AnatomyModel:
         return out
 
     @classmethod
-    def from_spec(cls, spec: AnatomyModelSpec, source: str = "anatomy_model") -> "AnatomyModel":
+    def from_spec(cls, spec: AnatomyModelSpec, source: str = "anatomy_model") -> AnatomyModel:
         mean, cov = np.asarray(spec.mean, dtype=np.float64), np.asarray(spec.cov, dtype=np.float64)
         problems = _check(spec.organs, spec.features, mean, cov)
         if problems:
@@ -269,7 +270,7 @@ class AnatomyModel:
         return cls(tuple(spec.organs), tuple(spec.features), mean, cov, spec.n_subjects, spec.shrinkage, spec.note)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "anatomy_model") -> "AnatomyModel":
+    def from_dict(cls, data: Mapping[str, Any], source: str = "anatomy_model") -> AnatomyModel:
         """Validate and build from :meth:`to_dict`'s layout.
 
         Raises:

@@ -19,16 +19,17 @@ keyword-only ``rng``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "DEFAULT_COMPLEXES",
     "ComplexGeometry",
     "ComplexSpec",
-    "DEFAULT_COMPLEXES",
     "choose_subject",
     "complex_geometry",
     "member_assignment",
@@ -62,7 +63,7 @@ class ComplexSpec(BaseModel):
     enabled: bool = True
 
     @model_validator(mode="after")
-    def _root_not_member(self) -> "ComplexSpec":
+    def _root_not_member(self) -> ComplexSpec:
         if self.root in self.members or len(set(self.members)) != len(self.members):
             raise ValueError(f"complex {self.name}: expected distinct members other than the root {self.root!r}; "
                              f"found {list(self.members)}")

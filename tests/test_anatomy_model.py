@@ -61,7 +61,7 @@ def test_conditioning_moves_the_dependent_organ_by_cov_ab_over_cov_aa() -> None:
     # the conditional is tighter along the coupled axis; the independent spleen does not move
     assert cov[2, 2] < 0.5 * cov_k[2, 2]
     assert cov[2, 2] == pytest.approx(25.0, rel=0.15)
-    m_s, c_s = model.conditional({"liver": mu_l + shift}, "spleen")
+    m_s, _ = model.conditional({"liver": mu_l + shift}, "spleen")
     np.testing.assert_allclose(m_s, model.centroid_mean_cov("spleen")[0], atol=1.0)
     # conditioning on nothing is the marginal
     m0, c0 = model.conditional({}, "kidney_right")

@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anatomix.complexes import (DEFAULT_COMPLEXES, ComplexSpec, choose_subject, complex_geometry,
-                                member_assignment, offset_spread, sample_member_anchors, subject_offsets)
+from anatomix.complexes import (
+    DEFAULT_COMPLEXES,
+    ComplexSpec,
+    choose_subject,
+    complex_geometry,
+    member_assignment,
+    offset_spread,
+    sample_member_anchors,
+    subject_offsets,
+)
 
 TOY = ComplexSpec(name="toy_hepatic", root="liver", members=("gallbladder", "kidney_right"), spread=0.5)
 
