@@ -33,6 +33,13 @@ right, y anterior, z superior)::
          offset: {mean_mm: [..], cov_mm: [[..]..]}}                # a.centroid - b.centroid
       - {type: avoid, a: x, b: y, tolerance: 0.0}
       - {type: inside, a: lesion, b: liver}
+    anatomy_model:                   # optional: joint Gaussian of organ centroids / log volumes
+      organs: [...]                  # (anatomix.anatomy_model; `graph learn` fits it); placement
+      features: [liver.x, ...]       # draws each organ's anchor from it conditioned on the organs
+      mean: [...]                    # already placed
+      cov: [[...], ...]
+      n_subjects: 4
+      shrinkage: 0.4
 
 Relation semantics (measured by :mod:`anatomix.relations`): ``contact`` surface gap (mm) <=
 tolerance; ``avoid`` overlap fraction (intersection / smaller volume) <= tolerance; ``inside``
@@ -54,6 +61,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from anatomix import relations as rel
+from anatomix.anatomy_model import AnatomyModel, AnatomyModelSpec, fit_anatomy_model_from_bank
 from anatomix.errors import ConfigError
 from anatomix.labels import PRESETS, VOCABULARY, closest_organs
 
@@ -231,6 +239,7 @@ class GraphSpec(_Strict):
     defaults: Defaults = Defaults()
     organs: dict[str, OrganEntry] = Field(min_length=1)
     relations: list[RelationEntry] = []
+    anatomy_model: AnatomyModelSpec | None = None
 
 
 # ---- runtime objects ----------------------------------------------------------------------------
@@ -532,6 +541,16 @@ class OrganGraph:
         import networkx as nx
 
         problems = _cross_problems(spec.model_dump(mode="python"), source)
+        self._anatomy: AnatomyModel | None = None
+        if spec.anatomy_model is not None:
+            unknown = sorted(set(spec.anatomy_model.organs) - set(spec.organs))
+            if unknown:
+                problems.append(f"{source}: anatomy_model.organs: expected organs of the graph; found {unknown}")
+            else:
+                try:
+                    self._anatomy = AnatomyModel.from_spec(spec.anatomy_model, f"{source}: anatomy_model")
+                except ConfigError as exc:
+                    problems.append(str(exc))
         if problems:
             raise GraphError(problems, source)
         self._spec = spec
@@ -689,6 +708,11 @@ class OrganGraph:
     @property
     def name(self) -> str:
         return self._spec.name
+
+    @property
+    def anatomy_model(self) -> AnatomyModel | None:
+        """The joint anatomy model of the file's ``anatomy_model:`` section, if any."""
+        return self._anatomy
 
     @property
     def source(self) -> str:
@@ -889,6 +913,7 @@ def learn_graph(
     min_direction_margin_mm: float = 10.0,
     prior_std_mm: float = DEFAULT_PRIOR_STD_MM,
     offset_prior_std_mm: float = DEFAULT_OFFSET_PRIOR_STD_MM,
+    anatomy_model: bool = True,
 ) -> OrganGraph:
     """Learn an organ graph from a shape bank.
 
@@ -909,7 +934,9 @@ def learn_graph(
       order holds in every subject (complete shapes) by at least ``min_direction_margin_mm``;
       margin = half the smallest observed separation, rounded down to 1 mm;
     - priority: smaller organs win where volumes meet (rank by typical volume);
-    - label values: BTCV's, duodenum 14, others from 15.
+    - label values: BTCV's, duodenum 14, others from 15;
+    - ``anatomy_model`` (if asked): the joint model of centroids and log volumes of complete
+      shapes (:func:`anatomix.anatomy_model.fit_anatomy_model_from_bank`).
 
     Args:
         bank: a ShapeBank (``organs``, ``spacing_mm``, ``shapes(organ)``, ``mask(shape_id)``,
@@ -1071,6 +1098,11 @@ def learn_graph(
     }
     if body_frame:
         data["body_frame"] = body_frame
+    if anatomy_model:
+        try:
+            data["anatomy_model"] = fit_anatomy_model_from_bank(bank, organs).to_dict(ndigits=4)
+        except ValueError:  # no complete shape of any organ: no joint model
+            pass
     return OrganGraph.from_dict(data, f"learn_graph({name})")
 
 
