@@ -16,8 +16,14 @@ import numpy as np
 
 from anatomix.anatomy_model import AnatomyModel
 from anatomix.bank import ShapeBank
-from anatomix.complexes import (DEFAULT_COMPLEXES, ComplexGeometry, choose_subject, complex_geometry,
-                                member_assignment, sample_member_anchors)
+from anatomix.complexes import (
+    DEFAULT_COMPLEXES,
+    ComplexGeometry,
+    choose_subject,
+    complex_geometry,
+    member_assignment,
+    sample_member_anchors,
+)
 from anatomix.graph import OrganSpec
 
 __all__ = ["complex_anchor", "fuse", "joint_prior", "scene_complexes"]

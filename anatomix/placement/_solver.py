@@ -16,8 +16,15 @@ from anatomix.graph import OrganGraph, OrganSpec
 from anatomix.placement._draws import draw_shape, mahalanobis
 from anatomix.placement._joint import complex_anchor, fuse, joint_prior, scene_complexes
 from anatomix.placement._lattice import Placed, organ_lattice
-from anatomix.placement._search import (Context, check_candidate, neighbour_subjects, position_prior, push_out,
-                                        refine_contacts, shape_anchor)
+from anatomix.placement._search import (
+    Context,
+    check_candidate,
+    neighbour_subjects,
+    position_prior,
+    push_out,
+    refine_contacts,
+    shape_anchor,
+)
 from anatomix.scene import ElasticTerm, PlacedOrgan, RelationCheck, Scene
 
 __all__ = ["check_inputs", "missing_organs", "sample_scene"]
@@ -106,7 +113,8 @@ def place_organ(ctx: Context, info: OrganSpec, bank: ShapeBank, rng: np.random.G
                 # score is at least its anchor term plus the penalty so far)
                 memo: list[float] = []
 
-                def anchor_term(cen: np.ndarray = cen, memo: list[float] = memo) -> float:
+                def anchor_term(cen: np.ndarray = cen, memo: list[float] = memo, mean: np.ndarray = mean,
+                                a_cov: np.ndarray = a_cov) -> float:
                     memo.append(config.anchor_weight * mahalanobis(cen, mean, a_cov) ** 2 / 3.0)
                     return memo[0]
 
