@@ -436,6 +436,9 @@ def evaluate_command(
     tolerance_mm: float | None = typer.Option(
         None, "--contact-tolerance-mm", help="Largest surface gap counted as contact; default one grid voxel."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report / figure."),
+    pairs: int = typer.Option(
+        15, "--pairs", help="Organ pairs printed in the per-pair table, worst first (0: all; the report "
+        "holds every pair)."),
 ) -> None:
     """Measure the anatomical realism of synthetic label maps against real ones."""
     from pathlib import Path
@@ -488,6 +491,16 @@ def evaluate_command(
         if key in s:
             table.add_row(key, _f(s[key]["synthetic"]), _f(s[key]["real_loo"]))
     Console().print(table)
+    rows = report["pair_table"] if pairs <= 0 else report["pair_table"][:pairs]
+    if rows:
+        pt = Table(title=f"organ pairs, worst first ({len(rows)} of {len(report['pair_table'])}): "
+                         "offset Mahalanobis median and contact frequency")
+        for col in ("pair", "offset syn", "offset real LOO", "contact syn", "contact real"):
+            pt.add_column(col, justify="left" if col == "pair" else "right")
+        for r in rows:
+            pt.add_row(r["pair"], _f(r["offset_mahalanobis_synthetic"]), _f(r["offset_mahalanobis_real_loo"]),
+                       _f(r["contact_rate_synthetic"]), _f(r["contact_rate_real"]))
+        Console().print(pt)
     Console().print(f"report: {out}" + (f", plot: {plot}" if plot else ""))
 
 

@@ -85,6 +85,12 @@ class PlacementConfig(BaseModel):
     push_steps: int = Field(6, ge=0, le=20, description="lattice steps of one push-out")
     contact_steps: int = Field(12, ge=0, le=50, description="lattice steps towards unmet contacts")
     lattice_margin_mm: float = Field(9.0, ge=0.0, le=50.0)
+    joint_model: bool = Field(True, description="draw anchors from the graph's anatomy_model (when it has "
+                                                "one) conditioned on the organs already placed")
+    joint_min_std_mm: float = Field(4.0, ge=0.0, le=50.0,
+                                    description="floor of the conditional / complex anchor std, mm")
+    complexes: bool = Field(False, description="place organ complexes (anatomix.complexes defaults) as units "
+                                               "from one bank subject's relative geometry")
 
     @field_validator("body_scale", "elastic_wavelength_mm")
     @classmethod

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+
+from anatomix.evaluate.report import _jsonable
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +86,7 @@ def test_identical_sets_score_like_real_vs_real(eval_real, eval_baseline):
     z_s, z_r = _summary(report, "volume_abs_z_overall_median")
     assert z_s <= 1.3 * z_r
     # the report is JSON-able and carries both sides
-    text = json.dumps(ev._jsonable(report))
+    text = json.dumps(_jsonable(report))
     assert "real_loo" in text and "majority_contact_graph" in text
 
 
@@ -326,6 +328,10 @@ def test_cli_end_to_end(tmp_path):
     assert report["summary"]["impossible_overlaps_total"]["synthetic"] == 1
     assert report["synthetic"]["constraint_reports"]["cases_with_report"] == 2
     assert png.stat().st_size > 10_000
+    # the per-pair table: every reference pair in the report, the worst ones printed
+    assert len(report["pair_table"]) == len(TOY) * (len(TOY) - 1) // 2
+    assert "organ pairs, worst first (15 of 28)" in res.output
+    assert report["pair_table"][0]["pair"] in res.output
 
     res = CliRunner().invoke(app, ["evaluate", "--real", str(real), "--synthetic", str(syn),
                                    "--out", str(tmp_path / "r2.json")])
@@ -347,3 +353,29 @@ def test_per_structure_mask_folder_is_one_subject(tmp_path):
         assert s.volumes_ml[o] == pytest.approx(full.volumes_ml[o])
         assert np.allclose(s.centroids_mm[o], full.centroids_mm[o], atol=0.5)
     assert s.contacts == {pair for pair in full.contacts if pair <= set(s.organs)}
+
+
+def test_pair_table_points_at_the_wrong_pairs(eval_real, eval_baseline):
+    """A liver moved 40 mm down: the liver's pairs come first, with large offset ratios; contact
+    frequencies are the shares of maps where the two organs touch."""
+    syn = toy_set(3, 6, shift={"liver": (0.0, 0.0, -40.0)})
+    report = ev.compare(eval_real, syn, baseline=eval_baseline)
+    rows = report["pair_table"]
+    assert len(rows) == len(TOY) * (len(TOY) - 1) // 2 and len({r["pair"] for r in rows}) == len(rows)
+    by = {r["pair"]: r for r in rows}
+    top = [r["pair"] for r in rows[: len(TOY) - 1]]
+    assert sum("liver" in p.split("|") for p in top) >= len(TOY) - 2
+    for p, r in by.items():
+        assert r["offset_ratio"] == pytest.approx(r["offset_mahalanobis_synthetic"] / r["offset_mahalanobis_real_loo"])
+        a, b = p.split("|")
+        touching_syn = sum(frozenset((a, b)) in s.contacts for s in syn) / len(syn)
+        touching_real = sum(frozenset((a, b)) in s.contacts for s in eval_real) / len(eval_real)
+        assert r["contact_rate_synthetic"] == pytest.approx(touching_syn)
+        assert r["contact_rate_real"] == pytest.approx(touching_real)
+        assert r["n_synthetic"] == 6 and r["n_real"] == 6
+        assert r["real_majority_contact"] == (touching_real >= 0.5)
+    liver = [r for p, r in by.items() if "liver" in p.split("|")]
+    assert np.median([r["offset_ratio"] for r in liver]) > 3
+    # the same anatomy drawn again: no pair is badly off
+    same = ev.compare(eval_real, toy_set(1, 6), baseline=eval_baseline)["pair_table"]
+    assert np.median([r["offset_ratio"] for r in same]) < 1.6

@@ -33,6 +33,13 @@ right, y anterior, z superior)::
          offset: {mean_mm: [..], cov_mm: [[..]..]}}                # a.centroid - b.centroid
       - {type: avoid, a: x, b: y, tolerance: 0.0}
       - {type: inside, a: lesion, b: liver}
+    anatomy_model:                   # optional: joint Gaussian of organ centroids / log volumes
+      organs: [...]                  # (anatomix.anatomy_model; `graph learn` fits it); placement
+      features: [liver.x, ...]       # draws each organ's anchor from it conditioned on the organs
+      mean: [...]                    # already placed
+      cov: [[...], ...]
+      n_subjects: 4
+      shrinkage: 0.4
 
 Every number is finite and physically sensible (:mod:`anatomix.graph.schema` states the ranges):
 positions and offsets within 1000 mm of the origin, anchor/offset standard deviations <= 300 mm,

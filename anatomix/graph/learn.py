@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from anatomix.labels import PRESETS
+from anatomix.anatomy_model import fit_anatomy_model_from_bank
 from anatomix.graph.model import OrganGraph
 from anatomix.graph.schema import FORMAT_VERSION, GraphError
 from anatomix.graph.subjects import rebuild_subjects, subject_gaps
@@ -70,6 +71,7 @@ def learn_graph(
     min_direction_margin_mm: float = 10.0,
     prior_std_mm: float = DEFAULT_PRIOR_STD_MM,
     offset_prior_std_mm: float = DEFAULT_OFFSET_PRIOR_STD_MM,
+    anatomy_model: bool = True,
 ) -> OrganGraph:
     """Learn an organ graph from a shape bank.
 
@@ -91,7 +93,9 @@ def learn_graph(
       order holds in every subject (complete shapes) by at least ``min_direction_margin_mm``;
       margin = half the smallest observed separation, rounded down to 1 mm;
     - priority: smaller organs win where volumes meet (rank by typical volume);
-    - label values: BTCV's, duodenum 14, others from 15.
+    - label values: BTCV's, duodenum 14, others from 15;
+    - ``anatomy_model`` (if asked): the joint model of centroids and log volumes of complete
+      shapes (:func:`anatomix.anatomy_model.fit_anatomy_model_from_bank`).
 
     Args:
         bank: a ShapeBank (``organs``, ``spacing_mm``, ``shapes(organ)``, ``mask(shape_id)``,
@@ -255,4 +259,9 @@ def learn_graph(
     }
     if body_frame:
         data["body_frame"] = body_frame
+    if anatomy_model:
+        try:
+            data["anatomy_model"] = fit_anatomy_model_from_bank(bank, organs).to_dict(ndigits=4)
+        except ValueError:  # no complete shape of any organ: no joint model
+            pass
     return OrganGraph.from_dict(data, f"learn_graph({name})")

@@ -12,6 +12,8 @@ import yaml
 from pydantic import ValidationError
 
 from anatomix import relations as rel
+from anatomix.anatomy_model import AnatomyModel
+from anatomix.errors import ConfigError
 from anatomix.graph.files import cross_problems, load_yaml, pydantic_problems, dump_yaml
 from anatomix.graph.schema import Defaults, Gaussian3, GraphError, GraphSpec
 
@@ -108,6 +110,16 @@ class OrganGraph:
         import networkx as nx
 
         problems = cross_problems(spec.model_dump(mode="python"), source)
+        self._anatomy: AnatomyModel | None = None
+        if spec.anatomy_model is not None:
+            unknown = sorted(set(spec.anatomy_model.organs) - set(spec.organs))
+            if unknown:
+                problems.append(f"{source}: anatomy_model.organs: expected organs of the graph; found {unknown}")
+            else:
+                try:
+                    self._anatomy = AnatomyModel.from_spec(spec.anatomy_model, f"{source}: anatomy_model")
+                except ConfigError as exc:
+                    problems.append(str(exc))
         if problems:
             raise GraphError(problems, source)
         self._spec = spec
@@ -265,6 +277,11 @@ class OrganGraph:
     @property
     def name(self) -> str:
         return self._spec.name
+
+    @property
+    def anatomy_model(self) -> AnatomyModel | None:
+        """The joint anatomy model of the file's ``anatomy_model:`` section, if any."""
+        return self._anatomy
 
     @property
     def source(self) -> str:

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from anatomix.anatomy_model import AnatomyModelSpec
 from anatomix.errors import ConfigError
 
 FORMAT_VERSION = 1
@@ -205,3 +206,4 @@ class GraphSpec(_Strict):
     defaults: Defaults = Defaults()
     organs: dict[str, OrganEntry] = Field(min_length=1)
     relations: list[RelationEntry] = []
+    anatomy_model: AnatomyModelSpec | None = None

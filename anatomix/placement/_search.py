@@ -30,6 +30,8 @@ class Context:
     exact: dict[str, bool] | None = None  # subject id -> body frame exact (shape anchors), None: graph anchors
     blockers: Counter[str] | None = None  # placed organs whose hard relations rejected candidates
     prepared: Any = None  # the Prepared of the relations list in use (see _prepared)
+    anatomy: Any = None  # the graph's AnatomyModel scaled by body_scale (placement.joint_model), or None
+    complexes: dict[str, Any] | None = None  # member organ -> ComplexGeometry (placement.complexes)
 
 
 class Prepared:

@@ -14,9 +14,17 @@ from anatomix.bank import ShapeBank
 from anatomix.config import PlacementConfig
 from anatomix.graph import OrganGraph, OrganSpec
 from anatomix.placement._draws import draw_shape, mahalanobis
+from anatomix.placement._joint import complex_anchor, fuse, joint_prior, scene_complexes
 from anatomix.placement._lattice import Placed, organ_lattice
-from anatomix.placement._search import (Context, check_candidate, neighbour_subjects, position_prior, push_out,
-                                        refine_contacts, shape_anchor)
+from anatomix.placement._search import (
+    Context,
+    check_candidate,
+    neighbour_subjects,
+    position_prior,
+    push_out,
+    refine_contacts,
+    shape_anchor,
+)
 from anatomix.scene import ElasticTerm, PlacedOrgan, RelationCheck, Scene
 
 __all__ = ["check_inputs", "missing_organs", "sample_scene"]
@@ -72,7 +80,23 @@ def place_organ(ctx: Context, info: OrganSpec, bank: ShapeBank, rng: np.random.G
         anchor, from_bank = shape_anchor(ctx, bank, info, params)
         params["anchor"], params["anchor_from_bank"] = anchor, from_bank
         mean = anchor * ctx.body_scale
+        a_cov = cov
         c_mean, c_cov = position_prior(ctx, info, parent, anchor, from_bank, mean, cov, config)
+        geo = ctx.complexes.get(info.name) if ctx.complexes else None
+        if geo is not None and geo.spec.root in ctx.placed:
+            # a complex member follows its placed root with one bank subject's relative geometry
+            mean, a_cov = complex_anchor(geo, info.name, ctx.placed[geo.spec.root].centroid(h), ctx.body_scale,
+                                         config.joint_min_std_mm, rng=rng)
+            c_mean, c_cov = mean, a_cov
+        elif ctx.anatomy is not None:
+            joint = joint_prior(ctx.anatomy, ctx.placed, info, h, bank, params, anchor, from_bank,
+                                ctx.body_scale, config.joint_min_std_mm)
+            if joint is not None:
+                # the anchor term and, without placed partners, the candidates follow the joint
+                # model's conditional; with partners their prediction is fused with it
+                no_partner = c_mean is mean
+                mean, a_cov = joint
+                c_mean, c_cov = joint if no_partner else fuse(c_mean, c_cov, *joint)
         chol = np.linalg.cholesky(c_cov * config.position_spread ** 2 + 1e-6 * np.eye(3))
         lat = organ_lattice(fld, h, config.lattice_margin_mm)
         z = rng.normal(size=(n_cand, 3))
@@ -89,8 +113,9 @@ def place_organ(ctx: Context, info: OrganSpec, bank: ShapeBank, rng: np.random.G
                 # score is at least its anchor term plus the penalty so far)
                 memo: list[float] = []
 
-                def anchor_term(cen: np.ndarray = cen, memo: list[float] = memo) -> float:
-                    memo.append(config.anchor_weight * mahalanobis(cen, mean, cov) ** 2 / 3.0)
+                def anchor_term(cen: np.ndarray = cen, memo: list[float] = memo, mean: np.ndarray = mean,
+                                a_cov: np.ndarray = a_cov) -> float:
+                    memo.append(config.anchor_weight * mahalanobis(cen, mean, a_cov) ** 2 / 3.0)
                     return memo[0]
 
                 ok, pen = check_candidate(ctx, info, lat, m, rels, best[0], config.contact_weight, anchor_term)
@@ -102,7 +127,7 @@ def place_organ(ctx: Context, info: OrganSpec, bank: ShapeBank, rng: np.random.G
                 if not ok:
                     rejected.append(m)
                     continue
-                a_term = config.anchor_weight * mahalanobis(cen, mean, cov) ** 2 / 3.0
+                a_term = config.anchor_weight * mahalanobis(cen, mean, a_cov) ** 2 / 3.0
             score = config.contact_weight * pen + a_term
             if best is None or score < best[0]:
                 best = (score, m)
@@ -117,7 +142,7 @@ def place_organ(ctx: Context, info: OrganSpec, bank: ShapeBank, rng: np.random.G
                     continue
                 n_valid += 1
                 cen = m * h + lat.centroid_off
-                score = config.contact_weight * pen + config.anchor_weight * mahalanobis(cen, mean, cov) ** 2 / 3.0
+                score = config.contact_weight * pen + config.anchor_weight * mahalanobis(cen, mean, a_cov) ** 2 / 3.0
                 if best is None or score < best[0]:
                     best = (score, m)
         if best is None:
@@ -207,6 +232,10 @@ def sample_scene(graph: OrganGraph, bank: ShapeBank, rng: np.random.Generator, c
     rels = [r for r in graph.relations() if r.type != "attached_to" and r.a in placed_set and r.b in placed_set]
     ctx = Context(h=h, placed={}, rels=rels, body_scale=body_scale,
                    exact=bank.frame_exact if config.anchor_source == "shape" else None)
+    if config.joint_model and graph.anatomy_model is not None and config.mode != "random":
+        ctx.anatomy = graph.anatomy_model.scaled(body_scale)
+    if config.complexes and config.mode != "random":
+        ctx.complexes = scene_complexes(bank, present, rng=rng)
     failed: list[str] = []
     random_mode = config.mode == "random"
     if random_mode:
