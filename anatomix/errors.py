@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 
@@ -26,10 +27,31 @@ class ConfigError(AnatomixError):
     """A YAML/JSON configuration file does not validate (file, field path, expected, found)."""
 
 
-def _describe(value: Any) -> str:
-    from anatomix.safeload import excerpt  # bounded: never reprs a whole (alias-expanded) input
+_repr = reprlib.Repr()
+_repr.maxlevel = 3
+_repr.maxdict = 6
+_repr.maxlist = 6
+_repr.maxtuple = 6
+_repr.maxset = 6
+_repr.maxstring = 60
+_repr.maxother = 60
+_repr.maxlong = 40
 
-    return excerpt(value, 60)
+
+def excerpt(value: Any, limit: int = 80) -> str:
+    """A bounded ``repr`` of ``value`` (at most ``limit`` characters, "..." when cut).
+
+    Cost is bounded whatever the value: nested containers are cut at 3 levels and 6 items.
+    """
+    try:
+        text = _repr.repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+
+
+def _describe(value: Any) -> str:
+    return excerpt(value, 60)  # bounded: never reprs a whole (alias-expanded) input
 
 
 def validation_problems(error: Any) -> list[str]:

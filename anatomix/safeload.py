@@ -7,21 +7,20 @@ checked on PyYAML's event stream (no Python object is built yet, nothing is recu
 353-byte "billion laughs" alias bomb or a 100,000-deep document is refused in milliseconds.
 Only then is the document constructed with ``yaml.SafeLoader`` (or a subclass of it).
 
-:func:`excerpt` gives a short ``repr`` of any value (``reprlib``: it never walks a whole
-structure), for messages that show what was found.
+:func:`excerpt` (defined in :mod:`anatomix.errors`, re-exported here) gives a short ``repr`` of
+any value (``reprlib``: it never walks a whole structure), for messages that show what was found.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import reprlib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from anatomix.errors import AnatomixError
+from anatomix.errors import AnatomixError, excerpt
 
 __all__ = [
     "MAX_ALIASES",
@@ -49,29 +48,6 @@ MAX_ALIASES = 10_000
 
 class InputLimitError(AnatomixError):
     """A YAML/JSON input is too large, too deep or expands (aliases) beyond the limits."""
-
-
-_repr = reprlib.Repr()
-_repr.maxlevel = 3
-_repr.maxdict = 6
-_repr.maxlist = 6
-_repr.maxtuple = 6
-_repr.maxset = 6
-_repr.maxstring = 60
-_repr.maxother = 60
-_repr.maxlong = 40
-
-
-def excerpt(value: Any, limit: int = 80) -> str:
-    """A bounded ``repr`` of ``value`` (at most ``limit`` characters, "..." when cut).
-
-    Cost is bounded whatever the value: nested containers are cut at 3 levels and 6 items.
-    """
-    try:
-        text = _repr.repr(value)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
 
 
 def read_text_bounded(path: str | os.PathLike[str], *, max_bytes: int = MAX_BYTES,

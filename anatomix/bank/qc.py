@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from anatomix.bank.ingest import _Subject
+    from anatomix.bank.geometry import _Subject
     from anatomix.bank.store import ShapeBank
 
 
