@@ -67,6 +67,10 @@ def validation_problems(error: Any) -> list[str]:
             lines.append(f"{loc}: unknown key (remove it or check its spelling)")
         elif kind == "missing":
             lines.append(f"{loc}: missing required key")
+        elif kind == "json_invalid":
+            why = str((e.get("ctx") or {}).get("error", e.get("msg", "")))
+            hint = " (the file is truncated)" if "EOF" in why else ""
+            lines.append(f"{loc}: expected valid JSON, found a syntax error: {why}{hint}")
         else:
             msg = e.get("msg", "invalid").removeprefix("Value error, ")
             lines.append(f"{loc}: expected {msg[0].lower() + msg[1:] if msg else 'valid value'}; "
