@@ -10,6 +10,14 @@ import sys
 
 import typer
 
+from anatomix.cli_checks import (
+    MAX_CASES,
+    check_output_path,
+    os_error_message,
+    remove_empty_run,
+    violating_cases,
+)
+
 app = typer.Typer(
     name="anatomix",
     help="Synthetic, fully labelled 3D volumes with correct anatomy, for segmentation pre-training.",
@@ -36,43 +44,6 @@ def fail(message: str, code: int = 1) -> None:
 
     Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
-
-
-#: Most cases one `synth` run may be asked for (a typo guard; shards share one n).
-MAX_CASES = 10_000_000
-
-
-def check_output_path(path: str, option: str, *, folder: bool) -> str | None:
-    """Why ``path`` cannot be written (None: it can), checked before any computation.
-
-    Args:
-        path: the output file or folder.
-        option: the option's name, for the message.
-        folder: the output is a folder (else a file).
-    """
-    import os
-    from pathlib import Path
-
-    p = Path(path)
-    if p.exists() and folder and not p.is_dir():
-        return f"{option} {p}: expected a folder, found a file; choose another {option}"
-    if p.exists() and not folder and p.is_dir():
-        return f"{option} {p}: expected a file path, found a folder; give a file name"
-    parent = p if (folder and p.is_dir()) else p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"{option} {p}: expected a path under a folder, found {parent} is a file"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return (f"{option} {p}: expected a writable place, found {parent} is not writable "
-                "(read-only filesystem or no permission)")
-    return None
-
-
-def _os_error(e: OSError) -> str:
-    where = f"{e.filename}: " if e.filename else ""
-    return (f"{where}{e.strerror or e} while writing; outputs are written atomically, so no "
-            "half-written file was left (free space or choose another --out, then rerun)")
 
 
 def _interrupted(e: KeyboardInterrupt, default: str) -> None:
@@ -128,7 +99,7 @@ def ingest_masks_command(
                             "command again to build the bank")
             return
         except OSError as e:
-            fail(_os_error(e))
+            fail(os_error_message(e))
             return
     for w in caught:
         if issubclass(w.category, BankWarning):
@@ -312,7 +283,7 @@ def synth_command(
         summary = write_dataset(generator, out, n=n, seed=seed, workers=workers, shard=shard,
                                 progress=progress)
     except AnatomixError as exc:
-        _remove_empty_run(out, out_existed)
+        remove_empty_run(out, out_existed)
         fail(str(exc))
         return
     except KeyboardInterrupt as exc:
@@ -320,8 +291,8 @@ def synth_command(
                           "again to resume")
         return
     except OSError as exc:
-        _remove_empty_run(out, out_existed)
-        fail(_os_error(exc))
+        remove_empty_run(out, out_existed)
+        fail(os_error_message(exc))
         return
     from rich.console import Console
 
@@ -331,52 +302,13 @@ def synth_command(
         from anatomix.anatomy import format_summary
 
         Console().print(format_summary(summary.get("generator_summary") or {}), highlight=False)
-        bad = _violating_cases(summary["out_dir"], n)
+        bad = violating_cases(summary["out_dir"], n)
         if bad and not allow_violations:
             shown = "; ".join(f"{case}: {why}" for case, why in bad[:10]) + (" ..." if len(bad) > 10 else "")
             fail(f"{len(bad)} case(s) miss a required organ or break a hard constraint ({shown}); they are "
                  "written and flagged in their records (constraints.hard_ok false / constraints.failed). "
                  "Fix the graph or the bank (`anatomix graph check --graph G --bank B`), or pass "
                  "--allow-violations to accept such cases")
-
-
-def _remove_empty_run(out: str, existed: bool) -> None:
-    """After a failed synth: remove the --out folder this command created if it holds no case
-    (only the run file, empty subfolders and temp files of the failed first case)."""
-    import shutil
-    from pathlib import Path
-
-    p = Path(out)
-    if existed or not p.is_dir():
-        return
-    if any((p / "records").glob("*.json")) or any((p / "imagesTr").glob("[!.]*")):
-        return
-    allowed = {"anatomix_run.json", ".anatomix.lock", "imagesTr", "labelsTr", "records"}
-    if all(c.name in allowed for c in p.iterdir()):
-        shutil.rmtree(p, ignore_errors=True)
-
-
-def _violating_cases(out: str, n: int) -> list[tuple[str, str]]:
-    """(case, why) for the run's cases whose record says a required organ failed or a hard
-    constraint does not hold."""
-    from pathlib import Path
-
-    from anatomix.safeload import load_json_file
-
-    bad = []
-    for p in sorted((Path(out) / "records").glob("*.json")):
-        try:
-            rec = load_json_file(p)
-        except (OSError, ValueError):
-            continue
-        if not isinstance(rec, dict) or int(rec.get("index", -1)) >= n:
-            continue
-        c = rec.get("constraints") or {}
-        why = ([f"required organ(s) not placed: {', '.join(c['failed'])}"] if c.get("failed") else []) + \
-            ([f"hard violations: {', '.join(c.get('hard_violations') or ['?'])}"] if c.get("hard_ok") is False else [])
-        if why:
-            bad.append((str(rec.get("case", p.stem)), "; ".join(why)))
-    return bad
 
 
 @app.command("replay")
@@ -472,7 +404,7 @@ def evaluate_command(
         _interrupted(exc, "interrupted: no report was written")
         return
     except OSError as exc:
-        fail(_os_error(exc))
+        fail(os_error_message(exc))
         return
     s = report["summary"]
 

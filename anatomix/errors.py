@@ -5,6 +5,28 @@ from __future__ import annotations
 import reprlib
 from typing import Any
 
+
+class AnatomixError(ValueError):
+    """Base class: a user-facing problem (bad file, bad config, bad option), with what to do next."""
+
+
+class InputError(AnatomixError):
+    """One or more input files are unreadable or not what the command expects.
+
+    Attributes:
+        problems: one line per problem (file, expected, found), all collected before raising.
+    """
+
+    def __init__(self, problems: list[str], what: str = "input") -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s) with the {what}; nothing was written:\n{lines}")
+
+
+class ConfigError(AnatomixError):
+    """A YAML/JSON configuration file does not validate (file, field path, expected, found)."""
+
+
 _repr = reprlib.Repr()
 _repr.maxlevel = 3
 _repr.maxdict = 6
@@ -28,27 +50,6 @@ def excerpt(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
 
 
-class AnatomixError(ValueError):
-    """Base class: a user-facing problem (bad file, bad config, bad option), with what to do next."""
-
-
-class InputError(AnatomixError):
-    """One or more input files are unreadable or not what the command expects.
-
-    Attributes:
-        problems: one line per problem (file, expected, found), all collected before raising.
-    """
-
-    def __init__(self, problems: list[str], what: str = "input") -> None:
-        self.problems = list(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{len(self.problems)} problem(s) with the {what}; nothing was written:\n{lines}")
-
-
-class ConfigError(AnatomixError):
-    """A YAML/JSON configuration file does not validate (file, field path, expected, found)."""
-
-
 def _describe(value: Any) -> str:
     return excerpt(value, 60)  # bounded: never reprs a whole (alias-expanded) input
 
@@ -66,6 +67,10 @@ def validation_problems(error: Any) -> list[str]:
             lines.append(f"{loc}: unknown key (remove it or check its spelling)")
         elif kind == "missing":
             lines.append(f"{loc}: missing required key")
+        elif kind == "json_invalid":
+            why = str((e.get("ctx") or {}).get("error", e.get("msg", "")))
+            hint = " (the file is truncated)" if "EOF" in why else ""
+            lines.append(f"{loc}: expected valid JSON, found a syntax error: {why}{hint}")
         else:
             msg = e.get("msg", "invalid").removeprefix("Value error, ")
             lines.append(f"{loc}: expected {msg[0].lower() + msg[1:] if msg else 'valid value'}; "

@@ -7,8 +7,8 @@ checked on PyYAML's event stream (no Python object is built yet, nothing is recu
 353-byte "billion laughs" alias bomb or a 100,000-deep document is refused in milliseconds.
 Only then is the document constructed with ``yaml.SafeLoader`` (or a subclass of it).
 
-:func:`excerpt` gives a short ``repr`` of any value (``reprlib``: it never walks a whole
-structure), for messages that show what was found.
+:func:`excerpt` (defined in :mod:`anatomix.errors`, re-exported here) gives a short ``repr`` of
+any value (``reprlib``: it never walks a whole structure), for messages that show what was found.
 """
 
 from __future__ import annotations
@@ -48,8 +48,6 @@ MAX_ALIASES = 10_000
 
 class InputLimitError(AnatomixError):
     """A YAML/JSON input is too large, too deep or expands (aliases) beyond the limits."""
-
-
 
 
 def read_text_bounded(path: str | os.PathLike[str], *, max_bytes: int = MAX_BYTES,

@@ -14,9 +14,10 @@ an int16 SDF would be ~30x larger and lossy), and contain nothing but geometry. 
 distance field is computed on demand by :meth:`ShapeBank.sdf` with
 ``scipy.ndimage.distance_transform_edt(sampling=spacing)`` (distance to the nearest voxel of
 the other side minus half a voxel, so the zero level lies half-way between the last inside and
-first outside voxel centres; negative inside, mm; see ``mask_to_sdf``) and cached per bank instance: ~0.05-0.5 s once per shape per
-process, then free. Placement/rendering resample that cached float32 array with grid_sample;
-outside the crop the SDF is not defined (clamp to the border value, which is >= 8 voxels).
+first outside voxel centres; negative inside, mm; see ``mask_to_sdf``) and cached per bank
+instance: ~0.05-0.5 s once per shape per process, then free. Placement/rendering resample that
+cached float32 array with grid_sample; outside the crop the SDF is not defined (clamp to the
+border value, which is >= 8 voxels).
 
 Geometry: every subject is resampled (nearest neighbour) onto an axis-aligned RAS+ grid at the
 bank spacing (default 1.5 mm isotropic); arrays are (x, y, z) with axes along world +x (Right),
@@ -29,6 +30,11 @@ De-identification: no intensities, no header text, no file names or paths, no ab
 coordinates; subject ids are a truncated SHA-256 of the resampled label geometry itself
 ("s" + 12 hex digits), so re-ingesting the same data in any order gives the same ids and the
 same bytes, and two inputs with the same anatomy are caught as duplicates.
+
+Modules: ``manifest`` (format constants, sane bounds, the pydantic manifest models), ``store``
+(loading and verifying a bank on every load, ShapeBank, bounded mask decoding), ``ingest`` (label
+maps -> checked shapes), ``geometry`` (resampling, cutting one organ, body frame), ``qc`` (flags,
+summary table), ``write`` (atomic write under a lock beside the output).
 """
 
 from anatomix.bank.ingest import (

@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from anatomix.bank.subject import IngestedSubject
-
 if TYPE_CHECKING:
+    from anatomix.bank.geometry import _Subject
     from anatomix.bank.store import ShapeBank
 
 
@@ -61,7 +60,7 @@ def bank_table(bank: ShapeBank) -> Any:
     return t
 
 
-def _qc(sub: IngestedSubject, origin: np.ndarray, reference: str, voxel_ml: float
+def _qc(sub: _Subject, origin: np.ndarray, reference: str, voxel_ml: float
         ) -> dict[str, list[str]]:
     from anatomix.labels import mirror_organ, organ_side
 

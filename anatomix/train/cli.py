@@ -37,14 +37,17 @@ def _cli_class():
             # first so that a bad file gets the same clear message as a bad --model.pretrained,
             # not a KeyError/UnpicklingError traceback
             sub = self.config.get("subcommand") if hasattr(self.config, "get") else None
-            ckpt = self.config[sub].get("ckpt_path") if sub else None
+            sub_cfg = self.config[sub] if sub else None
+            ckpt = sub_cfg.get("ckpt_path") if sub_cfg is not None else None
             if ckpt is not None and str(ckpt) not in ("last", "best", "hpc") \
                     and not str(ckpt).startswith("registry"):
                 from anatomix.train.checkpoint import check_lightning_checkpoint
 
                 check_lightning_checkpoint(ckpt)
-            model_cfg = self.config[sub].get("model") if sub else None
-            pretrained = model_cfg.get("pretrained") if hasattr(model_cfg, "get") else None
+            model_cfg = sub_cfg.get("model") if sub_cfg is not None else None
+            pretrained = None
+            if model_cfg is not None and hasattr(model_cfg, "get"):
+                pretrained = model_cfg.get("pretrained")
             if pretrained:  # unreadable weights fail here, before Lightning writes config.yaml
                 from anatomix.train.checkpoint import read_state_dict
 
