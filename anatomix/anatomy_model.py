@@ -80,7 +80,7 @@ class AnatomyModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format_version: Literal[1] = FORMAT_VERSION
+    format_version: Literal[1] = 1  # FORMAT_VERSION
     organs: list[str] = Field(min_length=1)
     features: list[str] = Field(min_length=1)
     mean: list[float]
@@ -239,7 +239,7 @@ class AnatomyModel:
         """The marginal model of some organs (those the model does not know are skipped)."""
         keep = [o for o in self.organs if o in set(organs)]
         feats = [f for f in self.features if f.rsplit(".", 1)[0] in set(keep)]
-        idx = np.array([self._index[f] for f in feats], dtype=int)  # type: ignore[attr-defined]
+        idx = np.array([self._index[f] for f in feats], dtype=np.intp)  # type: ignore[attr-defined]
         return AnatomyModel(tuple(keep), tuple(feats), self.mean[idx], self.cov[np.ix_(idx, idx)],
                             self.n_subjects, self.shrinkage, self.note)
 

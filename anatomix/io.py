@@ -76,8 +76,8 @@ class Volume:
     """
 
     array: np.ndarray
-    spacing_mm: tuple[float, float, float]
-    origin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    spacing_mm: tuple[float, ...]
+    origin_mm: tuple[float, ...] = (0.0, 0.0, 0.0)
 
     @property
     def affine(self) -> np.ndarray:
@@ -118,7 +118,7 @@ class LabeledVolume(Volume):
         return m.any(axis=3) if self.layered else m
 
 
-def _problem(path: Path | str, expected: str, found: str, todo: str = "") -> str:
+def _problem(path: Path | str | os.PathLike[str], expected: str, found: str, todo: str = "") -> str:
     tail = f"; {todo}" if todo else ""
     return f"{path}: expected {expected}, found {found}{tail}"
 
@@ -353,11 +353,11 @@ def _ras_grid_of(img: "sitk.Image", spacing_mm: Sequence[float] | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """An axis-aligned RAS grid covering ``img``'s voxel centres: (origin_ras, spacing, size)."""
     size = np.array(img.GetSize()[:3])
-    corners = []
+    corner_list = []
     for c in np.ndindex(2, 2, 2):
         idx = [int(c[k] * (size[k] - 1)) for k in range(3)]
-        corners.append(np.array(img.TransformIndexToPhysicalPoint(idx)) * np.array([-1, -1, 1]))
-    corners = np.array(corners)
+        corner_list.append(np.array(img.TransformIndexToPhysicalPoint(idx)) * np.array([-1, -1, 1]))
+    corners = np.array(corner_list)
     lo, hi = corners.min(0), corners.max(0)
     if spacing_mm is None:
         d = np.array(img.GetDirection()).reshape(3, 3)
@@ -568,14 +568,15 @@ def read_label_map(path: str | os.PathLike) -> LabeledVolume:
     if ncomp > 1:
         # overlapping Slicer layers: renumber (layer, value) -> 1..N across layers
         out = np.zeros(arr.shape, dtype=np.uint16 if len(segs) > 255 else np.uint8)
-        names: dict[int, str] = {}
+        layer_names: dict[int, str] = {}
         for k, (name, layer, value) in enumerate(segs, start=1):
             if layer >= ncomp:
                 continue
             out[..., layer][arr[..., layer] == value] = k
-            names[k] = name
-        return LabeledVolume(out, vol.spacing_mm, vol.origin_mm, names=names, layered=True)
-    names = {value: name for name, _layer, value in segs} if segs else read_embedded_names(p)
+            layer_names[k] = name
+        return LabeledVolume(out, vol.spacing_mm, vol.origin_mm, names=layer_names, layered=True)
+    names: dict[int, str] | None = ({value: name for name, _layer, value in segs} if segs
+                                    else read_embedded_names(p))
     return LabeledVolume(arr, vol.spacing_mm, vol.origin_mm, names=names or None)
 
 
@@ -786,7 +787,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 text atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    return atomic_write(path, write)
 
 
 def write_volume(path: str | os.PathLike, array: np.ndarray, spacing_mm: Sequence[float],

@@ -101,7 +101,7 @@ OPPOSITE_DIRECTION: Mapping[str, str] = {
 }
 
 
-def _spacing(spacing_mm: Sequence[float] | float, ndim: int = 3) -> np.ndarray:
+def _spacing(spacing_mm: Sequence[float] | np.ndarray | float, ndim: int = 3) -> np.ndarray:
     s = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (ndim,)).copy()
     if not np.all(np.isfinite(s)) or np.any(s <= 0):
         raise ValueError(f"spacing_mm must be positive and finite, got {spacing_mm!r}")
@@ -126,7 +126,7 @@ def _same_grid(a: np.ndarray, b: np.ndarray) -> None:
 # ---- sizes and positions ---------------------------------------------------------------------
 
 
-def volume_ml(mask_or_sdf: np.ndarray, spacing_mm: Sequence[float] | float) -> float:
+def volume_ml(mask_or_sdf: np.ndarray, spacing_mm: Sequence[float] | np.ndarray | float) -> float:
     """Volume in millilitres (1 ml = 1000 mm^3) of a mask or an SDF's inside."""
     s = _spacing(spacing_mm, np.ndim(mask_or_sdf))
     return float(np.count_nonzero(as_mask(mask_or_sdf)) * float(np.prod(s)) / 1000.0)
@@ -134,8 +134,8 @@ def volume_ml(mask_or_sdf: np.ndarray, spacing_mm: Sequence[float] | float) -> f
 
 def centroid_mm(
     mask_or_sdf: np.ndarray,
-    spacing_mm: Sequence[float] | float,
-    origin_mm: Sequence[float] = (0.0, 0.0, 0.0),
+    spacing_mm: Sequence[float] | np.ndarray | float,
+    origin_mm: Sequence[float] | np.ndarray = (0.0, 0.0, 0.0),
 ) -> np.ndarray:
     """Centroid (3,) in world mm: ``origin_mm + mean voxel index * spacing_mm``.
 
@@ -172,7 +172,7 @@ def bounding_boxes(label_map: np.ndarray, labels: Iterable[int] | None = None) -
     return out
 
 
-def volumes_ml(label_map: np.ndarray, spacing_mm: Sequence[float] | float) -> dict[int, float]:
+def volumes_ml(label_map: np.ndarray, spacing_mm: Sequence[float] | np.ndarray | float) -> dict[int, float]:
     """Volume in ml of every non-zero label present."""
     lm = np.asarray(label_map)
     s = _spacing(spacing_mm, lm.ndim)
@@ -183,8 +183,8 @@ def volumes_ml(label_map: np.ndarray, spacing_mm: Sequence[float] | float) -> di
 
 def centroids_mm(
     label_map: np.ndarray,
-    spacing_mm: Sequence[float] | float,
-    origin_mm: Sequence[float] = (0.0, 0.0, 0.0),
+    spacing_mm: Sequence[float] | np.ndarray | float,
+    origin_mm: Sequence[float] | np.ndarray = (0.0, 0.0, 0.0),
     labels: Iterable[int] | None = None,
 ) -> dict[int, np.ndarray]:
     """Centroid (3,) in world mm of every non-zero label present (or of ``labels``)."""
@@ -249,7 +249,7 @@ def _union_crop(ma: np.ndarray, mb: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx)
 
 
-def surface_gap_mm(a: np.ndarray, b: np.ndarray, spacing_mm: Sequence[float] | float) -> float:
+def surface_gap_mm(a: np.ndarray, b: np.ndarray, spacing_mm: Sequence[float] | np.ndarray | float) -> float:
     """Distance in mm between the surfaces of two structures on one grid; 0 when touching/overlapping.
 
     Args:
@@ -432,7 +432,7 @@ def relation_holds(kind: str, value: float, tolerance: float = 0.0, margin_mm: f
 
 def contact_gaps(
     label_map: np.ndarray,
-    spacing_mm: Sequence[float] | float,
+    spacing_mm: Sequence[float] | np.ndarray | float,
     max_gap_mm: float = 0.0,
     labels: Iterable[int] | None = None,
 ) -> dict[frozenset[int], float]:
@@ -487,7 +487,7 @@ def contact_gaps(
 
 def contacts(
     label_map: np.ndarray,
-    spacing_mm: Sequence[float] | float,
+    spacing_mm: Sequence[float] | np.ndarray | float,
     tolerance_mm: float = 0.0,
     labels: Iterable[int] | None = None,
 ) -> set[frozenset[int]]:

@@ -73,7 +73,7 @@ def swapped_lateral_pairs(summary: MapSummary) -> tuple[list[str], int]:
     from anatomix.labels import mirror_organ, organ_side
 
     c = summary.centroids_mm
-    pairs = [(o, mirror_organ(o)) for o in sorted(c) if organ_side(o) == "left" and mirror_organ(o) in c]
+    pairs = [(o, m) for o in sorted(c) if organ_side(o) == "left" and (m := mirror_organ(o)) is not None and m in c]
     return [f"{a} at x={c[a][0]:.1f} mm, {b} at x={c[b][0]:.1f} mm" for a, b in pairs
             if c[a][0] > c[b][0]], len(pairs)
 
@@ -378,7 +378,7 @@ def compare(
         ])
     syn = score_set(model, synthetic, records, settings)
     base = baseline if baseline is not None else real_baseline(real, settings)
-    headline = {k: {"synthetic": syn.get(k), "real_loo": base.get(k)} for k in _HEADLINE}
+    headline: dict[str, Any] = {k: {"synthetic": syn.get(k), "real_loo": base.get(k)} for k in _HEADLINE}
     m_s, m_r = syn.get("mahalanobis_median"), base.get("mahalanobis_median")
     headline["mahalanobis_ratio_to_real"] = (m_s / m_r) if m_s is not None and m_r else None
     if "constraint_reports" in syn:

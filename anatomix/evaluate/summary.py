@@ -182,7 +182,7 @@ def summarise_label_map(
         ])
     # organs touching the field-of-view border
     faces = [lm[0], lm[-1], lm[:, 0], lm[:, -1], lm[:, :, 0], lm[:, :, -1]]
-    border = set()
+    border: set[int] = set()
     for f in faces:
         border.update(int(v) for v in np.unique(f) if v != 0)
     # nearest-neighbour resampling of the crop onto the isotropic evaluation grid

@@ -50,7 +50,7 @@ def choose_shapes(bank: ShapeBank, organ: str, rng: np.random.Generator, config:
 
 
 def elastic_terms(rng: np.random.Generator, config: PlacementConfig) -> list[dict[str, Any]]:
-    terms = []
+    terms: list[dict[str, Any]] = []
     n = config.elastic_terms
     if n == 0 or config.elastic_amplitude_mm == 0:
         return terms
@@ -85,7 +85,7 @@ def draw_shape(bank: ShapeBank, info: OrganSpec, body_scale: float, rng: np.rand
     params = {"shape_id": shape_id, "blend_shape_id": blend_id, "blend_weight": weight,
               "scale": tuple(float(v) for v in scale), "rotation_deg": tuple(float(v) for v in rot),
               "elastic": elastic}
-    fld = organ_field(bank, shape_id, blend_id, weight, scale, rot, (0.0, 0.0, 0.0), elastic, cache=cache)
+    fld = organ_field(bank, shape_id, blend_id, weight, tuple(scale), tuple(rot), (0.0, 0.0, 0.0), elastic, cache=cache)
     return params, fld
 
 

@@ -86,5 +86,5 @@ def complex_anchor(geo: ComplexGeometry, member: str, root_centroid_mm: np.ndarr
                              {m: np.asarray(c) * body_scale ** 2 for m, c in geo.spread_cov_mm.items()})
     one = ComplexGeometry(geo.spec.model_copy(update={"members": (member,)}), geo.subject_id,
                           {member: scaled.offsets_mm[member]}, {member: scaled.spread_cov_mm[member]})
-    mean = sample_member_anchors(one, root_centroid_mm, rng=rng)[member]
+    mean = sample_member_anchors(one, tuple(float(v) for v in root_centroid_mm), rng=rng)[member]
     return mean, min_std_mm ** 2 * np.eye(3) + 0.25 * scaled.spread_cov_mm[member]
