@@ -137,8 +137,9 @@ class OrganField:
                     else torch.full((1,), -1.0, device=dev)
                 col = torch.as_tensor(lin[::-1, d].copy(), dtype=torch.float32, device=dev)
                 ramps.append(t[:, None] * col)
+            shift = torch.as_tensor(trans[::-1].copy(), dtype=torch.float32, device=dev)
             grid = (ramps[0][:, None, None, :] + ramps[1][None, :, None, :]
-                    + (ramps[2] + torch.as_tensor(trans[::-1].copy(), dtype=torch.float32, device=dev))[None, None, :, :])
+                    + (ramps[2] + shift)[None, None, :, :])
             if disp is not None:
                 scale = torch.as_tensor(np.diag(g)[::-1].copy(), dtype=torch.float32, device=dev)
                 grid = grid + disp[0] * scale
@@ -176,7 +177,7 @@ class OrganField:
 _SDF_CACHE_KEY = "_anatomix_torch_sdf_cache"
 
 
-def _crop_tensor(bank: ShapeSource, shape_id: str, cache: dict[str, Any] | None,
+def _crop_tensor(bank: ShapeSource, shape_id: str, cache: dict[Any, Any] | None,
                  device: torch.device | str | None = None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """The crop as a (1, 1, X, Y, Z) tensor on ``device`` (default CPU) and the index box (lo, hi)
     of its organ (sdf <= 0).
