@@ -1,7 +1,7 @@
 """GPU throughput in one short call: generation on the device for both modes, and the SwinUNETR-48
 training step with and without the on-the-fly stream feeding it. Prints ONE table.
 
-    python bench/gpu.py                        # --device cuda, 15 s per row, about 3 minutes on an H200
+    python bench/gpu.py                        # --device cuda, 15 s per row, rows stop after --budget 240 s
     python bench/gpu.py --device cpu --tiny --seconds 2     # smoke run of the script itself
 
 Rows (each timed for ``--seconds`` after one warm-up, at least 2 repetitions):
@@ -150,7 +150,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=max(1, min(12, (os.cpu_count() or 2) - 2)),
                     help="CPU worker processes of the stream row (default: cores - 2, at most 12)")
     ap.add_argument("--tiny", action="store_true", help="shrink every size (a smoke run, not a figure)")
-    ap.add_argument("--budget", type=float, default=270.0, help="skip the remaining rows after this many seconds")
+    ap.add_argument("--budget", type=float, default=240.0, help="skip the remaining rows after this many seconds")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", message="the embedded shape bank has no shape")
 
