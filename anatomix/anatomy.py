@@ -27,6 +27,7 @@ from anatomix import __version__
 from anatomix.appearance import apply_lesions, render_image, sample_appearance, sample_lesions
 from anatomix.bank import ShapeBank
 from anatomix.config import AnatomySynthConfig, GridConfig
+from anatomix.device import resolve_device
 from anatomix.errors import AnatomixError
 from anatomix.graph import OrganGraph
 from anatomix.placement import Scene, check_inputs, missing_organs, sample_scene
@@ -112,7 +113,8 @@ class AnatomyGenerator:
     Args:
         config: an :class:`AnatomySynthConfig` (``graph`` must be set unless ``graph`` is given).
         seed: run seed.
-        device: torch device ("cpu"; rendering runs on CPU tensors here).
+        device: torch device of organ SDF rendering ("cpu", "cuda", "cuda:N"; checked, never a
+            silent fallback). Placement, lesion drawing and appearance run on the CPU whatever it is.
         graph, bank: already loaded objects (tests, notebooks); by default they are loaded from
             ``config.graph`` / ``config.bank`` (embedded bank when ``None``).
 
@@ -129,6 +131,7 @@ class AnatomyGenerator:
             raise AnatomixError(f"seed must be non-negative, got {seed}")
         self.config = config
         self.seed = int(seed)
+        resolve_device(device)  # fails here, before any case, when the device is not usable
         self.device = device
         self._own_graph = graph is not None
         self._own_bank = bank is not None
@@ -246,7 +249,7 @@ class AnatomyGenerator:
 
     def render_record(self, record: dict[str, Any]) -> Sample:
         """Render a record of :meth:`sample_record` (or a ``records/<case>.json``): pure."""
-        return render_anatomy_record(record, self._bank, cache=self._cache)
+        return render_anatomy_record(record, self._bank, cache=self._cache, device=self.device)
 
     def sample(self, index: int) -> Sample:
         """Case ``index``: ``render_record(sample_record(index))``."""
@@ -256,7 +259,8 @@ class AnatomyGenerator:
         return summarize_records(records)
 
 
-def render_anatomy_record(record: dict[str, Any], bank: ShapeBank, cache: dict[str, Any] | None = None) -> Sample:
+def render_anatomy_record(record: dict[str, Any], bank: ShapeBank, cache: dict[str, Any] | None = None,
+                          device: Any = None) -> Sample:
     """Apply a drawn anatomy record: scene -> label map and SDFs, lesions painted, image rendered.
 
     Deterministic, and needs nothing but the record and the shape bank it was drawn from (not
@@ -266,7 +270,7 @@ def render_anatomy_record(record: dict[str, Any], bank: ShapeBank, cache: dict[s
     scene = Scene.model_validate(record["scene"])
     g = record["grid"]
     grid = Grid(tuple(g["shape"]), tuple(g["spacing_mm"]), tuple(g["origin_mm"]))
-    rendered = render_scene(scene, bank, grid, cache=cache)
+    rendered = render_scene(scene, bank, grid, cache=cache, device=device)
     label = rendered.label.copy()
     painted = apply_lesions(rendered, label, record["lesions"])
     image = render_image(rendered, label, record["appearance"], painted)

@@ -9,6 +9,11 @@ Label priority where organ volumes meet (documented rule): the organ with the hi
 ``priority`` wins; on a tie the smaller organ (by placed volume) wins, so small structures
 (adrenal glands, gallbladder, lesions) are never swallowed by large ones. In ``render_scene``
 organs are painted from the lowest to the highest precedence.
+
+Device: ``render_scene(..., device="cuda")`` evaluates every organ SDF and paints the label map
+on that torch device (crops cached there per device) and copies the results to numpy once at
+the end; the result is the same :class:`Rendered` (numpy) on every device. On the CPU (the
+default) the bytes are those of before the device existed.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
+from anatomix.device import resolve_device
 from anatomix.grid import Grid
 from anatomix.scene import PlacedOrgan, Scene
 from anatomix.shape_field import ShapeSource, evaluate_upsampled, placed_field
@@ -59,7 +66,7 @@ class Rendered:
 
 def render_scene(scene: Scene, bank: ShapeSource, grid: Grid, cache: dict[str, Any] | None = None,
                  margin_mm: float = 6.0,
-                 coarse_spacing_mm: float = 2.5) -> Rendered:
+                 coarse_spacing_mm: float = 2.5, device: torch.device | str | None = None) -> Rendered:
     """Render every organ of ``scene`` on ``grid``: per-organ SDFs in their boxes and the label map.
 
     Args:
@@ -70,23 +77,28 @@ def render_scene(scene: Scene, bank: ShapeSource, grid: Grid, cache: dict[str, A
         margin_mm: extra SDF kept around each organ's tight box (for textures near the surface).
         coarse_spacing_mm: along axes with a finer output spacing, organ SDFs are evaluated at
             twice the spacing and upsampled trilinearly (0: always at full resolution).
+        device: torch device of the SDF evaluation and label painting (default CPU; checked by
+            :func:`anatomix.device.resolve_device`, never a silent fallback). The results are numpy.
     """
-    label = np.zeros(grid.shape, dtype=np.uint8)
-    sdfs: dict[str, tuple[tuple[slice, slice, slice], np.ndarray]] = {}
+    dev = resolve_device(device)
+    label_t = torch.zeros(grid.shape, dtype=torch.uint8, device=dev)
+    sdf_t: dict[str, tuple[tuple[slice, slice, slice], torch.Tensor]] = {}
     labels: dict[str, int] = {}
     o = np.asarray(grid.origin_mm)
     sp = np.asarray(grid.spacing_mm)
     factors = np.where(sp < coarse_spacing_mm, 2, 1)
     for organ in label_precedence(scene.organs):
-        fld = placed_field(organ, bank, cache)
+        fld = placed_field(organ, bank, cache, device=dev)
         lo, hi = fld.world_box(margin_mm)  # from the pose itself, never from placement's measurements
         sl = grid.box_slices(lo, hi)
         if sl is None:
             continue
         start = o + np.array([b.start for b in sl]) * sp - fld.translation
         n = np.array([b.stop - b.start for b in sl])
-        sdf = evaluate_upsampled(fld, start, sp, n, factors).numpy()
-        label[sl][sdf <= 0] = organ.label
-        sdfs[organ.organ] = (sl, sdf)
+        sdf = evaluate_upsampled(fld, start, sp, n, factors)
+        label_t[sl][sdf <= 0] = organ.label
+        sdf_t[organ.organ] = (sl, sdf)
         labels[organ.organ] = organ.label
-    return Rendered(label=label, sdfs=sdfs, labels=labels, grid=grid)
+    # one copy to the host at the end (a no-op on the CPU: the arrays share the tensors' memory)
+    sdfs = {name: (sl, t.cpu().numpy()) for name, (sl, t) in sdf_t.items()}
+    return Rendered(label=label_t.cpu().numpy(), sdfs=sdfs, labels=labels, grid=grid)

@@ -14,6 +14,12 @@ bank's crops keep a margin of >= 8 voxels around the organ).
 
 Placement scores candidate poses on a coarse lattice and rendering evaluates the output grid;
 both evaluate through this module, so they see the same organ.
+
+Device: ``organ_field(..., device=)`` puts the crops on a torch device (cached per device in
+the caller's ``cache``); every ramp, grid and elastic field of :meth:`OrganField.eval_box` is
+then made on the crops' device and the result is a tensor there (callers ``.cpu()`` where they
+need numpy). The pose algebra (3x3 maps, box corners) stays in numpy on the host. The default
+(``device=None``) is the CPU, exactly as before.
 """
 
 from __future__ import annotations
@@ -49,8 +55,8 @@ def rotation_matrix(rotation_deg: Sequence[float]) -> np.ndarray:
 
 @dataclass
 class _Part:
-    volume: torch.Tensor  # (1, 1, X, Y, Z) float32 SDF crop, mm
-    centroid_idx: torch.Tensor  # (3,) centroid in crop index coordinates
+    volume: torch.Tensor  # (1, 1, X, Y, Z) float32 SDF crop, mm, on the field's device
+    centroid_idx: torch.Tensor  # (3,) centroid in crop index coordinates (CPU, like spacing and size)
     spacing: torch.Tensor  # (3,) crop spacing mm
     size: torch.Tensor  # (3,) crop shape
     weight: float
@@ -80,6 +86,11 @@ class OrganField:
     elastic_max_mm: float = 0.0
     _tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    @property
+    def device(self) -> torch.device:
+        """The torch device the crops live on (and :meth:`eval_box` returns on)."""
+        return self.parts[0].volume.device
+
     def local_box(self, margin_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Shape-frame box (mm, about the centroid) holding every part's organ, grown by ``margin_mm``."""
         grow = self.elastic_max_mm + margin_mm / float(np.min(np.diag(self.forward.T @ self.forward)) ** 0.5)
@@ -103,8 +114,10 @@ class OrganField:
 
         The map from box index to crop index is affine (one ``affine_grid`` per part); the elastic
         deformation is evaluated on a 4x coarser lattice and interpolated (its wavelengths are
-        tens of mm, so this is exact to a small fraction of a voxel).
+        tens of mm, so this is exact to a small fraction of a voxel). Returns a float32 tensor of
+        ``shape`` on :attr:`device`.
         """
+        dev = self.device
         shape = tuple(int(v) for v in shape)
         n1 = np.maximum(np.asarray(shape) - 1, 1).astype(np.float64)
         half = np.asarray(step, dtype=np.float64) * n1 / 2.0
@@ -120,14 +133,15 @@ class OrganField:
             # built as an outer sum of three 1D ramps, in torch (z, y, x) coordinate order
             ramps = []
             for d in range(3):
-                t = torch.linspace(-1.0, 1.0, shape[d], dtype=torch.float32) if shape[d] > 1 \
-                    else torch.full((1,), -1.0)
-                col = torch.as_tensor(lin[::-1, d].copy(), dtype=torch.float32)
+                t = torch.linspace(-1.0, 1.0, shape[d], dtype=torch.float32, device=dev) if shape[d] > 1 \
+                    else torch.full((1,), -1.0, device=dev)
+                col = torch.as_tensor(lin[::-1, d].copy(), dtype=torch.float32, device=dev)
                 ramps.append(t[:, None] * col)
+            shift = torch.as_tensor(trans[::-1].copy(), dtype=torch.float32, device=dev)
             grid = (ramps[0][:, None, None, :] + ramps[1][None, :, None, :]
-                    + (ramps[2] + torch.as_tensor(trans[::-1].copy(), dtype=torch.float32))[None, None, :, :])
+                    + (ramps[2] + shift)[None, None, :, :])
             if disp is not None:
-                scale = torch.as_tensor(np.diag(g)[::-1].copy(), dtype=torch.float32)
+                scale = torch.as_tensor(np.diag(g)[::-1].copy(), dtype=torch.float32, device=dev)
                 grid = grid + disp[0] * scale
             grid = grid[None]
             val = F.grid_sample(part.volume, grid, mode="bilinear", padding_mode="border",
@@ -140,17 +154,18 @@ class OrganField:
 
     def _elastic_grid(self, centre: np.ndarray, half: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
         """Elastic displacement (shape frame, mm) on the box, (1, X, Y, Z, 3) in torch (z, y, x) order."""
+        dev = self.device
         coarse = [max(2, int(math.ceil((s - 1) / 4.0)) + 1) if s > 1 else 1 for s in shape]
-        axes = [torch.linspace(-1.0, 1.0, c, dtype=torch.float64) if c > 1 else torch.zeros(1, dtype=torch.float64)
-                for c in coarse]
+        axes = [torch.linspace(-1.0, 1.0, c, dtype=torch.float64, device=dev) if c > 1
+                else torch.zeros(1, dtype=torch.float64, device=dev) for c in coarse]
         x = [centre[d] + half[d] * axes[d] for d in range(3)]
-        m = torch.as_tensor(self.matrix, dtype=torch.float64)
+        m = torch.as_tensor(self.matrix, dtype=torch.float64, device=dev)
         u = (x[0][:, None, None, None] * m[:, 0] + x[1][None, :, None, None] * m[:, 1]
              + x[2][None, None, :, None] * m[:, 2])
         d = torch.zeros_like(u)
         for amp, freq, phase in self.elastic:
-            f = torch.as_tensor(freq * (2.0 * math.pi), dtype=torch.float64)
-            d += torch.sin(u @ f + phase)[..., None] * torch.as_tensor(amp, dtype=torch.float64)
+            f = torch.as_tensor(freq * (2.0 * math.pi), dtype=torch.float64, device=dev)
+            d += torch.sin(u @ f + phase)[..., None] * torch.as_tensor(amp, dtype=torch.float64, device=dev)
         d = d.flip(-1).permute(3, 0, 1, 2)[None].to(torch.float32)  # (1, 3, cx, cy, cz), (z,y,x) channels
         if tuple(coarse) != shape:
             d = F.interpolate(d, size=shape, mode="trilinear", align_corners=True)
@@ -162,9 +177,27 @@ class OrganField:
 _SDF_CACHE_KEY = "_anatomix_torch_sdf_cache"
 
 
-def _crop_tensor(bank: ShapeSource, shape_id: str, cache: dict[str, Any] | None
-                 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """The crop as a (1, 1, X, Y, Z) tensor and the index box (lo, hi) of its organ (sdf <= 0)."""
+def _crop_tensor(bank: ShapeSource, shape_id: str, cache: dict[Any, Any] | None,
+                 device: torch.device | str | None = None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """The crop as a (1, 1, X, Y, Z) tensor on ``device`` (default CPU) and the index box (lo, hi)
+    of its organ (sdf <= 0).
+
+    ``cache`` holds the CPU entry under ``shape_id`` and a copy per other device under
+    ``(shape_id, "cuda:0")``-like keys, so each crop crosses to a device once per cache.
+    """
+    if device is not None:
+        dev = torch.device(device)
+        if dev.type != "cpu":
+            if dev.type == "cuda" and dev.index is None:
+                dev = torch.device("cuda", torch.cuda.current_device())
+            key = (shape_id, str(dev))
+            if cache is not None and key in cache:
+                return cache[key]
+            vol, lo, hi = _crop_tensor(bank, shape_id, cache)
+            entry = (vol.to(dev), lo, hi)
+            if cache is not None:
+                cache[key] = entry
+            return entry
     if cache is not None and shape_id in cache:
         return cache[shape_id]
     arr = np.array(bank.sdf(shape_id), dtype=np.float32, order="C")  # own, writable copy
@@ -196,6 +229,7 @@ def organ_field(
     elastic: Sequence[dict[str, Any]] | Sequence[tuple[Any, Any, float]] = (),
     cache: dict[str, Any] | None = None,
     spacing_mm: Sequence[float] | None = None,
+    device: torch.device | str | None = None,
 ) -> OrganField:
     """Build an organ's SDF function from its parameters and the bank crops.
 
@@ -209,6 +243,7 @@ def organ_field(
         elastic: terms ``{"amplitude_mm": (3,), "frequency_per_mm": (3,), "phase": float}``.
         cache: optional dict reused across calls for the crops as torch tensors.
         spacing_mm: bank spacing, when records do not give it (default ``bank.spacing_mm``).
+        device: torch device of the crops and of every evaluation (default: CPU).
     """
     sp = np.asarray(spacing_mm if spacing_mm is not None else getattr(bank, "spacing_mm"), dtype=np.float64)
     sp = np.broadcast_to(sp, (3,)).copy()
@@ -220,14 +255,14 @@ def organ_field(
         ids = [(shape_id, 1.0)]
     for sid, w in ids:
         rec = bank.record(sid)
-        vol, box_lo, box_hi = _crop_tensor(bank, sid, cache)
+        vol, box_lo, box_hi = _crop_tensor(bank, sid, cache, device)
         size = np.asarray(vol.shape[2:], dtype=np.float64)
         c_idx = (np.asarray(_rec(rec, "centroid_mm"), float) - np.asarray(_rec(rec, "origin_mm"), float)) / sp
         parts.append(_Part(
             volume=vol,
-            centroid_idx=torch.as_tensor(c_idx, dtype=torch.float32),
-            spacing=torch.as_tensor(sp, dtype=torch.float32),
-            size=torch.as_tensor(size, dtype=torch.float32),
+            centroid_idx=torch.as_tensor(c_idx, dtype=torch.float32, device="cpu"),  # host-side pose algebra
+            spacing=torch.as_tensor(sp, dtype=torch.float32, device="cpu"),
+            size=torch.as_tensor(size, dtype=torch.float32, device="cpu"),
             weight=w,
             lo_mm=(box_lo - 1 - c_idx) * sp,
             hi_mm=(box_hi + 1 - c_idx) * sp,
@@ -250,11 +285,12 @@ def organ_field(
                       elastic_max_mm=emax)
 
 
-def placed_field(organ: PlacedOrgan, bank: ShapeSource, cache: dict[str, Any] | None = None) -> OrganField:
-    """The :class:`OrganField` of a placed organ of a Scene."""
+def placed_field(organ: PlacedOrgan, bank: ShapeSource, cache: dict[str, Any] | None = None,
+                 device: torch.device | str | None = None) -> OrganField:
+    """The :class:`OrganField` of a placed organ of a Scene (crops on ``device``, default CPU)."""
     return organ_field(bank, organ.shape_id, organ.blend_shape_id, organ.blend_weight, organ.scale,
                        organ.rotation_deg, organ.translation_mm,
-                       [e.model_dump() for e in organ.elastic], cache=cache)
+                       [e.model_dump() for e in organ.elastic], cache=cache, device=device)
 
 
 def evaluate_upsampled(fld: OrganField, start: np.ndarray, step: np.ndarray, n: np.ndarray,
@@ -263,7 +299,7 @@ def evaluate_upsampled(fld: OrganField, start: np.ndarray, step: np.ndarray, n: 
 
     A signed distance field is piecewise smooth, so trilinear upsampling from twice the spacing
     moves the zero level set by a small fraction of a voxel while costing an eighth of the
-    ``grid_sample`` work.
+    ``grid_sample`` work. The result is on the field's device.
     """
     if np.all(factors == 1):
         return fld.eval_box(start, step, n)

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from anatomix.device import resolve_device
 from anatomix.grid import Grid
 from anatomix.sdf.displacements import (DisplacementField, displacement_bound_mm,
                                         displacement_lipschitz, displacement_range_mm)
@@ -231,7 +232,8 @@ def render_objects(
         grid: output grid.
         clip: image clipping range (FDIF: 0..128).
         quantize: truncate to integers after clipping (FDIF stores uint8).
-        device: torch device.
+        device: torch device ("cpu", "cuda", "cuda:N", or a ``torch.device``); checked by
+            :func:`anatomix.device.resolve_device`. The outputs are tensors on it.
         method: ``blocks`` (hierarchical culling, default) or ``dense`` (every voxel of each
             object's bounding box; the reference). Both add the truncated mapper values
             (:func:`anatomix.sdf.mappers.apply_mapper_truncated`), so labels and volumes are
@@ -240,6 +242,7 @@ def render_objects(
     Returns:
         image float32 (x, y, z), label uint8 (x, y, z), voxel count inside each object.
     """
+    device = resolve_device(device)  # a requested GPU that is not there is an error, never the CPU
     if method == "dense":
         return _render_dense(objects, labels, grid, clip=clip, quantize=quantize, device=device)
     n = grid.shape[0] * grid.shape[1] * grid.shape[2]

@@ -14,6 +14,7 @@ import torch
 
 from anatomix import __version__
 from anatomix.config import FdifSynthConfig
+from anatomix.device import resolve_device
 from anatomix.record import RECORD_FORMAT, Pins, content_sha256
 from anatomix.rng import sample_rng
 from anatomix.sample import Sample
@@ -52,6 +53,7 @@ class FdifGenerator:
     def __init__(self, config: FdifSynthConfig, seed: int, device: str = "cpu") -> None:
         self.config = config
         self.seed = int(seed)
+        resolve_device(device)  # fails here, before any sample, when the device is not usable
         self.device = device
         self.pins = Pins(anatomix_version=__version__, config_sha256=content_sha256(config.model_dump(mode="json")))
         self._classes = config.class_list
