@@ -182,16 +182,19 @@ class _GeneratorFactory:
         if isinstance(self.synth_config, Mapping):
             data, source = dict(self.synth_config), "data.synth_config"
         else:
-            p = Path(self.synth_config)
-            if not p.is_file():
-                raise ConfigError(f"synthesis config {p} does not exist (data.synth_config)")
+            from anatomix.resources import resolve, resolve_synth_paths
             from anatomix.safeload import load_yaml_file
 
+            p = resolve("config", self.synth_config)  # a path, or a shipped name (synth, fdif)
             data, source = load_yaml_file(p), str(p)
+            if isinstance(data, dict):  # graph/bank written in the file: relative to the file
+                data = resolve_synth_paths(data, p.parent, where=source)
         if self.overrides:
             if not isinstance(data, dict):
                 raise ConfigError(f"{source}: expected a mapping")
-            data = _deep_merge(data, self.overrides)
+            from anatomix.resources import resolve_synth_paths
+
+            data = _deep_merge(data, resolve_synth_paths(self.overrides, None, where="data.overrides"))
             source += " (with data.overrides)"
         return validate_synth_config(data, source=source)
 
