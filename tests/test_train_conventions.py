@@ -94,3 +94,21 @@ def test_nnunet_dataset_with_two_channels(tmp_path: Path) -> None:
     lists, names = nnunet_datalist(root)
     assert lists["training"][0]["image"] == [str(root / "imagesTr/c1_0000.nii.gz"), str(root / "imagesTr/c1_0001.nii.gz")]
     assert names == {0: "background", 1: "liver"}
+
+
+def test_real_labels_follow_the_image_grid_through_the_package_resampler(tmp_path: Path) -> None:
+    from anatomix.train.data import _LabelToImageGridd
+
+    ct = np.random.default_rng(0).uniform(1, 2, (30, 30, 30)).astype(np.float32)
+    lab = np.zeros((30, 30, 30), np.uint8)
+    lab[5:25, 14, 5:25] = 1  # a 2 mm plate at 2 mm spacing, resampled to 3 mm
+    _write(tmp_path / "ct.nii.gz", ct)
+    _write(tmp_path / "lab.nii.gz", lab)
+    (tmp_path / "dl.json").write_text(json.dumps({"training": [{"image": "ct.nii.gz", "label": "lab.nii.gz"}]}))
+    dm = RealDataModule(datalist=str(tmp_path / "dl.json"), num_classes=2, spacing_mm=(3.0, 3.0, 3.0),
+                        ct_window=None, cache=False, patch_size=(16, 16, 16))
+    assert any(isinstance(t, _LabelToImageGridd) for t in dm.transforms("val").transforms)
+    dm.setup("validate")
+    item = dm.val_ds[0]
+    assert item["label"].shape == item["image"].shape
+    assert int((item["label"] == 1).sum()) > 0  # the plate survives the coarser grid

@@ -580,6 +580,32 @@ def _predict_files(spec: str | Sequence[str]) -> list[str]:
     return out
 
 
+class _LabelToImageGridd:
+    """Resample ``label`` onto the grid of ``image`` (after ``Spacingd`` on the image) with
+    :func:`anatomix.io.resample_label_map`, the package's label resampler (thin organs kept)."""
+
+    def __call__(self, data: dict) -> dict:
+        from monai.data import MetaTensor
+
+        from anatomix.io import resample_label_map
+
+        d = dict(data)
+        img, lab = d["image"], d["label"]
+        a_in = np.asarray(torch.as_tensor(lab.affine), dtype=np.float64)
+        a_out = np.asarray(torch.as_tensor(img.affine), dtype=np.float64)
+        for a, what in ((a_in, "label"), (a_out, "image")):
+            if not np.allclose(a[:3, :3], np.diag(np.diag(a[:3, :3])), atol=1e-4) or (np.diag(a[:3, :3]) <= 0).any():
+                raise ConfigError(f"the {what} grid is not axis-aligned RAS (affine {a[:3, :3].tolist()}); "
+                                  "read images through anatomix.train.reader.AnatomixReader")
+        arr = np.asarray(torch.as_tensor(lab)[0]).astype(np.int64)
+        out = resample_label_map(arr, np.diag(a_in)[:3], a_in[:3, 3], np.diag(a_out)[:3], a_out[:3, 3],
+                                 tuple(img.shape[1:]))
+        d["label"] = MetaTensor(torch.from_numpy(out[None]).to(torch.as_tensor(lab).dtype), affine=img.affine,
+                                meta=dict(lab.meta))
+        d["label"].affine = img.affine
+        return d
+
+
 def lateral_swap_table(names: Mapping[int, str]) -> np.ndarray:
     """Look-up table value -> value with every left/right pair of ``names`` (value -> organ) swapped."""
     from anatomix.labels import lateral_pairs, lenient_organ
@@ -769,8 +795,9 @@ class RealDataModule(pl.LightningDataModule):
             T.Orientationd(keys=keys, axcodes="RAS"),
         ]
         if self.spacing_mm:
-            modes = ["bilinear" if k == "image" else "nearest" for k in keys]
-            t.append(T.Spacingd(keys=keys, pixdim=self.spacing_mm, mode=modes))
+            t.append(T.Spacingd(keys=["image"], pixdim=self.spacing_mm, mode="bilinear"))
+            if "label" in keys:  # labels onto the image's new grid by io.resample_label_map (no aliasing)
+                t.append(_LabelToImageGridd())
         if self.ct_window:
             t.append(T.ScaleIntensityRanged(keys=["image"], a_min=self.ct_window[0], a_max=self.ct_window[1],
                                             b_min=0.0, b_max=1.0, clip=True))
