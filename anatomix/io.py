@@ -882,7 +882,9 @@ def find_label_maps(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def _expand_folder(p: Path, depth: int = 0) -> list[Path]:
-    if is_mask_folder(p):
+    from anatomix.mesh import is_mesh_folder
+
+    if is_mask_folder(p) or is_mesh_folder(p):  # a folder of organ meshes is one subject (anatomix.mesh)
         return [p]
     entries = sorted(p.iterdir())
     files = [f for f in entries if f.is_file() and _suffix(f)]

@@ -134,9 +134,11 @@ def _subject_geometry(path: Path, spec: LabelSpec, organs: set[str] | None,
     """Read, validate, resample and cut one subject into shapes (in memory)."""
     from anatomix import io
 
+    from anatomix import mesh
+
     before = len(problems)
-    try:
-        lv = io.read_label_map(path)
+    try:  # meshes (STL/OBJ/PLY...) are voxelised at the bank spacing by anatomix.mesh
+        lv = mesh.read_mesh_subject(path, spacing) if mesh.is_mesh_input(path) else io.read_label_map(path)
     except InputError as e:
         problems.extend(e.problems)
         return None
