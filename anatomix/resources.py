@@ -101,7 +101,7 @@ def resolve_in(kind: str, spec: str | os.PathLike[str], base: str | os.PathLike[
     cand = p if p.is_absolute() or base is None else Path(base) / p
     if _is_usable(kind, cand):
         return cand.resolve()
-    folder, suffix = _folder(kind), KINDS[kind][1]
+    suffix = KINDS[kind][1]
     name = text[: -len(suffix)] if suffix and text.endswith(suffix) else text
     if name and "/" not in name and os.sep not in name and name in names(kind):
         return shipped(kind, name).resolve()

@@ -84,9 +84,6 @@ def test_round_trip_of_a_committed_label_map(tmp_path: Path) -> None:
     folder.mkdir()
     trimesh.Trimesh(verts, faces).export(folder / "kidney_right.stl")
     from_mesh = ingest_masks([folder], tmp_path / "b_mesh", spacing_mm=1.5)
-    from anatomix.labels import preset as _preset  # noqa: F401
-
-    (tmp_path / "labels.yaml").write_text(f"{value}: kidney_right\n")
     from_map = ingest_masks([ROOT / "tests/fixtures/totalsegmentator/example_seg.nii.gz"], tmp_path / "b_map",
                             spacing_mm=1.5, labels="totalsegmentator", organs=["kidney_right"])
     a, b = from_mesh.shapes[0], from_map.shapes[0]
