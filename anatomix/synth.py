@@ -145,6 +145,8 @@ def _write_case(generator: SampleGenerator, out: Path, index: int) -> dict[str, 
               "label": f"labelsTr/{case}.nii.gz", "shape": list(sample.image.shape),
               "spacing_mm": list(sample.spacing_mm), "origin_mm": list(sample.origin_mm)}
     record.update(sample.record)
+    if lut is not None:  # generator value -> value in the label file (replay writes the same)
+        record["label_file_values"] = {str(v): int(lut[v]) for v in _produced_labels(generator)}
     _write_json(record_path, record)
     return record
 

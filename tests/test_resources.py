@@ -110,7 +110,7 @@ def test_top_level_api_names() -> None:
     import anatomix
     from anatomix import OrganGraph, ShapeBank, Synthesizer
 
-    assert ShapeBank.__module__ == "anatomix.bank" and Synthesizer.__module__ == "anatomix.api"
+    assert ShapeBank.__module__.startswith("anatomix.bank") and Synthesizer.__module__ == "anatomix.api"
     assert OrganGraph.__name__ == "OrganGraph"
     assert {"ShapeBank", "OrganGraph", "Synthesizer"} <= set(dir(anatomix))
     out = subprocess.run([sys.executable, "-c", "import anatomix, sys; print('torch' in sys.modules)"],
