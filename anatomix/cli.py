@@ -3,6 +3,8 @@
 Each command lives in its own section below; the library does the work. ``fit``, ``validate``,
 ``test`` and ``predict`` are handed to LightningCLI (see ``anatomix.train.cli``).
 """
+# size: one typer command per section (ingest, bank, graph, synth, preview, resources, evaluate, replay);
+# each is a thin parser calling one library function.
 
 from __future__ import annotations
 

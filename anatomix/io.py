@@ -63,6 +63,8 @@ __all__ = [
 IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 #: Suffixes read as label maps (longest first so ".seg.nrrd" wins over ".nrrd").
 LABEL_SUFFIXES: tuple[str, ...] = (".seg.nrrd", *IMAGE_SUFFIXES)
+#: Surface-mesh suffixes, read by :mod:`anatomix.mesh` (one organ per file).
+MESH_SUFFIXES: tuple[str, ...] = (".stl", ".obj", ".ply", ".off", ".vtk", ".glb", ".gltf")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -882,9 +884,9 @@ def find_label_maps(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def _expand_folder(p: Path, depth: int = 0) -> list[Path]:
-    from anatomix.mesh import is_mesh_folder
-
-    if is_mask_folder(p) or is_mesh_folder(p):  # a folder of organ meshes is one subject (anatomix.mesh)
+    entries_ = [e for e in p.iterdir() if not e.name.startswith(".")]
+    meshes = bool(entries_) and all(e.is_file() and e.suffix.lower() in MESH_SUFFIXES for e in entries_)
+    if is_mask_folder(p) or meshes:  # a folder of organ meshes is one subject (read by anatomix.mesh)
         return [p]
     entries = sorted(p.iterdir())
     files = [f for f in entries if f.is_file() and _suffix(f)]
@@ -925,7 +927,7 @@ def _gaussian_weights(n_in: int, sp_in: float, o_in: float, n_out: int, sp_out: 
     sigma = 0.5 * max(sp_in, sp_out)
     x_in = o_in + np.arange(n_in) * sp_in
     x_out = o_out + np.arange(n_out) * sp_out
-    d = (x_out[:, None] - x_in[None, :]) / sigma
+    d = np.round(x_out[:, None] - x_in[None, :], 4) / sigma  # 0.1 um: float noise in origins changes nothing
     w = np.exp(-0.5 * d * d)
     w[np.abs(d) > 4.0] = 0.0
     s = w.sum(axis=1, keepdims=True)

@@ -24,7 +24,7 @@ from anatomix.errors import InputError
 __all__ = ["MESH_SUFFIXES", "is_mesh_file", "is_mesh_folder", "is_mesh_input", "load_closed_mesh",
            "read_mesh_subject", "voxelise"]
 
-MESH_SUFFIXES: tuple[str, ...] = (".stl", ".obj", ".ply", ".off", ".vtk", ".glb", ".gltf")
+from anatomix.io import MESH_SUFFIXES, LabeledVolume  # noqa: E402  (io owns the file formats)
 #: voxelisation pitch cap (mm): meshes are voxelised at min(spacing, this) and resampled by the bank
 MAX_PITCH_MM = 1.0
 
@@ -119,8 +119,6 @@ def read_mesh_subject(path: str | os.PathLike[str], spacing_mm: float | Sequence
     Raises:
         InputError: every mesh that cannot be read or closed, all listed at once.
     """
-    from anatomix.io import LabeledVolume
-
     p = Path(path)
     files = [p] if p.is_file() else sorted(f for f in p.iterdir() if is_mesh_file(f))
     pitch = float(min(np.min(np.atleast_1d(np.asarray(spacing_mm, float))), MAX_PITCH_MM))

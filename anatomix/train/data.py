@@ -10,6 +10,8 @@ Randomness: the synthetic stream draws sample ``index`` of run ``seed`` from
 CROP_STREAM)``; the real-data augmentation is seeded from the module's ``seed`` through the
 DataLoader's own ``torch.Generator``. Nothing touches global random state.
 """
+# size: two data modules (synthetic stream, real data) share the label look-up, flip and datalist helpers;
+# splitting them apart is planned (train/real.py) once the module API settles.
 
 from __future__ import annotations
 
