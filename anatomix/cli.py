@@ -3,6 +3,8 @@
 Each command lives in its own section below; the library does the work. ``fit``, ``validate``,
 ``test`` and ``predict`` are handed to LightningCLI (see ``anatomix.train.cli``).
 """
+# size: one typer command per section (ingest, bank, graph, synth, preview, resources, evaluate, replay);
+# each is a thin parser calling one library function.
 
 from __future__ import annotations
 
@@ -23,11 +25,11 @@ app = typer.Typer(
     help="Synthetic, fully labelled 3D volumes with correct anatomy, for segmentation pre-training.",
     epilog=(
         "Training (Lightning): fit, validate, test, predict --config FILE [--section.key value ...]; "
-        "e.g. anatomix fit --config configs/tiny.yaml --trainer.max_steps 5. "
+        "e.g. anatomix fit --config tiny --trainer.max_steps 5. "
         "Their options: anatomix fit --help."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # `anatomix --install-completion` (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
 )
 bank_app = typer.Typer(help="Inspect shape banks.", no_args_is_help=True)
@@ -36,6 +38,22 @@ app.add_typer(bank_app, name="bank")
 app.add_typer(graph_app, name="graph")
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from anatomix import __version__
+
+        typer.echo(f"anatomix {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Synthetic, fully labelled 3D volumes with correct anatomy, for segmentation pre-training."""
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -122,7 +140,9 @@ def bank_info_command(
     from anatomix.errors import AnatomixError
 
     try:
-        bank = ShapeBank.load(default_bank_path() if path == "default" else path, verify=verify)
+        from anatomix.resources import resolve
+
+        bank = ShapeBank.load(default_bank_path() if path == "default" else resolve("bank", path), verify=verify)
     except AnatomixError as e:
         fail(str(e))
         return
@@ -136,9 +156,11 @@ def _graph_load_bank(path: str | None):  # type: ignore[no-untyped-def]
     """A ShapeBank from a folder (`default` or no value with default=True: the embedded one)."""
     from anatomix.bank import ShapeBank, default_bank_path
 
+    from anatomix.resources import resolve
+
     if path is None:
         return None
-    return ShapeBank.load(default_bank_path() if path == "default" else path)
+    return ShapeBank.load(default_bank_path() if path == "default" else resolve("bank", path))
 
 
 @graph_app.command("learn")
@@ -188,7 +210,9 @@ def graph_check_command(
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        g = OrganGraph.load(graph)
+        from anatomix.resources import resolve
+
+        g = OrganGraph.load(resolve("graph", graph))
         rep = check_graph(g, _graph_load_bank(bank))
     except AnatomixError as e:
         fail(str(e))
@@ -214,7 +238,9 @@ def graph_show_command(
     from anatomix.graph import OrganGraph, draw_graph
 
     try:
-        path = draw_graph(OrganGraph.load(graph), out)
+        from anatomix.resources import resolve
+
+        path = draw_graph(OrganGraph.load(resolve("graph", graph)), out)
     except AnatomixError as e:
         fail(str(e))
         return
@@ -245,11 +271,11 @@ def synth_command(
 ) -> None:
     """Write n synthetic cases: imagesTr/, labelsTr/, dataset.json, datalist.json, records/."""
     from anatomix.errors import AnatomixError
-    from anatomix.config import load_synth_config
     from anatomix.synth import build_generator, write_dataset
 
     if config is None and graph is None:
-        fail("give --graph FILE (e.g. graphs/abdomen.yaml) or --config FILE (e.g. configs/fdif.yaml)")
+        fail("give --graph NAME|FILE (e.g. abdomen) or --config NAME|FILE (e.g. fdif); "
+             "`anatomix resources` lists the shipped ones")
     if not 0 <= n <= MAX_CASES:
         fail(f"-n: expected 0 to {MAX_CASES:,} cases, found {n:,}; write larger sets in several "
              "output folders")
@@ -260,14 +286,11 @@ def synth_command(
 
     out_existed = Path(out).exists()
     try:
-        if graph is not None:
-            from anatomix.config import anatomy_config
+        if graph is None and (bank is not None or fov is not None or strict):
+            fail("--bank, --fov and --strict go with --graph (structure-aware synthesis)")
+        from anatomix.api import synth_config
 
-            cfg = anatomy_config(config, graph=graph, bank=bank, fov=fov, strict=strict or None)
-        else:
-            if bank is not None or fov is not None or strict:
-                fail("--bank, --fov and --strict go with --graph (structure-aware synthesis)")
-            cfg = load_synth_config(config)
+        cfg = synth_config(graph=graph, config=config, bank=bank, fov=fov, strict=strict or None)
         import warnings
 
         with warnings.catch_warnings(record=True) as caught:
@@ -348,6 +371,20 @@ def preview_command(
     from rich.console import Console
 
     Console().print(f"wrote {path}" + (f" and {mesh}" if mesh else ""))
+
+# ---- resources (what ships with the package) ------------------------------------------------
+
+
+@app.command("resources")
+def resources_command() -> None:
+    """List the graphs, shape banks and configs that ship with anatomix (usable by name)."""
+    from anatomix.resources import listing, resource_root
+
+    typer.echo(f"shipped with anatomix ({resource_root()}); use the name wherever a path is asked:")
+    use = {"graph": "--graph", "bank": "--bank", "config": "--config"}
+    for kind, name, path in listing():
+        typer.echo(f"  {kind:<7} {name:<14} {use[kind] + ' ' + name:<24} {path}")
+
 
 # ---- evaluate (anatomical realism) ----------------------------------------------------------
 

@@ -192,6 +192,8 @@ class AnatomySynthConfig(BaseModel):
     lesion_label: Literal["own", "host"] = "own"
     lesion_label_value: int | None = Field(None, ge=1, le=255,
                                            description="label of lesions (own); default: largest organ label + 1")
+    channel_name: str = Field("CT", min_length=1, description="dataset.json channel name: CT (nnU-Net's CT "
+                              "normalisation of the windowed images) or another name (z-score per image)")
 
 
 # ---- formula-driven synthesis (mode: fdif) --------------------------------------------

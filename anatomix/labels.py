@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from anatomix.errors import AnatomixError
 
@@ -29,6 +29,8 @@ __all__ = [
     "closest_organs",
     "mirror_organ",
     "organ_side",
+    "organs_option",
+    "lateral_pairs",
     "preset",
     "lenient_organ",
     "load_label_entries",
@@ -129,20 +131,55 @@ class UnknownOrganError(AnatomixError):
 
 
 def _normalise(name: str) -> str:
-    """Lower-case, spaces/hyphens to underscores: 'Right Kidney' -> 'right_kidney'."""
-    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+    """Lower-case; spaces, hyphens, commas, dots and brackets to single underscores:
+    'Right Kidney' -> 'right_kidney', 'Kidney (left)' -> 'kidney_left', 'lung, right' -> 'lung_right'."""
+    return re.sub(r"[\s\-,.;:()\[\]]+", "_", name.strip().lower()).strip("_")
+
+
+_SIDE_WORDS = {"left": "left", "right": "right", "l": "left", "r": "right", "lt": "left", "rt": "right"}
+
+
+def _side_last(key: str) -> str | None:
+    """A normalised name with its side word moved to the end, the vocabulary's order:
+    'right_lung' -> 'lung_right' (3D Slicer, SNOMED terms), 'left_adrenal_gland' ->
+    'adrenal_gland_left'. None when the name has no side word or only one."""
+    parts = key.split("_")
+    sides = [i for i, p in enumerate(parts) if p in ("left", "right")]
+    if not sides:  # abbreviations only at an end: 'l_kidney', 'kidney_r'
+        sides = [i for i in (0, len(parts) - 1) if parts[i] in _SIDE_WORDS]
+    if len(sides) != 1 or len(parts) < 2:
+        return None
+    i = sides[0]
+    side = _SIDE_WORDS[parts[i]]
+    rest = parts[:i] + parts[i + 1:]
+    return "_".join(rest + [side])
 
 
 def closest_organs(name: str, n: int = 3) -> list[str]:
     """Vocabulary names closest to ``name`` (for 'did you mean' messages)."""
     candidates = sorted(VOCABULARY | set(ALIASES))
-    found = difflib.get_close_matches(_normalise(name), candidates, n=n * 2, cutoff=0.5)
+    key = _normalise(name)
+    key = _side_last(key) or key
+    found = difflib.get_close_matches(key, candidates, n=n * 2, cutoff=0.5)
     out: list[str] = []
     for c in found:
         c = ALIASES.get(c, c)
         if c not in out:
             out.append(c)
     return out[:n]
+
+
+def organs_option(organs: "Iterable[str]") -> str:
+    """A ``--organs`` value that selects ``organs`` and that ``canonical_organ`` accepts back:
+    ``organs_option(["spleen", "Left Kidney"]) == "--organs kidney_left,spleen"`` (sorted, vocabulary
+    names; names it cannot map are left out; ``--organs <organ,...>`` when none is left)."""
+    names: set[str] = set()
+    for o in organs:
+        try:
+            names.add(canonical_organ(o))
+        except UnknownOrganError:
+            continue
+    return f"--organs {','.join(sorted(names))}" if names else "--organs <organ,...>"
 
 
 def canonical_organ(name: str) -> str:
@@ -166,6 +203,12 @@ def canonical_organ(name: str) -> str:
     for v in VOCABULARY:
         if v.lower() == key:
             return v
+    moved = _side_last(key)  # 'right lung' (Slicer) -> lung_right
+    if moved is not None:
+        if moved in VOCABULARY:
+            return moved
+        if moved in ALIASES:
+            return ALIASES[moved]
     close = closest_organs(name)
     hint = f"closest known: {', '.join(close)}" if close else "no close match"
     raise UnknownOrganError(
@@ -191,6 +234,14 @@ def mirror_organ(name: str) -> str | None:
         return None
     other = "right" if side == "left" else "left"
     return "_".join(other if p == side else p for p in name.split("_"))
+
+
+def lateral_pairs(names: "Iterable[str]") -> list[tuple[str, str]]:
+    """The (left, right) pairs among ``names``: every organ whose mirror (:func:`mirror_organ`) is
+    also present, e.g. ``[("kidney_left", "kidney_right")]`` for spleen, kidney_left, kidney_right."""
+    present = set(names)
+    return sorted((n, m) for n in present if organ_side(n) == "left"
+                  and (m := mirror_organ(n)) is not None and m in present)
 
 
 def _table(names: list[str]) -> Mapping[int, str]:

@@ -18,29 +18,32 @@ import numpy as np
 
 from anatomix.errors import AnatomixError
 
-__all__ = ["ORGAN_COLOURS", "export_mesh", "label_colours", "organ_colours", "preview_dataset"]
+__all__ = ["MAX_LEGEND_ENTRIES", "ORGAN_COLOURS", "display_range", "export_mesh", "label_colours", "legend_layout",
+           "organ_colours", "preview_dataset"]
 
 # Anatomical colours (RGB 0-255), close to 3D Slicer's / TotalSegmentator's conventions, chosen so
 # that neighbouring organs are clearly distinct (one colour table for the montage and the mesh).
 ORGAN_COLOURS: dict[str, tuple[int, int, int]] = {
+    # every pair of organs that touch in graphs/abdomen.yaml, and each left/right pair, differs
+    # by at least 25 CIE-Lab units (tests/test_preview_fixes.py checks it)
     "liver": (177, 77, 51),                 # brown-red
     "spleen": (157, 108, 162),              # purple
-    "kidney_right": (230, 170, 40),         # yellow-orange
-    "kidney_left": (245, 205, 90),          # lighter yellow
-    "gallbladder": (80, 200, 60),           # green (the only green organ)
+    "kidney_right": (240, 170, 30),         # amber
+    "kidney_left": (40, 180, 170),          # teal
+    "gallbladder": (80, 200, 60),           # green
     "esophagus": (211, 171, 143),           # tan
-    "stomach": (255, 150, 180),             # pink
-    "aorta": (224, 30, 30),                 # arterial red
-    "inferior_vena_cava": (40, 90, 230),    # venous blue
-    "portal_splenic_vein": (0, 190, 230),   # cyan
+    "stomach": (255, 160, 200),             # pink
+    "aorta": (200, 0, 0),                   # arterial red
+    "inferior_vena_cava": (40, 70, 230),    # venous blue
+    "portal_splenic_vein": (0, 200, 255),   # cyan
     "pancreas": (250, 240, 60),             # yellow
-    "adrenal_gland_right": (255, 110, 0),   # orange
-    "adrenal_gland_left": (200, 80, 0),     # dark orange
-    "duodenum": (255, 200, 160),            # peach
+    "adrenal_gland_right": (190, 0, 220),   # violet
+    "adrenal_gland_left": (255, 110, 0),    # orange
+    "duodenum": (100, 60, 20),              # dark brown
     "colon": (110, 150, 200),
     "small_bowel": (190, 140, 200),
     "urinary_bladder": (140, 200, 255),
-    "lesion": (255, 0, 255),                # magenta
+    "lesion": (255, 255, 255),              # white
 }
 
 
@@ -98,6 +101,23 @@ def _upsample(a: np.ndarray, k: int, order: int) -> np.ndarray:
     from scipy import ndimage
 
     return a.repeat(k, 0).repeat(k, 1) if order == 0 else ndimage.zoom(a, k, order=order)
+
+
+def display_range(image: np.ndarray) -> tuple[float, float]:
+    """Grey-level range of an image for display: [0, 1] for images already in [0, 1] (the CT
+    window of anatomy synthesis), else the image's own 0.5-99.5 percentiles (FDIF's 0..128)."""
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+#: above this many classes in view, the montage names the class count instead of a legend
+MAX_LEGEND_ENTRIES = 24
 
 
 def _overlay(img2d: np.ndarray, lab2d: np.ndarray, colours: np.ndarray, alpha: float = 0.2,
@@ -173,6 +193,8 @@ def preview_dataset(folder: str | Path, out: str | Path, cases: int = 4,
     present: set[int] = set()
     for row, (case, im_path, lab_path) in enumerate(chosen):
         img, sp = _read_image(im_path)
+        lo, hi = display_range(img)  # each image by its own range (FDIF: 0..128)
+        img = (img - lo) / (hi - lo)
         lab = _read_labels(lab_path)[0].astype(np.int64)
         present.update(int(v) for v in np.unique(lab) if v > 0)
         c = _centre(lab)
@@ -194,12 +216,8 @@ def preview_dataset(folder: str | Path, out: str | Path, cases: int = 4,
             ax.text(0.98, 0.5, letters[1], ha="right", va="center", **kw)
             ax.text(0.5, 0.98, letters[2], ha="center", va="top", **kw)
             ax.text(0.5, 0.02, letters[3], ha="center", va="bottom", **kw)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[v] / 255.0) for v in sorted(present)]
-    leg = fig.legend(handles, [names.get(v, str(v)) for v in sorted(present)], loc="lower center",
-                     ncol=min(8, max(1, len(handles))), fontsize=8, facecolor="black", edgecolor="grey")
-    for t in leg.get_texts():
-        t.set_color("white")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    bottom = legend_layout(fig, plt, present, names, colours, len(chosen))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _save_png(fig, out)
@@ -209,6 +227,26 @@ def preview_dataset(folder: str | Path, out: str | Path, cases: int = 4,
         lab, sp = _read_labels(lab_path)
         export_mesh(lab.astype(np.int64), sp, mesh, names)
     return out
+
+
+def legend_layout(fig: Any, plt: Any, present: set[int], names: dict[int, str], colours: np.ndarray,
+                  rows: int) -> float:
+    """Draw the legend below the panels (or, beyond :data:`MAX_LEGEND_ENTRIES` classes, one line
+    with the class count); returns the figure fraction it takes at the bottom."""
+    values = sorted(present)
+    height_in = 3.2 * rows
+    if len(values) > MAX_LEGEND_ENTRIES:
+        fig.text(0.5, 0.01, f"{len(values)} classes in these cases (labels {values[0]}..{values[-1]}); "
+                 "too many for a legend", ha="center", va="bottom", color="white", fontsize=9)
+        return 0.35 / height_in
+    ncol = min(6, max(1, len(values)))
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[v] / 255.0) for v in values]
+    leg = fig.legend(handles, [names.get(v, str(v)) for v in values], loc="lower center", ncol=ncol,
+                     fontsize=8, facecolor="black", edgecolor="grey")
+    for t in leg.get_texts():
+        t.set_color("white")
+    lines = -(-len(values) // ncol)
+    return (0.25 + 0.2 * lines) / height_in
 
 
 def _save_png(fig: Any, out: Path) -> None:

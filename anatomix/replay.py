@@ -20,6 +20,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from anatomix import __version__
 from anatomix.anatomy import render_anatomy_record
 from anatomix.bank import ShapeBank
@@ -104,5 +106,12 @@ def replay_to_folder(record_path: str | os.PathLike[str], out_dir: str | os.Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     image = write_volume(out / f"{case}_0000.nii.gz", sample.image, sample.spacing_mm, sample.origin_mm)
-    label = write_volume(out / f"{case}.nii.gz", sample.label, sample.spacing_mm, sample.origin_mm)
+    values = rec.get("label_file_values")  # synth writes consecutive values (anatomix.synth._output_lut)
+    lab = sample.label
+    if values:
+        lut = np.zeros(256, dtype=np.uint8)
+        for v, w in values.items():
+            lut[int(v)] = int(w)
+        lab = lut[lab]
+    label = write_volume(out / f"{case}.nii.gz", lab, sample.spacing_mm, sample.origin_mm)
     return [image, label]

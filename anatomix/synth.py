@@ -138,11 +138,15 @@ def _write_case(generator: SampleGenerator, out: Path, index: int) -> dict[str, 
     image_path, label_path, record_path = _case_paths(out, case)
     sample = generator.sample(index)
     _write_nifti(image_path, sample.image, sample.spacing_mm, sample.origin_mm)
-    _write_nifti(label_path, sample.label, sample.spacing_mm, sample.origin_mm)
+    lut = _output_lut(generator)  # consecutive label values, as dataset.json declares
+    _write_nifti(label_path, sample.label if lut is None else lut[sample.label], sample.spacing_mm,
+                 sample.origin_mm)
     record = {"case": case, "image": f"imagesTr/{case}_0000.nii.gz",
               "label": f"labelsTr/{case}.nii.gz", "shape": list(sample.image.shape),
               "spacing_mm": list(sample.spacing_mm), "origin_mm": list(sample.origin_mm)}
     record.update(sample.record)
+    if lut is not None:  # generator value -> value in the label file (replay writes the same)
+        record["label_file_values"] = {str(v): int(lut[v]) for v in _produced_labels(generator)}
     _write_json(record_path, record)
     return record
 
@@ -224,14 +228,43 @@ def _run_info(generator: SampleGenerator, seed: int) -> dict[str, Any]:
             "labels": {str(k): v for k, v in sorted(generator.label_names().items())}}
 
 
+def _produced_labels(generator: SampleGenerator) -> dict[int, str]:
+    """Generator label value -> name, for the classes this run can produce (sorted by value).
+
+    Graph organs without a bank shape (``generator.missing_organs``) can never appear.
+    """
+    missing = set(getattr(generator, "missing_organs", None) or ())
+    return {int(v): str(n) for v, n in sorted(generator.label_names().items())
+            if int(v) != 0 and str(n) not in missing}
+
+
+def _output_lut(generator: SampleGenerator) -> np.ndarray | None:
+    """Look-up table generator value -> written value (consecutive 1..N, nnU-Net v2); None: identity."""
+    produced = _produced_labels(generator)
+    if list(produced) == list(range(1, len(produced) + 1)):
+        return None
+    lut = np.zeros(256, dtype=np.uint8)
+    for new, old in enumerate(produced, start=1):
+        lut[old] = new
+    return lut
+
+
 def _labels_table(generator: SampleGenerator) -> dict[str, int]:
-    names = dict(sorted(generator.label_names().items()))
-    table: dict[str, int] = {}
-    if 0 not in names:
-        table["background"] = 0
-    for value, name in names.items():
-        table[name] = int(value)
+    """dataset.json ``labels``: background 0, then only the classes the run can produce, consecutive
+    (the label files are written through :func:`_output_lut`)."""
+    table: dict[str, int] = {"background": 0}
+    for new, name in enumerate(_produced_labels(generator).values(), start=1):
+        table[name] = new
     return table
+
+
+def _channel_name(generator: SampleGenerator) -> str:
+    """nnU-Net channel name: the config's ``channel_name``; else ``CT`` for CT-windowed (anatomy) images."""
+    config = getattr(generator, "config", None)
+    name = getattr(config, "channel_name", None)
+    if name:
+        return str(name)
+    return "CT" if getattr(config, "mode", None) == "anatomy" else "synthetic"
 
 
 def _write_indexes(generator: SampleGenerator, out: Path, seed: int) -> list[dict[str, Any]]:
@@ -249,8 +282,10 @@ def _write_indexes(generator: SampleGenerator, out: Path, seed: int) -> list[dic
         dataset = {
             "name": "anatomix",
             "description": f"anatomix synthetic volumes (seed {seed})",
-            "channel_names": {"0": "synthetic"},
+            "channel_names": {"0": _channel_name(generator)},
             "labels": _labels_table(generator),
+            # generator value of each written class (written values are consecutive, see _output_lut)
+            "anatomix_source_values": {n: v for v, n in _produced_labels(generator).items()},
             "numTraining": len(records),
             "file_ending": ".nii.gz",
             "licence": "synthetic data, no restrictions",

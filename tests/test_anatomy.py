@@ -147,7 +147,8 @@ def test_cli_synth_graph_and_preview(tmp_path, repo_root):
     assert res.exit_code == 0, res.output
     assert "hard constraints" in res.output
     ds = json.loads((out / "dataset.json").read_text())
-    assert ds["numTraining"] == 2 and ds["labels"]["liver"] == 6
+    # consecutive labels: the embedded bank has no esophagus (graph label 5), so the liver (6) is 5
+    assert ds["numTraining"] == 2 and ds["labels"]["liver"] == 5 and ds["anatomix_source_values"]["liver"] == 6
     res = runner.invoke(app, ["preview", str(out), "--out", str(tmp_path / "p.png"), "--mesh", str(tmp_path / "m.glb")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "p.png").stat().st_size > 1000 and (tmp_path / "m.glb").exists()

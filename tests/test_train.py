@@ -373,7 +373,9 @@ def test_tiny_finetune_demo_config_and_committed_datalist(monkeypatch) -> None:
     import yaml
 
     monkeypatch.chdir(REPO)
-    ft = yaml.safe_load((REPO / "configs" / "tiny_finetune.yaml").read_text())
+    from anatomix.resources import resolve_lightning_config
+
+    ft = resolve_lightning_config(REPO / "configs" / "tiny_finetune.yaml")  # inputs relative to the config
     tiny = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
     net_keys = ("network", "in_channels", "img_size", "feature_size", "vit_hidden_size", "vit_mlp_dim", "vit_heads")
     assert {k: ft["model"][k] for k in net_keys} == {k: tiny["model"][k] for k in net_keys}

@@ -76,6 +76,7 @@ def _organ_table(path: Path, lv: Any, spec: LabelSpec, organs: set[str] | None,
         UnknownOrganError,
         canonical_organ,
         closest_organs,
+        organs_option,
     )
 
     table: dict[int, str] = {}
@@ -106,7 +107,7 @@ def _organ_table(path: Path, lv: Any, spec: LabelSpec, organs: set[str] | None,
             problems.append(f"{path}: expected organ names anatomix knows, found {u!r} "
                             f"({'closest: ' + ', '.join(close) if close else 'no close match'})"
                             f"; rename it in a --labels file ('{u}: <organ>', or null to "
-                            "ignore it) or pick organs with --organs")
+                            f"ignore it) or keep only the known ones with {organs_option(table.values())}")
     else:
         assert spec.values is not None
         missing = [v for v in present if v not in spec.values]
@@ -133,9 +134,11 @@ def _subject_geometry(path: Path, spec: LabelSpec, organs: set[str] | None,
     """Read, validate, resample and cut one subject into shapes (in memory)."""
     from anatomix import io
 
+    from anatomix import mesh
+
     before = len(problems)
-    try:
-        lv = io.read_label_map(path)
+    try:  # meshes (STL/OBJ/PLY...) are voxelised at the bank spacing by anatomix.mesh
+        lv = mesh.read_mesh_subject(path, spacing) if mesh.is_mesh_input(path) else io.read_label_map(path)
     except InputError as e:
         problems.extend(e.problems)
         return None

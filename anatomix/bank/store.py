@@ -44,11 +44,9 @@ def default_bank_path() -> Path:
     env = os.environ.get("ANATOMIX_DEFAULT_BANK")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent.parent  # the anatomix package folder
-    for cand in (here.parent / "shapebank" / "default", here / "shapebank" / "default"):
-        if (cand / "manifest.json").exists():
-            return cand
-    return here.parent / "shapebank" / "default"
+    from anatomix.resources import shipped  # the checkout's shapebank/ or the wheel's copy
+
+    return shipped("bank", "default")
 
 
 def _packed_size(shape: Sequence[int]) -> int:

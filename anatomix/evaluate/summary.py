@@ -185,10 +185,14 @@ def summarise_label_map(
     border: set[int] = set()
     for f in faces:
         border.update(int(v) for v in np.unique(f) if v != 0)
-    # nearest-neighbour resampling of the crop onto the isotropic evaluation grid
+    # the crop onto the isotropic evaluation grid (io.resample_label_map: thin organs kept)
     target = float(settings.eval_spacing_mm)
-    ix = [_nearest_indices(crop.shape[k], float(spacing[k]), target) for k in range(3)]
-    grid = crop[np.ix_(*ix)]
+    from anatomix.io import resample_label_map
+
+    n_out = [len(_nearest_indices(crop.shape[k], float(spacing[k]), target)) for k in range(3)]
+    res = [resample_label_map(layer, spacing, (0.0, 0.0, 0.0), (target,) * 3, (0.0, 0.0, 0.0), n_out)
+           for layer in layers]
+    grid = np.stack(res, axis=3) if layered else res[0]
     grid_origin = origin + np.asarray(lo, dtype=np.float64) * spacing
     grid_layers = [grid[..., k] for k in range(grid.shape[3])] if layered else [grid]
     cents: dict[int, np.ndarray] = {}

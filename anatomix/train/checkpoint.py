@@ -22,7 +22,10 @@ __all__ = ["CheckpointError", "LoadReport", "check_lightning_checkpoint", "load_
            "read_state_dict", "HEAD_PREFIXES"]
 
 #: Parameter-name prefixes of the output head in MONAI UNETR / SwinUNETR.
-HEAD_PREFIXES: tuple[str, ...] = ("out.",)
+HEAD_PREFIXES: tuple[str, ...] = ("out.",  # UNETR, SwinUNETR
+                                   "conv_final.",  # SegResNet
+                                   "output_block.", "deep_supervision_heads.",  # DynUNet
+                                   "final_conv.")  # BasicUNet
 
 
 class CheckpointError(AnatomixError):

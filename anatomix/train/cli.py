@@ -72,9 +72,13 @@ def lightning_main(argv: Sequence[str] | None = None) -> None:
     from anatomix.errors import AnatomixError
     from anatomix.train.module import SegmentationModule
 
+    from anatomix.resources import lightning_argv
+
     args = list(sys.argv[1:] if argv is None else argv)
     cls = _cli_class()
     try:
+        # `--config tiny` (a shipped name) or a path; its input paths resolve relative to it
+        args = lightning_argv(args)
         cls(
             SegmentationModule,
             pl.LightningDataModule,

@@ -10,6 +10,8 @@ Randomness: the synthetic stream draws sample ``index`` of run ``seed`` from
 CROP_STREAM)``; the real-data augmentation is seeded from the module's ``seed`` through the
 DataLoader's own ``torch.Generator``. Nothing touches global random state.
 """
+# size: two data modules (synthetic stream, real data) share the label look-up, flip and datalist helpers;
+# splitting them apart is planned (train/real.py) once the module API settles.
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from monai.transforms.transform import Randomizable
 from torch.utils.data import IterableDataset, get_worker_info
 
 from anatomix.errors import ConfigError
@@ -182,16 +185,19 @@ class _GeneratorFactory:
         if isinstance(self.synth_config, Mapping):
             data, source = dict(self.synth_config), "data.synth_config"
         else:
-            p = Path(self.synth_config)
-            if not p.is_file():
-                raise ConfigError(f"synthesis config {p} does not exist (data.synth_config)")
+            from anatomix.resources import resolve, resolve_synth_paths
             from anatomix.safeload import load_yaml_file
 
+            p = resolve("config", self.synth_config)  # a path, or a shipped name (synth, fdif)
             data, source = load_yaml_file(p), str(p)
+            if isinstance(data, dict):  # graph/bank written in the file: relative to the file
+                data = resolve_synth_paths(data, p.parent, where=source)
         if self.overrides:
             if not isinstance(data, dict):
                 raise ConfigError(f"{source}: expected a mapping")
-            data = _deep_merge(data, self.overrides)
+            from anatomix.resources import resolve_synth_paths
+
+            data = _deep_merge(data, resolve_synth_paths(self.overrides, None, where="data.overrides"))
             source += " (with data.overrides)"
         return validate_synth_config(data, source=source)
 
@@ -445,14 +451,18 @@ class SynthDataModule(pl.LightningDataModule):
 
 # ---- real data ------------------------------------------------------------------------------
 
-def load_datalist(path: str | Path, base_dir: str | Path | None = None) -> dict[str, list[dict[str, str]]]:
+def load_datalist(path: str | Path, base_dir: str | Path | None = None) -> dict[str, list[dict[str, Any]]]:
     """Read a MONAI/Decathlon datalist: ``{"training": [{image, label}], "validation": [...], "test": [...]}``.
 
+    Read with MONAI's ``load_decathlon_datalist``. An ``image`` may be a list of files (one per
+    channel, e.g. CT + PET or several MR contrasts): it stays a list and is loaded as channels.
     Relative paths are resolved against ``base_dir`` (default: the datalist's folder).
 
     Raises:
-        InputError-like ConfigError: missing file, missing keys, missing images.
+        ConfigError: missing file, missing keys, missing images.
     """
+    from monai.data import load_decathlon_datalist
+
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"datalist {p} does not exist")
@@ -460,52 +470,68 @@ def load_datalist(path: str | Path, base_dir: str | Path | None = None) -> dict[
         data = json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"datalist {p} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"datalist {p}: expected a JSON object with a 'training' list")
     base = Path(base_dir) if base_dir else p.parent
-    out: dict[str, list[dict[str, str]]] = {}
+    out: dict[str, list[dict[str, Any]]] = {}
     problems = []
     for key in ("training", "validation", "test"):
-        items = data.get(key)
-        if items is None:
+        if data.get(key) is None:
             continue
+        items = load_decathlon_datalist(p, is_segmentation=True, data_list_key=key, base_dir=base)
         rows = []
         for i, item in enumerate(items):
-            if isinstance(item, str):
-                item = {"image": item}
-            row = {}
+            row: dict[str, Any] = {}
             for k in ("image", "label"):
-                if k in item:
-                    v = item[k][0] if isinstance(item[k], list) else item[k]
-                    f = Path(v) if Path(v).is_absolute() else base / v
-                    if not f.exists():
+                if k not in item:
+                    continue
+                files = [str(f) for f in item[k]] if isinstance(item[k], (list, tuple)) else [str(item[k])]
+                if k == "label" and len(files) != 1:
+                    problems.append(f"{p}: {key}[{i}].label: expected one label map, found {len(files)}")
+                for f in files:
+                    if not Path(f).exists():
                         problems.append(f"{p}: {key}[{i}].{k}: file {f} not found")
-                    row[k] = str(f)
+                row[k] = files[0] if len(files) == 1 else files
             rows.append(row)
         out[key] = rows
     if "training" not in out:
         problems.append(f"{p}: no 'training' list (expected a MONAI/Decathlon datalist)")
+    channels = {len(r["image"]) if isinstance(r.get("image"), list) else 1 for rows in out.values() for r in rows}
+    if len(channels) > 1:
+        problems.append(f"{p}: expected the same number of image channels in every item, found {sorted(channels)}")
     if problems:
         raise ConfigError("datalist problems:\n  " + "\n  ".join(problems))
     return out
 
 
-def nnunet_datalist(folder: str | Path) -> tuple[dict[str, list[dict[str, str]]], dict[int, str]]:
-    """Datalist and label table of an nnU-Net v2 raw dataset (imagesTr/<case>_0000, labelsTr/<case>)."""
+def nnunet_datalist(folder: str | Path) -> tuple[dict[str, list[dict[str, Any]]], dict[int, str]]:
+    """Datalist and label table of an nnU-Net v2 raw dataset (imagesTr/<case>_0000, labelsTr/<case>);
+    with several ``channel_names`` in dataset.json, each image is the list <case>_0000, _0001, ..."""
     root = Path(folder)
     dj = root / "dataset.json"
     if not dj.is_file():
         raise ConfigError(f"{root} is not an nnU-Net v2 raw dataset: no dataset.json")
     meta = json.loads(dj.read_text())
     ending = meta.get("file_ending", ".nii.gz")
+    n_channels = max(1, len(meta.get("channel_names") or meta.get("modality") or {"0": ""}))
+
+    def channels(folder: Path, case: str) -> str | list[str]:
+        files = [str(folder / f"{case}_{c:04d}{ending}") for c in range(n_channels)]
+        return files[0] if n_channels == 1 else files
+
     rows = []
     for lab in sorted((root / "labelsTr").glob(f"*{ending}")):
         case = lab.name[: -len(ending)]
-        img = root / "imagesTr" / f"{case}_0000{ending}"
-        if not img.is_file():
-            raise ConfigError(f"{root}: label {lab.name} has no image imagesTr/{img.name}")
-        rows.append({"image": str(img), "label": str(lab)})
+        imgs = channels(root / "imagesTr", case)
+        for img in [imgs] if isinstance(imgs, str) else imgs:
+            if not Path(img).is_file():
+                raise ConfigError(f"{root}: label {lab.name} has no image imagesTr/{Path(img).name} "
+                                  f"(dataset.json declares {n_channels} channel(s))")
+        rows.append({"image": imgs, "label": str(lab)})
     if not rows:
         raise ConfigError(f"{root}: no labelsTr/*{ending} files")
-    tests = [{"image": str(f)} for f in sorted((root / "imagesTs").glob(f"*_0000{ending}"))]
+    tests = [{"image": channels(root / "imagesTs", f.name[: -len(f"_0000{ending}")])}
+             for f in sorted((root / "imagesTs").glob(f"*_0000{ending}"))]
     names = {int(v): str(k) for k, v in meta.get("labels", {}).items() if not isinstance(v, list)}
     return {"training": rows, **({"test": tests} if tests else {})}, names
 
@@ -554,6 +580,77 @@ def _predict_files(spec: str | Sequence[str]) -> list[str]:
     if not out:
         raise ConfigError(f"no images found in {items}")
     return out
+
+
+class _LabelToImageGridd:
+    """Resample ``label`` onto the grid of ``image`` (after ``Spacingd`` on the image) with
+    :func:`anatomix.io.resample_label_map`, the package's label resampler (thin organs kept)."""
+
+    def __call__(self, data: dict) -> dict:
+        from monai.data import MetaTensor
+
+        from anatomix.io import resample_label_map
+
+        d = dict(data)
+        img, lab = d["image"], d["label"]
+        a_in = np.asarray(torch.as_tensor(lab.affine), dtype=np.float64)
+        a_out = np.asarray(torch.as_tensor(img.affine), dtype=np.float64)
+        for a, what in ((a_in, "label"), (a_out, "image")):
+            if not np.allclose(a[:3, :3], np.diag(np.diag(a[:3, :3])), atol=1e-4) or (np.diag(a[:3, :3]) <= 0).any():
+                raise ConfigError(f"the {what} grid is not axis-aligned RAS (affine {a[:3, :3].tolist()}); "
+                                  "read images through anatomix.train.reader.AnatomixReader")
+        arr = np.asarray(torch.as_tensor(lab)[0]).astype(np.int64)
+        out = resample_label_map(arr, np.diag(a_in)[:3], a_in[:3, 3], np.diag(a_out)[:3], a_out[:3, 3],
+                                 tuple(img.shape[1:]))
+        d["label"] = MetaTensor(torch.from_numpy(out[None]).to(torch.as_tensor(lab).dtype), affine=img.affine,
+                                meta=dict(lab.meta))
+        d["label"].affine = img.affine
+        return d
+
+
+def lateral_swap_table(names: Mapping[int, str]) -> np.ndarray:
+    """Look-up table value -> value with every left/right pair of ``names`` (value -> organ) swapped."""
+    from anatomix.labels import lateral_pairs, lenient_organ
+
+    organ = {int(v): lenient_organ(str(n)) for v, n in names.items()}
+    value_of = {n: v for v, n in organ.items()}
+    table = np.arange(max(organ, default=0) + 1, dtype=np.int64)
+    for left, right in lateral_pairs(organ.values()):
+        table[value_of[left]], table[value_of[right]] = value_of[right], value_of[left]
+    return table
+
+
+class _RandLeftRightFlipd(Randomizable):
+    """Mirror along x (RAS left-right; channels-first arrays) with probability ``prob`` and swap
+    the labels of every lateral pair, so a flipped left kidney is labelled as the right kidney.
+
+    MONAI-compatible: ``set_random_state`` is honoured (seeded like MONAI's own random transforms).
+    """
+
+    def __init__(self, keys: Sequence[str], prob: float, swap: np.ndarray | None) -> None:
+        import monai.transforms as T
+
+        self.keys = list(keys)
+        self.prob = float(prob)
+        self.swap = None if swap is None else torch.as_tensor(swap)
+        self._flip = T.Flipd(keys=self.keys, spatial_axis=0)
+        self._do = False
+
+    def randomize(self, data: Any = None) -> None:
+        self._do = bool(self.R.rand() < self.prob)
+
+    def __call__(self, data: dict) -> dict:
+        self.randomize()
+        if not self._do:
+            return dict(data)
+        d = self._flip(dict(data))
+        if self.swap is not None and "label" in d:
+            lab = d["label"]
+            values = torch.as_tensor(lab).long()
+            n = len(self.swap)
+            swapped = torch.where(values < n, self.swap[values.clamp(0, n - 1)], values)
+            d["label"] = lab.clone().copy_(swapped.to(values.dtype)) if hasattr(lab, "copy_") else swapped
+        return d
 
 
 class RealDataModule(pl.LightningDataModule):
@@ -662,6 +759,18 @@ class RealDataModule(pl.LightningDataModule):
                               "or a dataset.json) to know which source label is which organ")
         return build_label_lut(self._source, self.classes)
 
+    def lateral_swap(self) -> np.ndarray | None:
+        """Label value -> its mirror's value (kidney_left <-> kidney_right, every lateral pair of
+        :func:`anatomix.labels.lateral_pairs`) in the training label space; None without names."""
+        self._load_lists()
+        if self.classes:
+            names = {i + 1: n for i, n in enumerate(self.classes)}
+        elif self._source:
+            names = dict(self._source)
+        else:
+            return None
+        return lateral_swap_table(names)
+
     @property
     def num_classes(self) -> int | None:
         """Classes including background (None when unknown)."""
@@ -688,8 +797,9 @@ class RealDataModule(pl.LightningDataModule):
             T.Orientationd(keys=keys, axcodes="RAS"),
         ]
         if self.spacing_mm:
-            modes = ["bilinear" if k == "image" else "nearest" for k in keys]
-            t.append(T.Spacingd(keys=keys, pixdim=self.spacing_mm, mode=modes))
+            t.append(T.Spacingd(keys=["image"], pixdim=self.spacing_mm, mode="bilinear"))
+            if "label" in keys:  # labels onto the image's new grid by io.resample_label_map (no aliasing)
+                t.append(_LabelToImageGridd())
         if self.ct_window:
             t.append(T.ScaleIntensityRanged(keys=["image"], a_min=self.ct_window[0], a_max=self.ct_window[1],
                                             b_min=0.0, b_max=1.0, clip=True))
@@ -719,7 +829,7 @@ class RealDataModule(pl.LightningDataModule):
             ]
             if self.augment:
                 t += [
-                    T.RandFlipd(keys=keys, prob=0.1, spatial_axis=0),
+                    _RandLeftRightFlipd(keys=keys, prob=0.1, swap=self.lateral_swap()),
                     T.RandFlipd(keys=keys, prob=0.1, spatial_axis=1),
                     T.RandFlipd(keys=keys, prob=0.1, spatial_axis=2),
                     T.RandRotate90d(keys=keys, prob=0.1, max_k=3),

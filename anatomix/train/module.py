@@ -1,4 +1,4 @@
-"""SegmentationModule: a MONAI UNETR / SwinUNETR segmenter as a LightningModule.
+"""SegmentationModule: a MONAI segmenter (UNETR, SwinUNETR, SegResNet, DynUNet, BasicUNet) as a LightningModule.
 
 Batches are dicts with ``image`` (B, C, X, Y, Z) float in [0, 1] and ``label`` (B, 1, X, Y, Z)
 integer class indices (0 = background), as both data modules produce them.
@@ -16,11 +16,22 @@ from torch import nn
 
 from anatomix.errors import AnatomixError
 
-__all__ = ["SegmentationModule", "build_network", "warmup_cosine"]
+__all__ = ["ENCODER_PARTS", "NETWORKS", "SegmentationModule", "build_network", "warmup_cosine"]
 
 log = logging.getLogger(__name__)
 
-NetworkName = Literal["unetr", "swinunetr"]
+NetworkName = Literal["unetr", "swinunetr", "segresnet", "dynunet", "basicunet"]
+NETWORKS: tuple[str, ...] = ("unetr", "swinunetr", "segresnet", "dynunet", "basicunet")
+
+#: network -> child modules that make its encoder (frozen by ``freeze_encoder``, scaled by
+#: ``encoder_lr_scale``); the output heads are listed in anatomix.train.checkpoint.HEAD_PREFIXES.
+ENCODER_PARTS: dict[str, tuple[str, ...]] = {
+    "unetr": ("vit",),
+    "swinunetr": ("swinViT",),
+    "segresnet": ("convInit", "down_layers"),
+    "dynunet": ("input_block", "downsamples", "bottleneck"),
+    "basicunet": ("conv_0", "down_1", "down_2", "down_3", "down_4"),
+}
 
 
 def build_network(
@@ -42,10 +53,12 @@ def build_network(
     """Build a MONAI segmentation network.
 
     Args:
-        network: ``"unetr"`` (ViT encoder, 16^3 patches) or ``"swinunetr"``.
+        network: ``"unetr"`` (ViT encoder, 16^3 patches), ``"swinunetr"``, or MONAI's CNNs
+            ``"segresnet"``, ``"dynunet"``, ``"basicunet"`` (the ones that train usefully on a CPU).
         in_channels / out_channels: image channels; classes including background.
         img_size: training patch (x, y, z) voxels; UNETR needs multiples of 16, SwinUNETR of 32.
-        feature_size: convolutional width (SwinUNETR: multiple of 12).
+        feature_size: convolutional width (SwinUNETR: multiple of 12; SegResNet: of 8; the CNNs'
+            first level, doubling per level).
         depths / swin_heads / use_v2 / use_checkpoint: SwinUNETR stages, heads, v2 residual
             convolutions, gradient checkpointing.
         vit_hidden_size / vit_mlp_dim / vit_heads: UNETR's transformer.
@@ -90,7 +103,34 @@ def build_network(
             num_heads=tuple(swin_heads), feature_size=feature_size, drop_rate=dropout,
             use_checkpoint=use_checkpoint, use_v2=use_v2, spatial_dims=3,
         )
-    raise AnatomixError(f"unknown network {network!r}; expected 'unetr' or 'swinunetr'")
+    if network in ("segresnet", "dynunet", "basicunet"):
+        return _build_cnn(network, in_channels, out_channels, size, feature_size, dropout)
+    raise AnatomixError(f"unknown network {network!r}; expected one of {', '.join(NETWORKS)}")
+
+
+def _build_cnn(network: str, in_channels: int, out_channels: int, size: tuple[int, ...], feature_size: int,
+               dropout: float) -> nn.Module:
+    """MONAI's 3D CNNs: SegResNet (4 levels), DynUNet (4 levels, residual blocks), BasicUNet (5 levels)."""
+    from monai.networks.nets import BasicUNet, DynUNet, SegResNet
+
+    f = int(feature_size)
+    if f < 1:
+        raise AnatomixError(f"feature_size must be >= 1, found {f}")
+    need = {"segresnet": 8, "dynunet": 8, "basicunet": 16}[network]
+    if any(s % need for s in size):
+        raise AnatomixError(f"{network} needs img_size divisible by {need}, found {list(size)}")
+    if network == "segresnet":
+        if f % 8:
+            raise AnatomixError(f"segresnet needs feature_size divisible by 8 (group norm), found {f}")
+        return SegResNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, init_filters=f,
+                         blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), dropout_prob=dropout or None)
+    if network == "dynunet":
+        return DynUNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
+                       kernel_size=[3, 3, 3, 3], strides=[1, 2, 2, 2], upsample_kernel_size=[2, 2, 2],
+                       filters=[f, 2 * f, 4 * f, 8 * f], res_block=True, dropout=dropout or None,
+                       norm_name="instance")
+    return BasicUNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
+                     features=(f, f, 2 * f, 4 * f, 8 * f, f), dropout=dropout)
 
 
 def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_ratio: float = 0.0) -> float:
@@ -106,7 +146,7 @@ class SegmentationModule(pl.LightningModule):
     """3D segmentation with MONAI UNETR / SwinUNETR, DiceCE loss, per-class Dice.
 
     Args:
-        network: ``"swinunetr"`` or ``"unetr"``.
+        network: ``"swinunetr"``, ``"unetr"``, ``"segresnet"``, ``"dynunet"`` or ``"basicunet"``.
         in_channels: image channels.
         out_channels: classes including background (0).
         img_size: training patch (x, y, z); also the sliding-window size for validation/prediction.
@@ -122,8 +162,8 @@ class SegmentationModule(pl.LightningModule):
         min_lr_ratio: final learning rate as a fraction of ``lr``.
         pretrained: checkpoint to initialise from (fine-tuning); a different class count replaces
             the output head.
-        freeze_encoder: keep the transformer encoder fixed.
-        encoder_lr_scale: learning-rate factor for the transformer encoder (e.g. 0.1).
+        freeze_encoder: keep the encoder fixed (:data:`ENCODER_PARTS`).
+        encoder_lr_scale: learning-rate factor for the encoder (e.g. 0.1).
         sw_batch_size: windows per forward pass in sliding-window inference.
         sw_overlap: sliding-window overlap.
         init_seed: seed of the weight initialisation (global torch state is left untouched).
@@ -181,9 +221,14 @@ class SegmentationModule(pl.LightningModule):
 
     # ---- network parts -------------------------------------------------------------------------
     def encoder_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the transformer encoder (SwinUNETR ``swinViT``, UNETR ``vit``)."""
-        enc = getattr(self.net, "swinViT", None) or getattr(self.net, "vit", None)
-        return list(enc.parameters()) if enc is not None else []
+        """Parameters of the encoder (:data:`ENCODER_PARTS`: SwinUNETR ``swinViT``, UNETR ``vit``,
+        the CNNs' input block and down-sampling path)."""
+        params: list[nn.Parameter] = []
+        for part in ENCODER_PARTS.get(str(self.hparams.network), ()):
+            module = getattr(self.net, part, None)
+            if module is not None:
+                params.extend(module.parameters())
+        return params
 
     def load_pretrained(self, path: str) -> Any:
         """Load matching weights from ``path`` into the network; returns a LoadReport."""

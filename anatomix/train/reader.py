@@ -52,7 +52,9 @@ class AnatomixReader(ImageReader):
 
         names = [data] if isinstance(data, (str, os.PathLike)) else list(data)
         if len(names) != 1:
-            raise InputError([f"{names}: expected one image per item (a DICOM series is one folder)"])
+            if self.kind == "label":
+                raise InputError([f"{names}: expected one label map per item"])
+            return [io.read_image(Path(n)) for n in names]  # one file per channel (stacked in get_data)
         path = Path(names[0])
         if self.kind == "label":
             vol = io.read_label_map(path)
@@ -63,6 +65,16 @@ class AnatomixReader(ImageReader):
         return io.read_image(path)
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        if isinstance(img, list):  # channels: same grid required, stacked channels first
+            first = img[0]
+            for k, other in enumerate(img[1:], start=1):
+                if other.array.shape != first.array.shape or not np.allclose(other.affine, first.affine, atol=1e-3):
+                    raise InputError([f"image channel {k}: expected the grid of channel 0 "
+                                      f"{first.array.shape}, found {other.array.shape} (or another "
+                                      "affine); resample the channels onto one grid"])
+            array, meta = self.get_data(first)
+            meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
+            return np.stack([np.ascontiguousarray(v.array) for v in img]), meta
         array = np.ascontiguousarray(img.array)
         affine = np.asarray(img.affine, dtype=np.float64)
         meta: dict[str, Any] = {
