@@ -24,7 +24,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from anatomix import __version__
-from anatomix.appearance import apply_lesions, render_image, sample_appearance, sample_lesions
+from anatomix.appearance import (apply_lesions, hu_int16, render_hu, sample_appearance, sample_lesions,
+                                 window)
 from anatomix.bank import ShapeBank
 from anatomix.config import AnatomySynthConfig, GridConfig
 from anatomix.device import resolve_device
@@ -273,10 +274,17 @@ def render_anatomy_record(record: dict[str, Any], bank: ShapeBank, cache: dict[s
     rendered = render_scene(scene, bank, grid, cache=cache, device=device)
     label = rendered.label.copy()
     painted = apply_lesions(rendered, label, record["lesions"])
-    image = render_image(rendered, label, record["appearance"], painted)
+    params = record["appearance"]
+    hu = render_hu(rendered, label, params, painted)
+    if params["mode"] == "contour":  # not CT-like: written as the [0, 1] image
+        image, image_hu = hu, None
+    else:
+        image = window(hu, params["acquisition"]["window_hu"], params["acquisition"]["gamma"])
+        image_hu = hu_int16(hu, params)
     out = dict(record)
     out["lesion_voxels"] = [int(m.sum()) for _, m, _ in painted]
-    return Sample(image=image, label=label, spacing_mm=grid.spacing_mm, record=out, origin_mm=grid.origin_mm)
+    return Sample(image=image, label=label, spacing_mm=grid.spacing_mm, record=out, origin_mm=grid.origin_mm,
+                  image_hu=image_hu)
 
 
 def generator_pins(config: AnatomySynthConfig, graph: OrganGraph, bank: ShapeBank) -> Pins:

@@ -39,7 +39,7 @@ from anatomix.render import Rendered
 from anatomix.scene import PlacedOrgan, Scene
 from anatomix.shape_field import ShapeSource, evaluate_upsampled, placed_field
 
-__all__ = ["AppearanceConfig", "CT_PRIOR_HU", "PHASES", "render_image", "sample_appearance",
+__all__ = ["AppearanceConfig", "CT_PRIOR_HU", "PHASES", "hu_int16", "render_hu", "render_image", "sample_appearance",
            "sample_lesions", "window"]
 
 
@@ -298,9 +298,10 @@ def apply_lesions(rendered: Rendered, label: np.ndarray, lesions: Sequence[dict[
     return out
 
 
-def render_image(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
-                 lesions: Sequence[tuple[tuple[slice, ...], np.ndarray, dict[str, Any]]] = ()) -> np.ndarray:
-    """Apply drawn appearance parameters: float32 image (x, y, z) in [0, 1].
+def render_hu(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
+              lesions: Sequence[tuple[tuple[slice, ...], np.ndarray, dict[str, Any]]] = ()) -> np.ndarray:
+    """Apply drawn appearance parameters: float32 image (x, y, z) in Hounsfield-like units, before
+    the CT window (contour cases: their [0, 1] image).
 
     Args:
         rendered: output of :func:`anatomix.render.render_scene` (SDFs per organ in boxes).
@@ -367,4 +368,35 @@ def render_image(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
         img = gaussian_filter(img, sigma=sig, mode="nearest", truncate=3.0)
     if acq["noise_std_hu"] > 0:
         img += np.float32(acq["noise_std_hu"]) * noise_rng.standard_normal(size=shape, dtype=np.float32)
+    return img
+
+
+def render_image(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
+                 lesions: Sequence[tuple[tuple[slice, ...], np.ndarray, dict[str, Any]]] = ()) -> np.ndarray:
+    """Apply drawn appearance parameters: float32 image (x, y, z) in [0, 1] (the CT window of
+    :func:`render_hu` with the drawn gamma; contour cases directly)."""
+    img = render_hu(rendered, label, params, lesions)
+    if params["mode"] == "contour":
+        return img
+    acq = params["acquisition"]
     return window(img, acq["window_hu"], acq["gamma"])
+
+
+def hu_int16(hu: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """A case's Hounsfield-unit image as written (int16, -1024..3071, as real CT is stored).
+
+    The drawn gamma acts inside the CT window exactly as on the windowed image (outside it HU are
+    kept), so windowing the file with the same window gives the training image back to within
+    the int16 step (1 HU, 1/425 of the default window).
+    """
+    acq = params["acquisition"]
+    lo, hi = (float(v) for v in acq["window_hu"])
+    gamma = float(acq["gamma"])
+    out = np.asarray(hu, dtype=np.float32)
+    if gamma != 1.0:
+        inside = (out >= lo) & (out <= hi)
+        t = (out[inside] - lo) * (1.0 / (hi - lo))
+        out = out.copy()
+        out[inside] = lo + (hi - lo) * np.power(t, np.float32(gamma))
+    return np.rint(np.clip(out, -1024.0, 3071.0)).astype(np.int16)
+

@@ -29,7 +29,7 @@ from anatomix.config import FdifSynthConfig
 from anatomix.errors import AnatomixError
 from anatomix.io import write_volume
 from anatomix.record import Pins
-from anatomix.sample import Sample
+from anatomix.sample import Sample, image_to_write
 from anatomix.sdf.generator import FdifGenerator
 
 __all__ = ["ReplayError", "load_record", "replay_record", "replay_to_folder"]
@@ -105,7 +105,7 @@ def replay_to_folder(record_path: str | os.PathLike[str], out_dir: str | os.Path
     case = str(rec.get("case") or Path(record_path).stem)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    image = write_volume(out / f"{case}_0000.nii.gz", sample.image, sample.spacing_mm, sample.origin_mm)
+    image = write_volume(out / f"{case}_0000.nii.gz", image_to_write(sample), sample.spacing_mm, sample.origin_mm)
     values = rec.get("label_file_values")  # synth writes consecutive values (anatomix.synth._output_lut)
     lab = sample.label
     if values:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Sample"]
+__all__ = ["Sample", "image_to_write"]
 
 
 @dataclass
@@ -22,6 +22,8 @@ class Sample:
         record: JSON-serialisable dict replaying the case: at least ``seed``, ``index``, ``mode``
             and every drawn parameter.
         origin_mm: RAS world position (mm) of the centre of voxel [0, 0, 0].
+        image_hu: for CT-like cases, the image in Hounsfield units as int16 (what is written to
+            disk, as real CT is; ``image`` is its CT window, what the training stream feeds).
     """
 
     image: np.ndarray
@@ -29,6 +31,7 @@ class Sample:
     spacing_mm: tuple[float, ...]
     record: dict[str, Any]
     origin_mm: tuple[float, ...] = field(default=(0.0, 0.0, 0.0))
+    image_hu: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.image.dtype != np.float32:
@@ -42,3 +45,14 @@ class Sample:
             )
         self.spacing_mm = tuple(float(s) for s in self.spacing_mm)  # type: ignore[assignment]
         self.origin_mm = tuple(float(s) for s in self.origin_mm)  # type: ignore[assignment]
+
+
+def image_to_write(sample: Sample) -> np.ndarray:
+    """The array written as a case's image: int16 Hounsfield units for CT-like cases; uint8 for
+    integer-valued images in 0..255 (FDIF's quantised 0..128); float32 otherwise."""
+    if sample.image_hu is not None:
+        return sample.image_hu
+    img = sample.image
+    if img.size and float(img.min()) >= 0.0 and float(img.max()) <= 255.0 and np.array_equal(img, np.rint(img)):
+        return img.astype(np.uint8)
+    return img

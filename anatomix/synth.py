@@ -30,7 +30,7 @@ from anatomix.anatomy import AnatomyGenerator
 from anatomix.config import MODES
 from anatomix.errors import AnatomixError
 from anatomix.record import Pins, pin_changes
-from anatomix.sample import Sample
+from anatomix.sample import Sample, image_to_write
 from anatomix.sdf.generator import FdifGenerator
 
 __all__ = [
@@ -137,7 +137,7 @@ def _write_case(generator: SampleGenerator, out: Path, index: int) -> dict[str, 
     case = case_name(index)
     image_path, label_path, record_path = _case_paths(out, case)
     sample = generator.sample(index)
-    _write_nifti(image_path, sample.image, sample.spacing_mm, sample.origin_mm)
+    _write_nifti(image_path, image_to_write(sample), sample.spacing_mm, sample.origin_mm)
     lut = _output_lut(generator)  # consecutive label values, as dataset.json declares
     _write_nifti(label_path, sample.label if lut is None else lut[sample.label], sample.spacing_mm,
                  sample.origin_mm)

@@ -156,3 +156,29 @@ def test_resume_refuses_a_changed_graph(tmp_path, anatomy_graph, anatomy_bank):
     edited = OrganGraph.from_dict(data)
     with pytest.raises(SynthError, match="organ graph"):
         write_dataset(_gen(edited, anatomy_bank), tmp_path / "run", n=2, progress=False)
+
+
+def test_written_images_are_int16_hu_and_uint8_fdif(tmp_path, anatomy_graph, anatomy_bank):
+    """CT-like cases are written as int16 Hounsfield units (nnU-Net's CT normalisation applies);
+    the CT window of the file gives the training image back to within the 1 HU step. FDIF's
+    quantised 0..128 images are written as uint8."""
+    from anatomix.config import FdifSynthConfig
+    from anatomix.io import read_image
+    from anatomix.sdf.generator import FdifGenerator
+
+    g = _gen(anatomy_graph, anatomy_bank, seed=6)
+    write_dataset(g, tmp_path / "ct", n=1, progress=False)
+    import SimpleITK as sitk
+
+    path = tmp_path / "ct" / "imagesTr" / "anatomix_000000_0000.nii.gz"
+    assert sitk.ReadImage(str(path)).GetPixelID() == sitk.sitkInt16
+    vol = read_image(path)
+    sample = g.sample(0)
+    lo, hi = sample.record["appearance"]["acquisition"]["window_hu"]
+    windowed = np.clip((vol.array.astype(np.float32) - lo) / (hi - lo), 0, 1)
+    assert np.abs(windowed - sample.image).max() <= 0.5 / (hi - lo) + 1e-5
+    f = FdifGenerator(FdifSynthConfig(shape=(16, 16, 16), n_objects=(2, 3)), seed=0)
+    write_dataset(f, tmp_path / "fdif", n=1, progress=False)
+    fpath = tmp_path / "fdif" / "imagesTr" / "anatomix_000000_0000.nii.gz"
+    assert sitk.ReadImage(str(fpath)).GetPixelID() == sitk.sitkUInt8
+    assert np.array_equal(read_image(fpath).array, f.sample(0).image)
