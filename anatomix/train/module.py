@@ -20,7 +20,7 @@ __all__ = ["SegmentationModule", "build_network", "warmup_cosine"]
 
 log = logging.getLogger(__name__)
 
-NetworkName = Literal["unetr", "swinunetr"]
+NetworkName = Literal["unetr", "swinunetr", "basicunet"]
 
 
 def build_network(
@@ -90,7 +90,15 @@ def build_network(
             num_heads=tuple(swin_heads), feature_size=feature_size, drop_rate=dropout,
             use_checkpoint=use_checkpoint, use_v2=use_v2, spatial_dims=3,
         )
-    raise AnatomixError(f"unknown network {network!r}; expected 'unetr' or 'swinunetr'")
+    if network == "basicunet":  # a CNN that learns on CPU (bench/zeroshot.py); feature_size = first width
+        from monai.networks.nets import BasicUNet
+
+        if any(s % 16 for s in size):
+            raise AnatomixError(f"BasicUNet needs img_size divisible by 16, found {list(size)}")
+        f = int(feature_size)
+        return BasicUNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
+                         features=(f, f, 2 * f, 4 * f, 8 * f, f), dropout=dropout)
+    raise AnatomixError(f"unknown network {network!r}; expected 'unetr', 'swinunetr' or 'basicunet'")
 
 
 def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_ratio: float = 0.0) -> float:
