@@ -146,7 +146,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="write per-organ Dice and mean_core of every variant")
     ap.add_argument("--bank", default=None, help="shape bank (default: the embedded one)")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--features", type=int, default=16)
+    ap.add_argument("--features", type=int, default=8, help="BasicUNet first width")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--max-steps", type=int, default=100000)
     ap.add_argument("--seed", type=int, default=0)
@@ -154,7 +155,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(max(1, args.threads))
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"image": str(args.image), "label": str(args.label), "minutes": args.minutes,
                                "network": f"basicunet f{args.features} 48^3 @ 4 mm", "variants": {}}
