@@ -6,7 +6,7 @@
 
 For each variant: a MONAI BasicUNet (a CNN that learns on CPU; 48^3 patches at 4 mm) is trained
 for ``--minutes`` of wall-clock time on the structure-aware stream (``configs/synth.yaml`` with the
-variant's overrides, 64^3 windows at 4 mm), then the real image goes through the product's own
+variant's overrides, ``--window`` (48) voxels per axis at 4 mm), then the real image goes through the product's own
 predict path (``RealDataModule(predict_files=...)`` + ``NiftiPredictionWriter``: RAS, 4 mm, CT
 window, sliding window, label map written in the input's geometry), and the written prediction
 is scored against the reference label map (read through ``anatomix.io``, names by ``--labels``).
@@ -51,9 +51,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def overrides(variant: str, bank: str | None) -> dict[str, Any]:
+def overrides(variant: str, bank: str | None, window: int = 48) -> dict[str, Any]:
     ov: dict[str, Any] = {"graph": str(REPO / "graphs" / "abdomen.yaml"),
-                          "grid": {"shape": [64, 64, 64], "spacing_mm": [4.0, 4.0, 4.0], "foreground_bias": 0.9}}
+                          "grid": {"shape": [window] * 3, "spacing_mm": [4.0, 4.0, 4.0], "foreground_bias": 0.9}}
     if bank:
         ov["bank"] = bank
     v = json.loads(json.dumps(VARIANTS[variant]))
@@ -73,7 +73,7 @@ def train(variant: str, minutes: float, out: Path, args: argparse.Namespace) -> 
     from anatomix.train.data import SynthDataModule
     from anatomix.train.module import SegmentationModule
 
-    dm = SynthDataModule(synth_config=str(REPO / "configs" / "synth.yaml"), overrides=overrides(variant, args.bank),
+    dm = SynthDataModule(synth_config=str(REPO / "configs" / "synth.yaml"), overrides=overrides(variant, args.bank, args.window),
                          seed=args.seed, patch_size=(48, 48, 48), batch_size=2, num_workers=args.workers,
                          classes=ORGANS, val_samples=1)
     model = SegmentationModule(network="basicunet", out_channels=len(ORGANS) + 1, img_size=(48, 48, 48),
@@ -147,6 +147,8 @@ def main() -> None:
     ap.add_argument("--bank", default=None, help="shape bank (default: the embedded one)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--features", type=int, default=8, help="BasicUNet first width")
+    ap.add_argument("--window", type=int, default=48,
+                    help="synthetic window (voxels per axis at 4 mm) the 48^3 patch is cropped from")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--max-steps", type=int, default=100000)
