@@ -226,9 +226,9 @@ def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
             qa = qa + disp[a] / np.float32(s[a])
         i = np.rint((qa - subject.origin_mm[a]) / subject.spacing_mm).astype(np.int64)
         idx.append(np.clip(i, 0, subject.ids.shape[a] - 1))
-    idx = np.broadcast_arrays(*idx)
-    comp = subject.ids[tuple(idx)]
-    outside = subject.outside_mm[tuple(idx)].astype(np.float32)
+    where = tuple(np.broadcast_arrays(*idx))
+    comp = subject.ids[where]
+    outside = subject.outside_mm[where].astype(np.float32)
     names_all = context_label_names(subject, ())
     ex = set(exclude)
     lut = np.zeros(256, dtype=np.uint8)

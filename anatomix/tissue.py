@@ -241,7 +241,7 @@ def render_tissue(gen: np.ndarray, names: Mapping[int, str], params: Mapping[str
         # three correlation lengths shared by all structures of a case (one filtered field each)
         key = float(min((0.8, 1.6, 3.2), key=lambda c: abs(math.log(max(corr_mm, 0.1) / c))))
         if key not in texture_cache:
-            texture_cache[key] = correlated_noise(shape, sp, 1.0, key, seed + int(key * 10))
+            texture_cache[key] = correlated_noise(shape, tuple(sp), 1.0, key, seed + int(key * 10))
         return texture_cache[key]
 
     smooth_cache: dict[int, np.ndarray] = {}

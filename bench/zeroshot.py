@@ -73,7 +73,8 @@ def train(variant: str, minutes: float, out: Path, args: argparse.Namespace) -> 
     from anatomix.train.data import SynthDataModule
     from anatomix.train.module import SegmentationModule
 
-    dm = SynthDataModule(synth_config=str(REPO / "configs" / "synth.yaml"), overrides=overrides(variant, args.bank, args.window),
+    dm = SynthDataModule(synth_config=str(REPO / "configs" / "synth.yaml"),
+                         overrides=overrides(variant, args.bank, args.window),
                          seed=args.seed, patch_size=(48, 48, 48), batch_size=2, num_workers=args.workers,
                          classes=ORGANS, val_samples=1)
     model = SegmentationModule(network="basicunet", out_channels=len(ORGANS) + 1, img_size=(48, 48, 48),
