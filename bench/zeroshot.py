@@ -146,7 +146,7 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " + ",".join(VARIANTS))
     ap.add_argument("--json", type=Path, default=None, help="write per-organ Dice and mean_core of every variant")
     ap.add_argument("--bank", default=None, help="shape bank (default: the embedded one)")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--features", type=int, default=8, help="BasicUNet first width")
     ap.add_argument("--window", type=int, default=48,
                     help="synthetic window (voxels per axis at 4 mm) the 48^3 patch is cropped from")

@@ -93,3 +93,27 @@ def test_samples_are_byte_identical_across_generators():
     assert a.image.tobytes() == b.image.tobytes() and a.label.tobytes() == b.label.tobytes()
     c = _gen().sample(3)
     assert a.image.tobytes() != c.image.tobytes()
+
+
+def test_context_bank_rebuilds_byte_identical(tmp_path):
+    """shapebank/default/context is `ingest-masks` of the whole-abdomen fixture (shapebank/README.md)."""
+    import warnings
+
+    from anatomix.bank import ingest_masks
+    from anatomix.context import default_context_bank_path
+    from anatomix.io import read_label_map
+    from anatomix.labels import canonical_organ
+
+    src = REPO / "tests" / "fixtures" / "totalsegmentator" / "example_seg_fast_force_split.nii.gz"
+    v = read_label_map(src)
+    present = set(np.unique(v.array).tolist())
+    organs = [canonical_organ(n) for k, n in v.names.items() if k in present]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ingest_masks([src], tmp_path / "c", organs=organs)
+    ref = default_context_bank_path()
+    a = sorted(p.relative_to(ref).as_posix() for p in ref.rglob("*") if p.is_file())
+    b = sorted(p.relative_to(tmp_path / "c").as_posix() for p in (tmp_path / "c").rglob("*") if p.is_file())
+    assert a == b
+    for rel in a:
+        assert (ref / rel).read_bytes() == (tmp_path / "c" / rel).read_bytes(), rel
