@@ -24,10 +24,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from anatomix import __version__
-from anatomix.appearance import (apply_lesions, hu_int16, render_hu, sample_appearance, sample_lesions,
-                                 window)
+from anatomix.appearance import (apply_lesions, hu_int16, image_from_hu, is_ct_like, render_hu, sample_appearance,
+                                 sample_lesions)
 from anatomix.bank import ShapeBank
 from anatomix.config import AnatomySynthConfig, GridConfig
+from anatomix.context import (ContextConfig, apply_context_labels, context_label_names, load_context_subject,
+                              render_context, sample_context)
 from anatomix.device import resolve_device
 from anatomix.errors import AnatomixError
 from anatomix.graph import OrganGraph
@@ -44,7 +46,7 @@ __all__ = ["AnatomyGenerator", "MissingOrganWarning", "choose_grid",
 class MissingOrganWarning(UserWarning):
     """Graph organs the shape bank has no shape of: left out of every scene (issued once per run)."""
 
-STREAM_PLACEMENT, STREAM_FOV, STREAM_APPEARANCE, STREAM_LESIONS = 0, 1, 2, 3
+STREAM_PLACEMENT, STREAM_FOV, STREAM_APPEARANCE, STREAM_LESIONS, STREAM_CONTEXT = 0, 1, 2, 3, 4
 
 
 def choose_grid(scene: Scene, config: GridConfig, rng: np.random.Generator) -> Grid:
@@ -161,6 +163,17 @@ class AnatomyGenerator:
             if value > 255:
                 raise AnatomixError("no free uint8 label value for lesions; set lesion_label: host")
             self._lesion_value = int(value)
+        self._context_values: dict[str, int] = {}
+        if config.context.enabled and config.context.labels == "all":
+            start = max([*self._labels, self._lesion_value or 0]) + 1
+            names = context_label_names(self._context_subject(), self._labels.values())
+            if start + len(names) - 1 > 255:
+                raise AnatomixError(f"context labels: all needs {len(names)} label values after {start - 1}; "
+                                    "uint8 labels stop at 255: use labels: background or ignore")
+            self._context_values = {n: start + k for k, n in enumerate(names)}
+
+    def _context_subject(self) -> Any:
+        return load_context_subject(self.config.context.bank)
 
     # -- loading (also in worker processes after unpickling) ---------------------------------
     def _load(self) -> None:
@@ -207,6 +220,7 @@ class AnatomyGenerator:
         names = dict(self._labels)
         if self._lesion_value is not None:
             names[self._lesion_value] = "lesion"
+        names.update({v: n for n, v in self._context_values.items()})
         return names
 
     def scene(self, index: int) -> Scene:
@@ -232,8 +246,17 @@ class AnatomyGenerator:
         grid = choose_grid(scene, cfg.grid, sample_rng(self.seed, index, STREAM_FOV))
         organs = [o.organ for o in scene.organs]
         labels = {o.organ: o.label for o in scene.organs}
+        context = None
+        if cfg.context.enabled:  # hook: context anatomy (anatomix.context); target organs win
+            subject = self._context_subject()
+            exclude = sorted(set(self._labels.values()))
+            context = {"params": sample_context(scene, subject, sample_rng(self.seed, index, STREAM_CONTEXT),
+                                                cfg.context),
+                       "bank": cfg.context.bank, "exclude": exclude, "config": cfg.context.model_dump(mode="json"),
+                       "values": dict(self._context_values), "names": context_label_names(subject, exclude)}
         params = sample_appearance(organs, labels, grid, (scene.box_min_mm, scene.box_max_mm),
-                                   sample_rng(self.seed, index, STREAM_APPEARANCE), cfg.appearance)
+                                   sample_rng(self.seed, index, STREAM_APPEARANCE), cfg.appearance,
+                                   context=sorted(context["names"]) if context else ())
         lesions = sample_lesions(scene, self._bank, sample_rng(self.seed, index, STREAM_LESIONS), cfg.appearance,
                                  self._lesion_value, cache=self._cache)
         return {
@@ -246,6 +269,7 @@ class AnatomyGenerator:
             "scene": scene.model_dump(mode="json"),
             "appearance": params,
             "lesions": lesions,
+            "context": context,
         }
 
     def render_record(self, record: dict[str, Any]) -> Sample:
@@ -274,13 +298,16 @@ def render_anatomy_record(record: dict[str, Any], bank: ShapeBank, cache: dict[s
     rendered = render_scene(scene, bank, grid, cache=cache, device=device)
     label = rendered.label.copy()
     painted = apply_lesions(rendered, label, record["lesions"])
+    ctx = record.get("context")
+    context = None
+    if ctx:
+        context = render_context(ctx["params"], grid, load_context_subject(ctx["bank"]), exclude=ctx["exclude"])
     params = record["appearance"]
-    hu = render_hu(rendered, label, params, painted)
-    if params["mode"] == "contour":  # not CT-like: written as the [0, 1] image
-        image, image_hu = hu, None
-    else:
-        image = window(hu, params["acquisition"]["window_hu"], params["acquisition"]["gamma"])
-        image_hu = hu_int16(hu, params)
+    hu = render_hu(rendered, label, params, painted, context=context)
+    image = image_from_hu(hu, params)
+    image_hu = hu_int16(hu, params) if is_ct_like(params) else None  # others are written as [0, 1]
+    if context is not None:
+        apply_context_labels(label, context, ContextConfig.model_validate(ctx["config"]), ctx["values"])
     out = dict(record)
     out["lesion_voxels"] = [int(m.sum()) for _, m, _ in painted]
     return Sample(image=image, label=label, spacing_mm=grid.spacing_mm, record=out, origin_mm=grid.origin_mm,

@@ -39,7 +39,7 @@ from anatomix.render import Rendered
 from anatomix.scene import PlacedOrgan, Scene
 from anatomix.shape_field import ShapeSource, evaluate_upsampled, placed_field
 
-__all__ = ["AppearanceConfig", "CT_PRIOR_HU", "PHASES", "hu_int16", "render_hu", "render_image", "sample_appearance",
+__all__ = ["AppearanceConfig", "CT_PRIOR_HU", "PHASES", "hu_int16", "image_from_hu", "is_ct_like", "render_hu", "render_image", "sample_appearance",
            "sample_lesions", "window"]
 
 
@@ -101,7 +101,7 @@ def _fdif_object(rng: np.random.Generator, centre_mm: Sequence[float], size_mm: 
 
 def sample_appearance(organs: Sequence[str], labels: dict[str, int], grid: Grid,
                       body_box_mm: tuple[Sequence[float], Sequence[float]], rng: np.random.Generator,
-                      config: AppearanceConfig | None = None) -> dict[str, Any]:
+                      config: AppearanceConfig | None = None, *, context: Sequence[str] = ()) -> dict[str, Any]:
     """Draw every appearance parameter of a case (JSON-able).
 
     Args:
@@ -111,6 +111,8 @@ def sample_appearance(organs: Sequence[str], labels: dict[str, int], grid: Grid,
         body_box_mm: (min, max) world box of the placed organs (the body envelope surrounds it).
         rng: numpy Generator.
         config: appearance settings.
+        context: context structure names (:mod:`anatomix.context`) of the case: they get tissue
+            parameters too (CT tissue model, random per-label Gaussian mixtures or MR-like).
     """
     config = config or AppearanceConfig()
     p: dict[str, Any] = {"mode": config.mode, "texture": config.texture}
@@ -130,9 +132,24 @@ def sample_appearance(organs: Sequence[str], labels: dict[str, int], grid: Grid,
     use_ct = bool(rng.random() < config.ct_probability)
     phase = str(config.phases[int(rng.integers(len(config.phases)))]) if use_ct else None
     intens = {}
+    prior: dict[str, Any] = {}
+    model = "ct" if use_ct else "random"
+    if context:
+        from anatomix.prior import load_prior
+
+        prior = load_prior(config.ct_prior) if use_ct and config.ct_prior else {}
+        if use_ct and prior and rng.random() >= config.prior_probability:
+            prior = {}
+        if not use_ct and rng.random() < config.mr_probability:
+            model = "mr_t1" if rng.random() < 0.5 else "mr_t2"
     for o in organs:
         if use_ct:
-            mean = CT_PRIOR_HU.get(o, _DEFAULT_HU)[PHASES.index(phase)] + rng.normal(0, config.ct_jitter_hu)
+            base = prior[o]["mean_hu"] if o in prior else CT_PRIOR_HU.get(o, _DEFAULT_HU)[PHASES.index(phase)]
+            mean = base + rng.normal(0, config.ct_jitter_hu)
+        elif model != "random":
+            from anatomix.tissue import mr_hu
+
+            mean = mr_hu(o, model) + rng.normal(0, config.ct_jitter_hu)
         else:
             mean = rng.uniform(*config.random_mean_hu)
         tex = None
@@ -150,10 +167,19 @@ def sample_appearance(organs: Sequence[str], labels: dict[str, int], grid: Grid,
             if config.texture == "none":
                 tex = None
         intens[o] = {"mean_hu": float(mean), "std_hu": _u(rng, config.std_hu), "texture": tex}
-    p["intensity_model"] = "ct" if use_ct else "random"
+    p["intensity_model"] = model
     p["phase"] = phase
     p["organs"] = intens
     p["noise_seed"] = _seed(rng)
+    if context:
+        from anatomix.tissue import sample_random_tissue, sample_tissue
+
+        if use_ct:
+            p["context"] = sample_tissue(list(context), phase or "portal", rng, prior=prior,
+                                         jitter_hu=config.ct_jitter_hu)
+        else:
+            p["context"] = sample_random_tissue(list(context), rng, model=model, mean_hu=config.random_mean_hu,
+                                                std_hu=config.std_hu, components=config.gmm_components)
     # distractors: FDIF primitives around the organs, inside the body
     n_d = int(rng.integers(config.distractors[0], config.distractors[1] + 1))
     shape = np.asarray(grid.shape)
@@ -174,6 +200,11 @@ def sample_appearance(organs: Sequence[str], labels: dict[str, int], grid: Grid,
         "gamma": float(math.exp(rng.uniform(math.log(config.gamma[0]), math.log(config.gamma[1])))),
         "window_hu": [float(config.window_hu[0]), float(config.window_hu[1])],
     }
+    if context:  # drawn last, and only with context: cases without context keep their bytes
+        p["acquisition"].update({
+            "noise_correlation_mm": _u(rng, config.noise_correlation_mm),
+            "resolution_mm": [_u(rng, config.resolution_mm) for _ in range(3)],
+            "invert": bool(rng.random() < config.invert_probability)})
     return p
 
 
@@ -299,7 +330,8 @@ def apply_lesions(rendered: Rendered, label: np.ndarray, lesions: Sequence[dict[
 
 
 def render_hu(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
-              lesions: Sequence[tuple[tuple[slice, ...], np.ndarray, dict[str, Any]]] = ()) -> np.ndarray:
+              lesions: Sequence[tuple[tuple[slice, ...], np.ndarray, dict[str, Any]]] = (),
+              context: Any = None) -> np.ndarray:
     """Apply drawn appearance parameters: float32 image (x, y, z) in Hounsfield-like units, before
     the CT window (contour cases: their [0, 1] image).
 
@@ -308,6 +340,8 @@ def render_hu(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
         label: the final label map (lesions painted).
         params: from :func:`sample_appearance`.
         lesions: from :func:`apply_lesions`.
+        context: a :class:`anatomix.context.ContextMap` (drawn with ``context=`` names in
+            :func:`sample_appearance`): the tissue model renders it instead of the body ellipse.
     """
     g = rendered.grid
     shape = tuple(g.shape)
@@ -322,9 +356,15 @@ def render_hu(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
             img[sl][shell] = np.float32(c["values"].get(organ, 0.5))
         return img
     b = params["body"]
-    field = _smooth_field(shape, b["field_seed"])
-    img = (b["fat_hu"] + (b["soft_hu"] - b["fat_hu"]) * (0.5 + 0.5 * field)).astype(np.float32)
-    img[~body] = AIR_HU
+    if context is not None and "context" in params:
+        from anatomix.tissue import render_tissue
+
+        img = render_tissue(context.gen, context.names, params["context"], sp, params["noise_seed"])
+        body = context.gen > 0
+    else:
+        field = _smooth_field(shape, b["field_seed"])
+        img = (b["fat_hu"] + (b["soft_hu"] - b["fat_hu"]) * (0.5 + 0.5 * field)).astype(np.float32)
+        img[~body] = AIR_HU
     organ_mask = label > 0
     for obj in params.get("distractors", ()):
         res = _object_values(obj, g)
@@ -362,24 +402,46 @@ def render_hu(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
         img = (img - AIR_HU) * bias + AIR_HU
     sig = np.full(3, acq["blur_sigma_mm"]) / sp
     sig[2] = math.hypot(sig[2], acq["slice_thickness_mm"] / 2.355 / sp[2])
+    res = np.asarray(acq.get("resolution_mm", (0.0, 0.0, 0.0)), float) / 2.355 / sp
+    sig = np.hypot(sig, res)
     if np.any(sig > 0.2):
         from scipy.ndimage import gaussian_filter
 
         img = gaussian_filter(img, sigma=sig, mode="nearest", truncate=3.0)
     if acq["noise_std_hu"] > 0:
-        img += np.float32(acq["noise_std_hu"]) * noise_rng.standard_normal(size=shape, dtype=np.float32)
+        if acq.get("noise_correlation_mm", 0.0) > 0:
+            from anatomix.tissue import correlated_noise
+
+            img += correlated_noise(shape, sp, acq["noise_std_hu"], acq["noise_correlation_mm"],
+                                    int(noise_rng.integers(0, 2**31 - 1)))
+        else:
+            img += np.float32(acq["noise_std_hu"]) * noise_rng.standard_normal(size=shape, dtype=np.float32)
     return img
 
 
-def render_image(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
-                 lesions: Sequence[tuple[tuple[slice, ...], np.ndarray, dict[str, Any]]] = ()) -> np.ndarray:
-    """Apply drawn appearance parameters: float32 image (x, y, z) in [0, 1] (the CT window of
-    :func:`render_hu` with the drawn gamma; contour cases directly)."""
-    img = render_hu(rendered, label, params, lesions)
+def image_from_hu(hu: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """The [0, 1] image of :func:`render_hu`'s output: the CT window with the drawn gamma, then the
+    drawn contrast inversion (contour cases: as they are)."""
     if params["mode"] == "contour":
-        return img
+        return hu
     acq = params["acquisition"]
-    return window(img, acq["window_hu"], acq["gamma"])
+    out = window(hu, acq["window_hu"], acq["gamma"])
+    if acq.get("invert"):
+        out = np.float32(1.0) - out
+    return out
+
+
+def is_ct_like(params: dict[str, Any]) -> bool:
+    """Whether a case's image is CT-like (written as int16 HU): not contour, MR-like or inverted."""
+    return (params["mode"] != "contour" and not str(params.get("intensity_model", "")).startswith("mr")
+            and not params.get("acquisition", {}).get("invert"))
+
+
+def render_image(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
+                 lesions: Sequence[tuple[tuple[slice, ...], np.ndarray, dict[str, Any]]] = (),
+                 context: Any = None) -> np.ndarray:
+    """Apply drawn appearance parameters: float32 image (x, y, z) in [0, 1] (see :func:`image_from_hu`)."""
+    return image_from_hu(render_hu(rendered, label, params, lesions, context=context), params)
 
 
 def hu_int16(hu: np.ndarray, params: dict[str, Any]) -> np.ndarray:
@@ -399,4 +461,3 @@ def hu_int16(hu: np.ndarray, params: dict[str, Any]) -> np.ndarray:
         out = out.copy()
         out[inside] = lo + (hi - lo) * np.power(t, np.float32(gamma))
     return np.rint(np.clip(out, -1024.0, 3071.0)).astype(np.int16)
-

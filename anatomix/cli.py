@@ -36,6 +36,8 @@ bank_app = typer.Typer(help="Inspect shape banks.", no_args_is_help=True)
 graph_app = typer.Typer(help="Learn, check and draw organ graphs.", no_args_is_help=True)
 app.add_typer(bank_app, name="bank")
 app.add_typer(graph_app, name="graph")
+appearance_app = typer.Typer(help="Learn appearance priors from real image + label pairs.", no_args_is_help=True)
+app.add_typer(appearance_app, name="appearance")
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -471,6 +473,33 @@ def evaluate_command(
                        _f(r["contact_rate_synthetic"]), _f(r["contact_rate_real"]))
         Console().print(pt)
     Console().print(f"report: {out}" + (f", plot: {plot}" if plot else ""))
+
+
+# ---- appearance (learned HU priors) ------------------------------------------------------------
+
+
+@appearance_app.command("learn")
+def appearance_learn_command(
+    images: list[str] = typer.Option(..., "--images", help="Real images (repeat; any format io reads)."),
+    labels: list[str] = typer.Option(..., "--labels", help="Their label maps, in the same order."),
+    label_table: str = typer.Option("auto", "--label-table",
+                                    help="Label names: auto (embedded), a preset, or a JSON/YAML file."),
+    out: str = typer.Option(..., "--out", help="Prior JSON to write (e.g. prior.json)."),
+) -> None:
+    """Fit per-structure HU statistics (robust mean, spread, texture scale) from real CT."""
+    import json
+
+    from anatomix.errors import AnatomixError
+    from anatomix.io import atomic_write_text
+    from anatomix.prior import learn_prior
+
+    try:
+        prior = learn_prior(images, labels, label_table=label_table)
+    except AnatomixError as e:
+        fail(str(e))
+        return
+    atomic_write_text(out, json.dumps(prior, indent=1, sort_keys=True) + "\n")
+    typer.echo(f"wrote {out}: {len(prior['structures'])} structure(s) from {prior['source_pairs']} pair(s)")
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal, Sequence, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from anatomix.context import ContextConfig
+
 from anatomix.errors import ConfigError, validation_problems
 from anatomix.grid import Grid
 from anatomix.safeload import check_yaml_text, excerpt, read_text_bounded
@@ -130,11 +132,24 @@ class AppearanceConfig(BaseModel):
     gamma: tuple[float, float] = (0.7, 1.5)
     window_hu: tuple[float, float] = (-175.0, 250.0)
     contour_thickness_mm: tuple[float, float] = (1.5, 3.0)
+    # -- tissue model and domain randomisation (used where a case has context anatomy) --------
+    ct_prior: str | None = Field("default", description="learned HU prior JSON (`anatomix appearance "
+                                 "learn`); 'default': the shipped one; none: the tissue table only")
+    prior_probability: float = Field(0.5, ge=0.0, le=1.0,
+                                     description="share of CT cases that use the learned prior's HU")
+    mr_probability: float = Field(0.0, ge=0.0, le=1.0,
+                                  description="share of non-CT cases with an MR-like tissue contrast "
+                                              "(T1 or T2 ordering) instead of random per-label Gaussians")
+    invert_probability: float = Field(0.0, ge=0.0, le=1.0, description="share of cases with inverted contrast")
+    gmm_components: int = Field(2, ge=1, le=4, description="Gaussians per label in randomised cases")
+    noise_correlation_mm: tuple[float, float] = (0.0, 1.5)
+    resolution_mm: tuple[float, float] = Field((0.0, 0.0), description="extra low-resolution blur "
+                                               "(FWHM, mm) drawn per axis; (0, 0): off")
 
     @field_validator("random_mean_hu", "std_hu", "texture_amplitude_hu", "texture_scale", "distractors",
                      "distractor_amplitude_hu", "lesion_radius_mm", "lesion_contrast_hu", "body_margin_mm",
                      "blur_sigma_mm", "slice_thickness_mm", "noise_std_hu", "gamma", "window_hu",
-                     "contour_thickness_mm")
+                     "contour_thickness_mm", "noise_correlation_mm", "resolution_mm")
     @classmethod
     def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
         if v[0] > v[1]:
@@ -187,6 +202,7 @@ class AnatomySynthConfig(BaseModel):
     grid: GridConfig = GridConfig()
     placement: PlacementConfig = PlacementConfig()
     appearance: AppearanceConfig = AppearanceConfig()
+    context: ContextConfig = ContextConfig()
     strict: bool = Field(False, description="fail (instead of warning and leaving the organ out) when the "
                                             "bank has no shape of a graph organ")
     lesion_label: Literal["own", "host"] = "own"

@@ -1,0 +1,119 @@
+"""Context anatomy: coherent skeleton/body wall from the embedded context bank, output-class choice,
+target organs win, determinism (bytes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anatomix.anatomy import AnatomyGenerator, AnatomySynthConfig
+from anatomix.context import (WALL_NAMES, ContextConfig, load_context_subject, render_context,
+                              sample_context)
+from anatomix.grid import Grid
+
+REPO = Path(__file__).resolve().parents[1]
+GRAPH = str(REPO / "graphs" / "abdomen.yaml")
+SMALL = {"graph": GRAPH, "grid": {"shape": [40, 40, 40], "spacing_mm": [4.0, 4.0, 4.0]},
+         "appearance": {"distractors": [0, 1], "lesion_probability": 0.0}}
+
+
+def _gen(**extra) -> AnatomyGenerator:
+    import warnings
+
+    cfg = AnatomySynthConfig.model_validate({**SMALL, **extra})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the embedded bank has no esophagus
+        return AnatomyGenerator(cfg, seed=3)
+
+
+def test_context_subject_has_skeleton_muscles_bowel():
+    s = load_context_subject()
+    for n in ("vertebrae_L3", "sacrum", "hip_left", "rib_right_11", "iliopsoas_left", "autochthon_right",
+              "colon", "small_bowel", "urinary_bladder", "lung_lower_lobe_right"):
+        assert n in s.names, n
+    assert s.ids.dtype == np.uint8 and s.ids.max() == len(s.names)
+
+
+def test_render_context_anatomy_is_where_it_belongs():
+    s = load_context_subject()
+
+    class Scene:
+        body_scale = 1.0
+        organs = ()
+
+    p = sample_context(Scene(), s, np.random.default_rng(0), ContextConfig(elastic_mm=(0, 0), scale_jitter=(1, 1)))
+    grid = Grid((90, 80, 60), (4.0, 4.0, 4.0), (-180.0, -160.0, -200.0))
+    m = render_context(p, grid, s, exclude=["liver"])
+    names = {n: k for k, n in m.names.items()}
+    assert "liver" not in names and set(WALL_NAMES) <= set(names)
+    c = {n: np.argwhere(m.gen == names[n]).mean(axis=0) for n in ("vertebrae_L3", "subcutaneous_fat",
+                                                                   "iliopsoas_left", "iliopsoas_right")}
+    ax = np.arange(80) * 4.0 - 160.0
+    y_l3 = float(np.interp(c["vertebrae_L3"][1], np.arange(80), ax))
+    assert y_l3 < 0  # the spine is posterior to the body-frame origin (kidney midpoint)
+    assert c["iliopsoas_left"][0] != pytest.approx(c["iliopsoas_right"][0], abs=5)  # one each side
+    # the body wall wraps everything: skin outermost, air beyond
+    assert (m.gen == names["skin"]).any() and (m.gen == 0).any()
+
+
+def test_default_labels_context_as_background_and_targets_win():
+    g = _gen()
+    s = g.sample(0)
+    assert set(np.unique(s.label)) <= set(g.label_names()) | {0}
+    assert max(g.label_names()) <= 15
+    assert s.record["context"]["params"]["scale"] and s.record["appearance"]["context"]
+
+
+def test_ignore_and_all_labels():
+    gi = _gen(context={"labels": "ignore", "ignore_value": 255})
+    gb = _gen()
+    li, lb = gi.sample(1).label, gb.sample(1).label
+    assert (li == 255).any()
+    assert np.array_equal(li[li != 255], lb[li != 255])  # targets identical; only background became ignore
+    assert np.all(lb[li == 255] == 0)
+    ga = _gen(context={"labels": "all"})
+    names = ga.label_names()
+    assert "vertebrae_L3" in names.values() and "subcutaneous_fat" in names.values()
+    assert "liver" in names.values() and list(names.values()).count("liver") == 1
+    la = ga.sample(1).label
+    assert np.array_equal(la[lb > 0], lb[lb > 0])  # target organs win over context
+    assert len(np.unique(la)) > len(np.unique(lb)) + 5
+
+
+def test_context_off_restores_the_body_ellipse():
+    g = _gen(context={"enabled": False})
+    s = g.sample(0)
+    assert s.record["context"] is None and "context" not in s.record["appearance"]
+
+
+def test_samples_are_byte_identical_across_generators():
+    a, b = _gen().sample(2), _gen().sample(2)
+    assert a.image.tobytes() == b.image.tobytes() and a.label.tobytes() == b.label.tobytes()
+    c = _gen().sample(3)
+    assert a.image.tobytes() != c.image.tobytes()
+
+
+def test_context_bank_rebuilds_byte_identical(tmp_path):
+    """shapebank/default/context is `ingest-masks` of the whole-abdomen fixture (shapebank/README.md)."""
+    import warnings
+
+    from anatomix.bank import ingest_masks
+    from anatomix.context import default_context_bank_path
+    from anatomix.io import read_label_map
+    from anatomix.labels import canonical_organ
+
+    src = REPO / "tests" / "fixtures" / "totalsegmentator" / "example_seg_fast_force_split.nii.gz"
+    v = read_label_map(src)
+    present = set(np.unique(v.array).tolist())
+    organs = [canonical_organ(n) for k, n in v.names.items() if k in present]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ingest_masks([src], tmp_path / "c", organs=organs)
+    ref = default_context_bank_path()
+    a = sorted(p.relative_to(ref).as_posix() for p in ref.rglob("*") if p.is_file())
+    b = sorted(p.relative_to(tmp_path / "c").as_posix() for p in (tmp_path / "c").rglob("*") if p.is_file())
+    assert a == b
+    for rel in a:
+        assert (ref / rel).read_bytes() == (tmp_path / "c" / rel).read_bytes(), rel
