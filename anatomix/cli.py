@@ -188,7 +188,8 @@ def graph_learn_command(
     try:
         b = _graph_load_bank(bank)
         graph = learn_graph(b, organ_list, name=name)
-        graph.save(out, header=f"Learned by `anatomix graph learn --bank {bank}`; curate by hand and say why in comments.")
+        graph.save(out, header=f"Learned by `anatomix graph learn --bank {bank}`; "
+                               "curate by hand and say why in comments.")
     except AnatomixError as e:
         fail(str(e))
         return
@@ -340,7 +341,8 @@ def synth_command(
 def replay_command(
     record: str = typer.Argument(..., help="A case record: <synth out>/records/<case>.json."),
     out: str = typer.Option(..., "--out", help="Folder for <case>_0000.nii.gz and <case>.nii.gz."),
-    bank: str = typer.Option(None, "--bank", help="Shape bank of the run (default: the record's, else the embedded one)."),
+    bank: str = typer.Option(None, "--bank",
+                             help="Shape bank of the run (default: the record's, else the embedded one)."),
 ) -> None:
     """Rebuild one case from its record, byte for byte (the bank must be the pinned one)."""
     from anatomix.errors import AnatomixError

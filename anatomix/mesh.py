@@ -8,7 +8,8 @@ refused, saying so), voxelised at the requested spacing into a solid (surface vo
 inside filled) and placed on one grid shared by the subject's organs, as a layered
 :class:`anatomix.io.LabeledVolume` (organs may touch or overlap, one layer each).
 
-Coordinates: mesh vertices are taken as RAS+ millimetres. 3D Slicer exports surfaces in LPS by default: negate x and y (or export in RAS).
+Coordinates: mesh vertices are taken as RAS+ millimetres. 3D Slicer exports surfaces in LPS by
+default: negate x and y (or export in RAS).
 """
 
 from __future__ import annotations

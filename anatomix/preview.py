@@ -4,8 +4,8 @@
 plain axial image, then axial, coronal and sagittal slices through the centre of the labelled
 organs, labels as thin contours over a faint fill, radiological convention (axial and coronal:
 subject's right on the image left; sagittal: anterior on the left; anterior / superior up),
-orientation letters on each panel, anatomical colours (:data:`ORGAN_COLOURS`). ``--mesh`` exports the organs of one case as coloured triangle meshes
-(scikit-image marching cubes, trimesh; glb/ply/obj/stl by suffix).
+orientation letters on each panel, anatomical colours (:data:`ORGAN_COLOURS`). ``--mesh`` exports
+the organs of one case as coloured triangle meshes (scikit-image marching cubes, trimesh; glb/ply/obj/stl by suffix).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def _read_image(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     from anatomix.io import read_image
 
     v = read_image(path)
-    return np.asarray(v.array), tuple(v.spacing_mm)
+    return np.asarray(v.array), _spacing3(v.spacing_mm)
 
 
 def _read_labels(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -94,7 +94,13 @@ def _read_labels(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     from anatomix.io import read_label_map
 
     v = read_label_map(path)
-    return np.asarray(v.array), tuple(v.spacing_mm)
+    return np.asarray(v.array), _spacing3(v.spacing_mm)
+
+
+def _spacing3(spacing_mm: Sequence[float]) -> tuple[float, float, float]:
+    """A 3D volume's (x, y, z) voxel size in mm (the readers return 3D volumes only)."""
+    sx, sy, sz = (float(s) for s in spacing_mm)
+    return sx, sy, sz
 
 
 def _upsample(a: np.ndarray, k: int, order: int) -> np.ndarray:
@@ -120,7 +126,7 @@ def display_range(image: np.ndarray) -> tuple[float, float]:
 MAX_LEGEND_ENTRIES = 24
 
 
-def _overlay(img2d: np.ndarray, lab2d: np.ndarray, colours: np.ndarray, alpha: float = 0.2,
+def _overlay(img2d: np.ndarray, lab2d: np.ndarray | None, colours: np.ndarray, alpha: float = 0.2,
              contours: bool = True) -> np.ndarray:
     """Grey image with a low-alpha colour fill and thin full-colour contours of each label."""
     g = np.clip(img2d, 0.0, 1.0)
@@ -285,10 +291,10 @@ def export_mesh(label: np.ndarray, spacing_mm: Sequence[float], out: str | Path,
         m = np.pad(label == v, 1)
         if m.sum() < 8:
             continue
-        verts, faces, _, _ = marching_cubes(m.astype(np.float32), level=0.5, spacing=tuple(float(s) for s in spacing_mm))
-        tm = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
+        spacing = tuple(float(s) for s in spacing_mm)
+        verts, faces, _, _ = marching_cubes(m.astype(np.float32), level=0.5, spacing=spacing)
         rgba = np.append(colours[v], 255).astype(np.uint8)
-        tm.visual.face_colors = np.tile(rgba, (len(faces), 1))
+        tm = trimesh.Trimesh(vertices=verts, faces=faces, face_colors=np.tile(rgba, (len(faces), 1)), process=False)
         scene.add_geometry(tm, node_name=(names or {}).get(v, f"label_{v}"))
     if not scene.geometry:
         raise AnatomixError("the case has no labelled voxel: nothing to mesh")

@@ -141,7 +141,7 @@ def _write_case(generator: SampleGenerator, out: Path, index: int) -> dict[str, 
     lut = _output_lut(generator)  # consecutive label values, as dataset.json declares
     _write_nifti(label_path, sample.label if lut is None else lut[sample.label], sample.spacing_mm,
                  sample.origin_mm)
-    record = {"case": case, "image": f"imagesTr/{case}_0000.nii.gz",
+    record: dict[str, Any] = {"case": case, "image": f"imagesTr/{case}_0000.nii.gz",
               "label": f"labelsTr/{case}.nii.gz", "shape": list(sample.image.shape),
               "spacing_mm": list(sample.spacing_mm), "origin_mm": list(sample.origin_mm)}
     record.update(sample.record)

@@ -138,7 +138,7 @@ def _subject_geometry(path: Path, spec: LabelSpec, organs: set[str] | None,
 
     before = len(problems)
     try:  # meshes (STL/OBJ/PLY...) are voxelised at the bank spacing by anatomix.mesh
-        lv = mesh.read_mesh_subject(path, spacing) if mesh.is_mesh_input(path) else io.read_label_map(path)
+        lv = mesh.read_mesh_subject(path, spacing.tolist()) if mesh.is_mesh_input(path) else io.read_label_map(path)
     except InputError as e:
         problems.extend(e.problems)
         return None

@@ -300,7 +300,8 @@ def contact_rates(model: ReferenceModel, summaries: Sequence[MapSummary]) -> tup
     return rates, support
 
 
-def pair_table(model: ReferenceModel, synthetic: Mapping[str, Any], baseline: Mapping[str, Any]) -> list[dict[str, Any]]:
+def pair_table(model: ReferenceModel, synthetic: Mapping[str, Any],
+               baseline: Mapping[str, Any]) -> list[dict[str, Any]]:
     """For every organ pair of the reference: offset distance and contact frequency, synthetic vs real.
 
     Offset distance: median over cases of the Mahalanobis distance of the centroid offset under the

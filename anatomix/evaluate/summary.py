@@ -190,7 +190,7 @@ def summarise_label_map(
     from anatomix.io import resample_label_map
 
     n_out = [len(_nearest_indices(crop.shape[k], float(spacing[k]), target)) for k in range(3)]
-    res = [resample_label_map(layer, spacing, (0.0, 0.0, 0.0), (target,) * 3, (0.0, 0.0, 0.0), n_out)
+    res = [resample_label_map(layer, spacing.tolist(), (0.0, 0.0, 0.0), (target,) * 3, (0.0, 0.0, 0.0), n_out)
            for layer in layers]
     grid = np.stack(res, axis=3) if layered else res[0]
     grid_origin = origin + np.asarray(lo, dtype=np.float64) * spacing

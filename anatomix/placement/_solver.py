@@ -286,7 +286,8 @@ def sample_scene(graph: OrganGraph, bank: ShapeBank, rng: np.random.Generator, c
             volume_ml=float(lat.count * h ** 3 / 1000.0),
             organ_min_mm=tuple(float(v) for v in tight_lo), organ_max_mm=tuple(float(v) for v in tight_hi),
             attempts=int(p.params["attempts"]),
-            anchor_distance=round(mahalanobis(cen, p.info.anchor_mean_mm * body_scale, p.info.anchor_cov_mm * body_scale ** 2), 4),
+            anchor_distance=round(mahalanobis(cen, p.info.anchor_mean_mm * body_scale,
+                                              p.info.anchor_cov_mm * body_scale ** 2), 4),
         ))
     if organs_out:
         bmin = np.min([o.organ_min_mm for o in organs_out], axis=0)

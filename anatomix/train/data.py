@@ -352,7 +352,9 @@ class SynthDataModule(pl.LightningDataModule):
         self.files = files
         self.seed = int(seed)
         self.start_index = int(start_index)
-        self.patch_size = tuple(int(p) for p in patch_size)
+        if len(patch_size) != 3:
+            raise ConfigError(f"data.patch_size: expected three sizes (x, y, z), found {list(patch_size)}")
+        self.patch_size: tuple[int, int, int] = (int(patch_size[0]), int(patch_size[1]), int(patch_size[2]))
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.classes = list(classes) if classes else None
@@ -389,8 +391,8 @@ class SynthDataModule(pl.LightningDataModule):
         return build_label_lut(self.label_names(), self.classes) if self.classes else None
 
     @property
-    def num_classes(self) -> int:
-        """Classes including background."""
+    def num_classes(self) -> int | None:
+        """Classes including background (None when ``files`` are given and their classes are unknown)."""
         if self._files_dm is not None:
             return self._files_dm.num_classes
         if self.classes:
@@ -600,8 +602,8 @@ class _LabelToImageGridd:
                 raise ConfigError(f"the {what} grid is not axis-aligned RAS (affine {a[:3, :3].tolist()}); "
                                   "read images through anatomix.train.reader.AnatomixReader")
         arr = np.asarray(torch.as_tensor(lab)[0]).astype(np.int64)
-        out = resample_label_map(arr, np.diag(a_in)[:3], a_in[:3, 3], np.diag(a_out)[:3], a_out[:3, 3],
-                                 tuple(img.shape[1:]))
+        out = resample_label_map(arr, np.diag(a_in)[:3].tolist(), a_in[:3, 3].tolist(), np.diag(a_out)[:3].tolist(),
+                                 a_out[:3, 3].tolist(), tuple(img.shape[1:]))
         d["label"] = MetaTensor(torch.from_numpy(out[None]).to(torch.as_tensor(lab).dtype), affine=img.affine,
                                 meta=dict(lab.meta))
         d["label"].affine = img.affine
@@ -789,7 +791,9 @@ class RealDataModule(pl.LightningDataModule):
 
         # Read through anatomix.io (SimpleITK): NIfTI, NRRD, MHA/MHD and DICOM-series folders,
         # as RAS arrays with their RAS affine (Orientationd is then a no-op, Spacingd works as usual).
-        t: list[Any] = [T.LoadImaged(keys=[k], reader=AnatomixReader("label" if k == "label" else "image"),
+        # MONAI annotates LoadImaged(reader=) as a class or name, but documents and accepts an
+        # ImageReader instance (it is registered as is): the annotation is wrong, not this call.
+        t: list[Any] = [T.LoadImaged(keys=[k], reader=AnatomixReader("label" if k == "label" else "image"),  # type: ignore[arg-type]
                                      image_only=True) for k in keys]
         t += [
             T.EnsureChannelFirstd(keys=keys),

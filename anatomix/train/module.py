@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -17,6 +17,9 @@ from torch import nn
 from anatomix.errors import AnatomixError
 
 __all__ = ["ENCODER_PARTS", "NETWORKS", "SegmentationModule", "build_network", "warmup_cosine"]
+
+if TYPE_CHECKING:
+    from anatomix.train.checkpoint import LoadReport
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +207,21 @@ class SegmentationModule(pl.LightningModule):
                 f"class_names has {len(class_names)} names but out_channels={out_channels} needs "
                 f"{out_channels - 1} (background is class 0)")
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(1, out_channels)]
+        # Typed copies of the settings used after construction (``self.hparams`` is an untyped
+        # mapping; it stays the record Lightning writes into checkpoints and re-feeds to __init__).
+        self.network_name: str = str(network)
+        self.out_channels = int(out_channels)
+        self.img_size: tuple[int, ...] = tuple(int(s) for s in img_size)
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.warmup_steps = int(warmup_steps)
+        self.max_steps = -1 if max_steps is None else int(max_steps)
+        self.min_lr_ratio = float(min_lr_ratio)
+        self.pretrained = pretrained
+        self.freeze_encoder = bool(freeze_encoder)
+        self.encoder_lr_scale = float(encoder_lr_scale)
+        self.sw_batch_size = int(sw_batch_size)
+        self.sw_overlap = float(sw_overlap)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation; global state restored after
             torch.manual_seed(int(init_seed))
             self.net = build_network(
@@ -216,7 +234,7 @@ class SegmentationModule(pl.LightningModule):
 
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
         self.dice = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
-        self.load_report = None
+        self.load_report: LoadReport | None = None
         self._pretrained_done = False
 
     # ---- network parts -------------------------------------------------------------------------
@@ -224,13 +242,13 @@ class SegmentationModule(pl.LightningModule):
         """Parameters of the encoder (:data:`ENCODER_PARTS`: SwinUNETR ``swinViT``, UNETR ``vit``,
         the CNNs' input block and down-sampling path)."""
         params: list[nn.Parameter] = []
-        for part in ENCODER_PARTS.get(str(self.hparams.network), ()):
+        for part in ENCODER_PARTS.get(self.network_name, ()):
             module = getattr(self.net, part, None)
             if module is not None:
                 params.extend(module.parameters())
         return params
 
-    def load_pretrained(self, path: str) -> Any:
+    def load_pretrained(self, path: str) -> LoadReport:
         """Load matching weights from ``path`` into the network; returns a LoadReport."""
         from anatomix.train.checkpoint import load_pretrained
 
@@ -245,26 +263,26 @@ class SegmentationModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":  # before the optimiser is built; validate/test/predict: see below
             self._load_pretrained_once()
-        if self.hparams.freeze_encoder:
+        if self.freeze_encoder:
             for p in self.encoder_parameters():
                 p.requires_grad_(False)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         n = getattr(dm, "num_classes", None)
-        if n is not None and int(n) != int(self.hparams.out_channels):
+        if n is not None and int(n) != int(self.out_channels):
             raise AnatomixError(
                 f"the data has {n} classes (background included) but model.out_channels is "
-                f"{self.hparams.out_channels}; set model.out_channels: {n}")
+                f"{self.out_channels}; set model.out_channels: {n}")
 
     def _load_pretrained_once(self) -> None:
         """Load ``pretrained`` once, unless the trainer restores a ``--ckpt_path`` (every weight)."""
-        if not self.hparams.pretrained or self._pretrained_done:
+        if not self.pretrained or self._pretrained_done:
             return
         ckpt_path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
         if ckpt_path and self.trainer.state.fn != "fit":
             log.info("model.pretrained %s not loaded: the weights come from --ckpt_path %s",
-                     self.hparams.pretrained, ckpt_path)
+                     self.pretrained, ckpt_path)
         else:
-            self.load_pretrained(self.hparams.pretrained)
+            self.load_pretrained(self.pretrained)
         self._pretrained_done = True
 
     # validate/test/predict know their --ckpt_path only after setup(): load there (zero-shot runs).
@@ -292,9 +310,12 @@ class SegmentationModule(pl.LightningModule):
         """Logits for whole volumes by sliding-window inference (windows of ``img_size``)."""
         from monai.inferers import sliding_window_inference
 
-        return sliding_window_inference(
-            image, roi_size=tuple(self.hparams.img_size), sw_batch_size=self.hparams.sw_batch_size,
-            predictor=self.net, overlap=self.hparams.sw_overlap, mode="gaussian")
+        logits = sliding_window_inference(
+            image, roi_size=self.img_size, sw_batch_size=self.sw_batch_size,
+            predictor=self.net, overlap=self.sw_overlap, mode="gaussian")
+        if not isinstance(logits, torch.Tensor):  # only for predictors that return tuples/dicts
+            raise AnatomixError(f"{self.network_name} returned {type(logits).__name__}, expected one logits tensor")
+        return logits
 
     def _eval_step(self, batch: dict, prefix: str) -> torch.Tensor:
         from monai.networks.utils import one_hot
@@ -303,7 +324,7 @@ class SegmentationModule(pl.LightningModule):
         logits = self.infer(image)
         loss = self.loss_fn(logits, label)
         pred = logits.argmax(dim=1, keepdim=True)
-        n = self.hparams.out_channels
+        n = self.out_channels
         self.dice(y_pred=one_hot(pred, n), y=one_hot(label.long(), n))
         self.log(f"{prefix}/loss", loss, batch_size=image.shape[0], sync_dist=True)
         return loss
@@ -338,20 +359,19 @@ class SegmentationModule(pl.LightningModule):
 
     # ---- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
         enc_ids = {id(p) for p in self.encoder_parameters()}
         enc = [p for p in self.net.parameters() if id(p) in enc_ids and p.requires_grad]
         rest = [p for p in self.net.parameters() if id(p) not in enc_ids and p.requires_grad]
-        groups = [{"params": rest, "lr": hp.lr}]
+        groups = [{"params": rest, "lr": self.lr}]
         if enc:
-            groups.append({"params": enc, "lr": hp.lr * hp.encoder_lr_scale})
-        opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
-        max_steps = hp.max_steps
-        if max_steps is None or max_steps <= 0:
+            groups.append({"params": enc, "lr": self.lr * self.encoder_lr_scale})
+        opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        max_steps = self.max_steps
+        if max_steps <= 0:
             tmax = getattr(self.trainer, "max_steps", -1) if self._trainer is not None else -1
             max_steps = tmax if tmax and tmax > 0 else 10000
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, hp.warmup_steps, max_steps, hp.min_lr_ratio))
+            opt, lambda s: warmup_cosine(s, self.warmup_steps, max_steps, self.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -43,11 +43,11 @@ class AnatomixReader(ImageReader):
             raise ValueError(f"kind must be 'image' or 'label', found {kind!r}")
         self.kind = kind
 
-    def verify_suffix(self, filename: Sequence[os.PathLike] | os.PathLike) -> bool:
+    def verify_suffix(self, filename: Sequence[str | os.PathLike[Any]] | str | os.PathLike[Any]) -> bool:
         names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
         return all(str(n).lower().endswith(READABLE_SUFFIXES) or is_dicom_folder(n) for n in names)
 
-    def read(self, data: Sequence[os.PathLike] | os.PathLike, **kwargs: Any) -> Any:
+    def read(self, data: Sequence[str | os.PathLike[Any]] | str | os.PathLike[Any], **kwargs: Any) -> Any:
         from anatomix import io
 
         names = [data] if isinstance(data, (str, os.PathLike)) else list(data)
@@ -72,9 +72,9 @@ class AnatomixReader(ImageReader):
                     raise InputError([f"image channel {k}: expected the grid of channel 0 "
                                       f"{first.array.shape}, found {other.array.shape} (or another "
                                       "affine); resample the channels onto one grid"])
-            array, meta = self.get_data(first)
-            meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
-            return np.stack([np.ascontiguousarray(v.array) for v in img]), meta
+            _, channel_meta = self.get_data(first)
+            channel_meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
+            return np.stack([np.ascontiguousarray(v.array) for v in img]), channel_meta
         array = np.ascontiguousarray(img.array)
         affine = np.asarray(img.affine, dtype=np.float64)
         meta: dict[str, Any] = {
