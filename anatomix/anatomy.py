@@ -166,7 +166,7 @@ class AnatomyGenerator:
         self._context_values: dict[str, int] = {}
         if config.context.enabled and config.context.labels == "all":
             start = max([*self._labels, self._lesion_value or 0]) + 1
-            names = context_label_names(self._context_subject(), self._labels.values())
+            names = context_label_names(self._context_subject(), list(self._labels.values()))
             if start + len(names) - 1 > 255:
                 raise AnatomixError(f"context labels: all needs {len(names)} label values after {start - 1}; "
                                     "uint8 labels stop at 255: use labels: background or ignore")
@@ -246,7 +246,7 @@ class AnatomyGenerator:
         grid = choose_grid(scene, cfg.grid, sample_rng(self.seed, index, STREAM_FOV))
         organs = [o.organ for o in scene.organs]
         labels = {o.organ: o.label for o in scene.organs}
-        context = None
+        context: dict[str, Any] | None = None
         if cfg.context.enabled:  # hook: context anatomy (anatomix.context); target organs win
             subject = self._context_subject()
             exclude = sorted(set(self._labels.values()))
@@ -306,7 +306,7 @@ def render_anatomy_record(record: dict[str, Any], bank: ShapeBank, cache: dict[s
     hu = render_hu(rendered, label, params, painted, context=context)
     image = image_from_hu(hu, params)
     image_hu = hu_int16(hu, params) if is_ct_like(params) else None  # others are written as [0, 1]
-    if context is not None:
+    if ctx and context is not None:
         apply_context_labels(label, context, ContextConfig.model_validate(ctx["config"]), ctx["values"])
     out = dict(record)
     out["lesion_voxels"] = [int(m.sum()) for _, m, _ in painted]
@@ -347,7 +347,8 @@ def format_summary(summary: dict[str, Any]) -> str:
              f"  all hard constraints satisfied: {pct(summary['hard_constraints_satisfied'])}",
              f"  contacts satisfied: {pct(summary['contacts_satisfied'])} of {summary['contacts_total']}"]
     if summary.get("organs_dropped"):
-        lines.append("  optional organs dropped: " + ", ".join(f"{k} {v}" for k, v in summary["organs_dropped"].items()))
+        dropped = summary["organs_dropped"]
+        lines.append("  optional organs dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items()))
     if summary.get("organs_not_in_bank"):
         lines.append("  graph organs left out (no shape in the bank): " + ", ".join(summary["organs_not_in_bank"]))
     if summary.get("organs_failed"):

@@ -39,8 +39,19 @@ from anatomix.render import Rendered
 from anatomix.scene import PlacedOrgan, Scene
 from anatomix.shape_field import ShapeSource, evaluate_upsampled, placed_field
 
-__all__ = ["AppearanceConfig", "CT_PRIOR_HU", "PHASES", "hu_int16", "image_from_hu", "is_ct_like", "render_hu", "render_image", "sample_appearance",
-           "sample_lesions", "window"]
+__all__ = [
+    "AppearanceConfig",
+    "CT_PRIOR_HU",
+    "PHASES",
+    "hu_int16",
+    "image_from_hu",
+    "is_ct_like",
+    "render_hu",
+    "render_image",
+    "sample_appearance",
+    "sample_lesions",
+    "window",
+]
 
 
 #: organ -> mean HU per phase (native, arterial, portal, delayed); unknown organs: soft tissue.
@@ -82,7 +93,7 @@ def _seed(rng: np.random.Generator) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _fdif_object(rng: np.random.Generator, centre_mm: Sequence[float], size_mm: float,
+def _fdif_object(rng: np.random.Generator, centre_mm: Sequence[float] | np.ndarray, size_mm: float,
                  allow_displacement: bool = True) -> dict[str, Any]:
     """An FDIF object (primitive, pose, displacement, mapper) centred at world ``centre_mm``."""
     from anatomix.sdf import (CLASS_NAMES, DISPLACEMENT_NAMES, MAPPER_NAMES, random_rotation,
@@ -283,7 +294,7 @@ def _object_values(obj: dict[str, Any], grid: Grid) -> tuple[tuple[slice, ...], 
     return box, d, val
 
 
-def body_mask(grid_shape: Sequence[int], spacing: Sequence[float], origin: Sequence[float],
+def body_mask(grid_shape: Sequence[int], spacing: Sequence[float] | np.ndarray, origin: Sequence[float],
               body: dict[str, Any]) -> np.ndarray:
     """Elliptic-cylinder body envelope (x, y), constant along z; bool (X, Y, Z)."""
     x = origin[0] + np.arange(grid_shape[0]) * spacing[0]

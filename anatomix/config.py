@@ -110,7 +110,7 @@ class AppearanceConfig(BaseModel):
     mode: Literal["fdif", "contour"] = "fdif"
     texture: Literal["fdif", "none"] = "fdif"
     ct_probability: float = Field(0.5, ge=0.0, le=1.0, description="share of cases with the CT-like prior")
-    phases: tuple[Literal["native", "arterial", "portal", "delayed"], ...] = PHASES
+    phases: tuple[Literal["native", "arterial", "portal", "delayed"], ...] = PHASES  # type: ignore[assignment]  # PHASES holds exactly these
     random_mean_hu: tuple[float, float] = (-150.0, 250.0)
     std_hu: tuple[float, float] = (3.0, 25.0)
     ct_jitter_hu: float = Field(15.0, ge=0.0)

@@ -183,7 +183,7 @@ def sample_random_tissue(names: Sequence[str], rng: np.random.Generator, *, mode
     return out
 
 
-def correlated_noise(shape: Sequence[int], spacing_mm: Sequence[float], std: float, correlation_mm: float,
+def correlated_noise(shape: Sequence[int], spacing_mm: Sequence[float] | np.ndarray, std: float, correlation_mm: float,
                      seed: int) -> np.ndarray:
     """Gaussian noise with standard deviation ``std`` and a Gaussian correlation of ``correlation_mm``.
 
@@ -217,7 +217,7 @@ def partial_volume(hu: np.ndarray, spacing_mm: Sequence[float], sigma_mm: float 
 
 
 def render_tissue(gen: np.ndarray, names: Mapping[int, str], params: Mapping[str, Mapping[str, Any]],
-                  spacing_mm: Sequence[float], seed: int) -> np.ndarray:
+                  spacing_mm: Sequence[float] | np.ndarray, seed: int) -> np.ndarray:
     """HU image of a generation label map (deterministic).
 
     Args:
