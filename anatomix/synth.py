@@ -356,7 +356,7 @@ def write_dataset(
 
     Layout (nnU-Net v2 raw dataset + MONAI datalist)::
 
-        out_dir/imagesTr/anatomix_000000_0000.nii.gz   float32 image
+        out_dir/imagesTr/anatomix_000000_0000.nii.gz   image: int16 HU (CT-like), uint8 (FDIF), else float32
         out_dir/labelsTr/anatomix_000000.nii.gz        uint8 labels
         out_dir/records/anatomix_000000.json           seed, index, every drawn parameter
         out_dir/dataset.json                           channel_names, labels, numTraining, file_ending
