@@ -150,18 +150,20 @@ SPACING_RANGE_MM = (0.01, 100.0)
 MAX_VOXELS = 1 << 30
 
 
-def _nifti_header_fields(head: bytes) -> tuple[str, int, int, list[float], int] | None:
-    """(endian, datatype, vox_offset, pixdim[1:4], n_voxels) of a NIfTI-1/2 header, or None."""
+def _nifti_header_fields(head: bytes) -> tuple[str, int, int, list[float], int, int] | None:
+    """(endian, datatype, vox_offset, pixdim[1:4], n_voxels, bitpix) of a NIfTI-1/2 header, or None."""
     for e in ("<", ">"):
         hsize = struct.unpack(e + "i", head[:4])[0]
         if hsize == 348:
             dims = struct.unpack(e + "8h", head[40:56])
             dtype = struct.unpack(e + "h", head[70:72])[0]
+            bitpix = struct.unpack(e + "h", head[72:74])[0]
             pix = list(struct.unpack(e + "8f", head[76:108]))
             off = int(struct.unpack(e + "f", head[108:112])[0])
             break
         if hsize == 540 and len(head) >= 540:
             dtype = struct.unpack(e + "h", head[12:14])[0]
+            bitpix = struct.unpack(e + "h", head[14:16])[0]
             dims = struct.unpack(e + "8q", head[16:80])
             pix = list(struct.unpack(e + "8d", head[104:168]))
             off = int(struct.unpack(e + "q", head[168:176])[0])
@@ -171,7 +173,7 @@ def _nifti_header_fields(head: bytes) -> tuple[str, int, int, list[float], int] 
     n = 1
     for k in range(1, min(max(int(dims[0]), 1), 7) + 1):
         n *= max(int(dims[k]), 1)
-    return e, int(dtype), max(off, hsize), pix[1:4], n
+    return e, int(dtype), max(off, hsize), pix[1:4], n, int(bitpix)
 
 
 #: NIfTI datatype codes of floating-point voxels -> numpy dtype (without byte order).
@@ -193,7 +195,7 @@ def _check_nifti_header(p: Path) -> None:
         fields = _nifti_header_fields(head)
         if fields is None:
             return
-        endian, dtype, off, pix, n = fields
+        endian, dtype, off, pix, n, _bitpix = fields
         lo, hi = SPACING_RANGE_MM
         if not all(np.isfinite(s) and lo <= abs(s) <= hi for s in pix):
             raise InputError([_problem(p, f"voxel sizes (NIfTI pixdim[1:4]) of {lo:g} to "
@@ -284,24 +286,11 @@ def read_image_sitk(path: str | os.PathLike) -> "sitk.Image":
 
 def _nifti_expected_bytes(head: bytes) -> int | None:
     """vox_offset + data size from a NIfTI-1/2 header, or None if it is not one."""
-    for e in ("<", ">"):
-        hsize = struct.unpack(e + "i", head[:4])[0]
-        if hsize == 348:
-            dims = struct.unpack(e + "8h", head[40:56])
-            bitpix = struct.unpack(e + "h", head[72:74])[0]
-            off = int(struct.unpack(e + "f", head[108:112])[0])
-            break
-        if hsize == 540 and len(head) >= 540:
-            bitpix = struct.unpack(e + "h", head[14:16])[0]
-            dims = struct.unpack(e + "8q", head[16:80])
-            off = int(struct.unpack(e + "q", head[168:176])[0])
-            break
-    else:
+    fields = _nifti_header_fields(head)
+    if fields is None:
         return None
-    n = 1
-    for k in range(1, min(max(int(dims[0]), 1), 7) + 1):
-        n *= max(int(dims[k]), 1)
-    return max(off, hsize) + n * max(int(bitpix), 8) // 8
+    _endian, _dtype, off, _pix, n, bitpix = fields
+    return off + n * max(bitpix, 8) // 8
 
 
 def _check_nifti_complete(p: Path) -> None:
