@@ -73,6 +73,7 @@ __all__ = [
     "offset_surface_gap_mm",
     "overlap_fraction",
     "relation_holds",
+    "relation_value",
     "surface_gap_mm",
     "volume_ml",
     "volumes_ml",
@@ -403,6 +404,26 @@ def direction_holds(
 ) -> bool:
     """Whether ``a <direction> b`` holds with ``margin_mm`` (strict inequality, contract)."""
     return direction_margin_mm(centroid_a, centroid_b, direction) > margin_mm
+
+
+def relation_value(
+    kind: str, a: np.ndarray, b: np.ndarray, spacing_mm: Sequence[float] | np.ndarray | float,
+    direction: str | None = None,
+    centroids: tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray] | None = None,
+) -> float:
+    """The value of an ``avoid``, ``inside``, ``contact`` or ``direction`` relation between two
+    structures on one grid (masks or SDFs): overlap fraction, inside fraction of ``a`` in ``b``,
+    surface gap (mm), or direction margin (mm) on ``centroids`` (default: those of ``a`` and ``b``)."""
+    if kind == "avoid":
+        return overlap_fraction(a, b)
+    if kind == "inside":
+        return inside_fraction(a, b)
+    if kind == "contact":
+        return surface_gap_mm(a, b, spacing_mm)
+    if kind == "direction":
+        ca, cb = centroids if centroids is not None else (centroid_mm(a, spacing_mm), centroid_mm(b, spacing_mm))
+        return direction_margin_mm(ca, cb, direction or "")
+    raise ValueError(f"relation_value: expected kind avoid, inside, contact or direction; found {kind!r}")
 
 
 def relation_holds(kind: str, value: float, tolerance: float = 0.0, margin_mm: float = 0.0) -> bool:

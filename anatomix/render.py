@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from anatomix.device import resolve_device
+from anatomix import relations as rel
 from anatomix.grid import Grid
 from anatomix.scene import PlacedOrgan, Scene
 from anatomix.shape_field import ShapeSource, evaluate_upsampled, placed_field
@@ -62,6 +63,20 @@ class Rendered:
     sdfs: dict[str, tuple[tuple[slice, slice, slice], np.ndarray]]
     labels: dict[str, int]
     grid: Grid
+
+    def organ_masks(self) -> dict[str, np.ndarray]:
+        """organ -> bool (x, y, z) mask of its own SDF on the whole grid (before label priority,
+        so overlaps the label map hides are kept)."""
+        masks = {}
+        for organ, (sl, sdf) in self.sdfs.items():
+            m = np.zeros(self.label.shape, bool)
+            m[sl] = sdf <= 0
+            masks[organ] = m
+        return masks
+
+    def label_centroids_mm(self) -> dict[str, np.ndarray]:
+        """organ -> centroid (mm, grid offsets) of its voxels in the label map."""
+        return {o: rel.centroid_mm(self.label == v, self.grid.spacing_mm) for o, v in self.labels.items()}
 
 
 def render_scene(scene: Scene, bank: ShapeSource, grid: Grid, cache: dict[str, Any] | None = None,

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-import numpy as np
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -40,24 +38,14 @@ def main() -> None:
     for i in range(args.n):
         scene = gen.scene(i)
         r = render_scene(scene, bank, scene_grid(scene, (args.spacing,) * 3), cache=gen._cache)
-        masks = {}
-        for organ, (sl, sdf) in r.sdfs.items():
-            m = np.zeros(r.label.shape, bool)
-            m[sl] = sdf <= 0
-            masks[organ] = m
-        cents = {o: rel.centroid_mm(r.label == v, r.grid.spacing_mm) for o, v in r.labels.items()}
+        masks, cents = r.organ_masks(), r.label_centroids_mm()
         for x in graph.relations():
             if not x.hard or x.type == "attached_to" or x.a not in masks or x.b not in masks:
                 continue
-            if x.type == "direction":
-                v = rel.direction_margin_mm(cents[x.a], cents[x.b], x.direction or "")
-                ok, near = x.holds(v), x.holds(v + args.spacing)
-            elif x.type == "avoid":
-                v = rel.overlap_fraction(masks[x.a], masks[x.b])
-                ok, near = x.holds(v), x.holds(v - 0.02)
-            else:
-                v = rel.inside_fraction(masks[x.a], masks[x.b])
-                ok, near = x.holds(v), x.holds(v + 0.02)
+            v = rel.relation_value(x.type, masks[x.a], masks[x.b], r.grid.spacing_mm, x.direction,
+                                   centroids=(cents[x.a], cents[x.b]))
+            slack = {"direction": args.spacing, "avoid": -0.02}.get(x.type, 0.02)
+            ok, near = x.holds(v), x.holds(v + slack)
             total += 1
             exact += ok
             slack_ok += near

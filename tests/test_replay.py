@@ -123,21 +123,12 @@ def test_hard_constraints_hold_on_rendered_label_maps(anatomy_graph, anatomy_ban
         scene = g.scene(i)
         assert not scene.failed
         rendered = render_scene(scene, anatomy_bank, scene_grid(scene, (2.0, 2.0, 2.0)))
-        masks = {}
-        for organ, (sl, sdf) in rendered.sdfs.items():
-            m = np.zeros(rendered.label.shape, bool)
-            m[sl] = sdf <= 0
-            masks[organ] = m
-        cents = {o: rel.centroid_mm(rendered.label == v, rendered.grid.spacing_mm) for o, v in rendered.labels.items()}
+        masks, cents = rendered.organ_masks(), rendered.label_centroids_mm()
         for r in anatomy_graph.relations():
             if not r.hard or r.a not in masks or r.b not in masks or r.type == "attached_to":
                 continue
-            if r.type == "direction":
-                value = rel.direction_margin_mm(cents[r.a], cents[r.b], r.direction)
-            elif r.type == "avoid":
-                value = rel.overlap_fraction(masks[r.a], masks[r.b])
-            else:
-                value = rel.inside_fraction(masks[r.a], masks[r.b])
+            value = rel.relation_value(r.type, masks[r.a], masks[r.b], rendered.grid.spacing_mm, r.direction,
+                                       centroids=(cents[r.a], cents[r.b]))
             # the lattice (4 mm) and the 2 mm render see an organ's surface up to a voxel apart
             slack = 0.02 if r.type == "avoid" else 2.0
             ok = r.holds(value - slack) if r.type == "avoid" else r.holds(value + slack)
