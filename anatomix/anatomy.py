@@ -322,7 +322,7 @@ def generator_pins(config: AnatomySynthConfig, graph: OrganGraph, bank: ShapeBan
     dumped.pop("bank", None)
     return Pins(anatomix_version=__version__, config_sha256=content_sha256(dumped),
                 graph_sha256=content_sha256(graph.to_dict()),
-                bank_sha256=bank.manifest.content_hash or bank.manifest.compute_hash())
+                bank_sha256=bank.manifest.content_hash)  # verified when the bank was loaded
 
 
 def missing_organs_message(organs: Sequence[str], bank: str | None) -> str:

@@ -64,7 +64,7 @@ def _bank_for(record: dict[str, Any], bank: ShapeBank | str | os.PathLike[str] |
         path = bank if bank is not None else record["config"].get("bank")
         found = ShapeBank.load(path) if path else ShapeBank.default()
     pinned = record["pins"].get("bank_sha256")
-    have = found.manifest.content_hash or found.manifest.compute_hash()
+    have = found.manifest.content_hash  # verified when the bank was loaded
     if pinned and have != pinned:
         raise ReplayError(f"{source}: the record pins shape bank {pinned[:12]}, but the bank at {found.root} "
                           f"is {have[:12]}; pass --bank with the bank the run used")
