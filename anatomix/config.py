@@ -93,6 +93,11 @@ class PlacementConfig(BaseModel):
                                     description="floor of the conditional / complex anchor std, mm")
     complexes: bool = Field(False, description="place organ complexes (anatomix.complexes defaults) as units "
                                                "from one bank subject's relative geometry")
+    contact_closing: bool = Field(True, description="after placement, close each unmet contact with local "
+                                                    "surface bulges (hollow organs yield most; graph "
+                                                    "max_bulge_mm) where no avoid is broken")
+    bulge_radius_mm: float = Field(10.0, ge=2.0, le=50.0,
+                                   description="smallest radius of a contact-closing bulge, mm")
 
     @field_validator("body_scale", "elastic_wavelength_mm")
     @classmethod

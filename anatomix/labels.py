@@ -22,6 +22,7 @@ from anatomix.errors import AnatomixError
 __all__ = [
     "ABDOMEN_13",
     "ALIASES",
+    "HOLLOW_ORGANS",
     "PRESETS",
     "VOCABULARY",
     "UnknownOrganError",
@@ -38,6 +39,13 @@ __all__ = [
     "parse_label_entries",
     "read_label_file",
 ]
+
+#: Hollow viscera: their walls yield to a neighbour, so placement's contact closing may bulge them
+#: further (graph ``defaults.hollow_bulge_mm``) than solid organs (``defaults.solid_bulge_mm``).
+HOLLOW_ORGANS: frozenset[str] = frozenset({
+    "esophagus", "stomach", "duodenum", "small_bowel", "colon", "intestine", "rectum", "gallbladder",
+    "urinary_bladder",
+})
 
 # TotalSegmentator `total` (v2, 117 classes), in label order; the order is also the preset.
 _TOTALSEGMENTATOR_TOTAL: tuple[str, ...] = (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ElasticTerm", "PlacedOrgan", "RelationCheck", "Scene", "Vec3"]
+__all__ = ["ElasticTerm", "PlacedOrgan", "RelationCheck", "Scene", "SurfaceBulge", "Vec3"]
 
 Vec3 = tuple[float, float, float]
 
@@ -20,6 +20,20 @@ class ElasticTerm(BaseModel):
     amplitude_mm: Vec3
     frequency_per_mm: Vec3
     phase: float
+
+
+class SurfaceBulge(BaseModel):
+    """A local bulge of an organ's surface (contact closing): ``sdf - depth * exp(-|x - c|^2 / (2 r^2))``.
+
+    ``offset_mm`` is the bulge centre relative to the organ's ``translation_mm`` (world axes), so a
+    translated organ keeps its bulge; the bulge moves the surface outward by about ``depth_mm`` at
+    the centre and fades within a few ``radius_mm``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    offset_mm: Vec3
+    radius_mm: float
+    depth_mm: float
 
 
 class PlacedOrgan(BaseModel):
@@ -40,6 +54,7 @@ class PlacedOrgan(BaseModel):
     rotation_deg: Vec3
     translation_mm: Vec3
     elastic: tuple[ElasticTerm, ...] = ()
+    bulges: tuple[SurfaceBulge, ...] = ()
     centroid_mm: Vec3
     volume_ml: float
     organ_min_mm: Vec3

@@ -5,6 +5,7 @@ Each placed organ is a function of world position ``x`` (mm, body frame, RAS):
     u = diag(1 / scale) @ R.T @ (x - translation)       shape frame, mm, about the shape centroid
     v = u + sum_k a_k * sin(2 pi f_k . u + phi_k)        smooth elastic deformation
     sdf(x) = s_geo * ((1 - w) * SDF_A(c_A + v) + w * SDF_B(c_B + v))
+             - sum_j d_j * exp(-|x - translation - o_j|^2 / (2 r_j^2))   surface bulges
 
 ``SDF_A``/``SDF_B`` are the bank's stored signed distance crops of two subjects' shapes of the
 same organ, aligned about their centroids ``c_A``/``c_B`` and blended with weight ``w`` (``w = 0``:
@@ -75,6 +76,8 @@ class OrganField:
         s_geo: geometric mean scale (SDF values are multiplied by it).
         elastic: list of (amplitude (3,), frequency (3,), phase) terms.
         parts: the bank crops and their blend weights.
+        bulges: list of (centre offset from ``translation`` (3,) mm, radius mm, depth mm): the
+            contact-closing bulges (:class:`anatomix.scene.SurfaceBulge`), in world mm.
     """
 
     matrix: np.ndarray
@@ -84,6 +87,7 @@ class OrganField:
     elastic: list[tuple[np.ndarray, np.ndarray, float]]
     parts: list[_Part]
     elastic_max_mm: float = 0.0
+    bulges: list[tuple[np.ndarray, float, float]] = field(default_factory=list)
     _tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
@@ -93,7 +97,9 @@ class OrganField:
 
     def local_box(self, margin_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Shape-frame box (mm, about the centroid) holding every part's organ, grown by ``margin_mm``."""
-        grow = self.elastic_max_mm + margin_mm / float(np.min(np.diag(self.forward.T @ self.forward)) ** 0.5)
+        # a bulge moves the surface outward by at most its depth (world mm, like the margin)
+        world = margin_mm + max((d for _, _, d in self.bulges), default=0.0)
+        grow = self.elastic_max_mm + world / float(np.min(np.diag(self.forward.T @ self.forward)) ** 0.5)
         lo = np.min([p.lo_mm for p in self.parts], axis=0) - grow
         hi = np.max([p.hi_mm for p in self.parts], axis=0) + grow
         return lo, hi
@@ -150,7 +156,16 @@ class OrganField:
                 val = val * part.weight
             out = val if out is None else out + val
         assert out is not None
-        return out * self.s_geo if self.s_geo != 1.0 else out
+        out = out * self.s_geo if self.s_geo != 1.0 else out
+        st = np.broadcast_to(np.asarray(start, dtype=np.float64), (3,))
+        sp = np.broadcast_to(np.asarray(step, dtype=np.float64), (3,))
+        for offset, radius, depth in self.bulges:
+            # an isotropic Gaussian is separable: three 1D profiles and one outer product
+            prof = [torch.exp(-0.5 * ((float(st[d] - offset[d]) + float(sp[d]) * torch.arange(
+                shape[d], dtype=torch.float64, device=dev)) / radius) ** 2) for d in range(3)]
+            bump = (prof[0][:, None, None] * prof[1][None, :, None] * prof[2][None, None, :]) * depth
+            out = out - bump.to(out.dtype)
+        return out
 
     def _elastic_grid(self, centre: np.ndarray, half: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
         """Elastic displacement (shape frame, mm) on the box, (1, X, Y, Z, 3) in torch (z, y, x) order."""
@@ -230,6 +245,7 @@ def organ_field(
     cache: dict[str, Any] | None = None,
     spacing_mm: Sequence[float] | None = None,
     device: torch.device | str | None = None,
+    bulges: Sequence[tuple[Sequence[float], float, float]] = (),
 ) -> OrganField:
     """Build an organ's SDF function from its parameters and the bank crops.
 
@@ -244,6 +260,7 @@ def organ_field(
         cache: optional dict reused across calls for the crops as torch tensors.
         spacing_mm: bank spacing, when records do not give it (default ``bank.spacing_mm``).
         device: torch device of the crops and of every evaluation (default: CPU).
+        bulges: (centre offset from ``translation_mm`` (3,), radius, depth) of each surface bulge, mm.
     """
     sp = np.asarray(spacing_mm if spacing_mm is not None else getattr(bank, "spacing_mm"), dtype=np.float64)
     sp = np.broadcast_to(sp, (3,)).copy()
@@ -282,7 +299,8 @@ def organ_field(
     return OrganField(matrix=np.diag(1.0 / s) @ r.T, forward=r @ np.diag(s),
                       translation=np.asarray(translation_mm, dtype=np.float64),
                       s_geo=float(np.prod(s) ** (1.0 / 3.0)), elastic=terms, parts=parts,
-                      elastic_max_mm=emax)
+                      elastic_max_mm=emax,
+                      bulges=[(np.asarray(o, dtype=np.float64), float(r_), float(d)) for o, r_, d in bulges])
 
 
 def placed_field(organ: PlacedOrgan, bank: ShapeSource, cache: dict[str, Any] | None = None,
@@ -290,7 +308,8 @@ def placed_field(organ: PlacedOrgan, bank: ShapeSource, cache: dict[str, Any] | 
     """The :class:`OrganField` of a placed organ of a Scene (crops on ``device``, default CPU)."""
     return organ_field(bank, organ.shape_id, organ.blend_shape_id, organ.blend_weight, organ.scale,
                        organ.rotation_deg, organ.translation_mm,
-                       [e.model_dump() for e in organ.elastic], cache=cache, device=device)
+                       [e.model_dump() for e in organ.elastic], cache=cache, device=device,
+                       bulges=[(b.offset_mm, b.radius_mm, b.depth_mm) for b in organ.bulges])
 
 
 def evaluate_upsampled(fld: OrganField, start: np.ndarray, step: np.ndarray, n: np.ndarray,

@@ -16,6 +16,7 @@ from anatomix.anatomy_model import AnatomyModel
 from anatomix.errors import ConfigError
 from anatomix.graph.files import cross_problems, load_yaml, pydantic_problems, dump_yaml
 from anatomix.graph.schema import Defaults, Gaussian3, GraphError, GraphSpec
+from anatomix.labels import HOLLOW_ORGANS
 
 
 def _ro(a: Any) -> np.ndarray:
@@ -42,6 +43,8 @@ class OrganSpec:
         parent: the attached_to parent, or None for a root.
         offset_mean_mm: (3,) mean of centroid - parent centroid (None for a root).
         offset_cov_mm: (3, 3) covariance of that offset (None for a root).
+        max_bulge_mm: how far contact closing may bulge the organ's surface (mm; the graph's
+            hollow / solid default unless the organ sets it).
     """
 
     name: str
@@ -57,6 +60,7 @@ class OrganSpec:
     parent: str | None = None
     offset_mean_mm: np.ndarray | None = None
     offset_cov_mm: np.ndarray | None = None
+    max_bulge_mm: float = 0.0
     note: str | None = None
 
     @property
@@ -174,6 +178,8 @@ class OrganGraph:
                 parent=parent,
                 offset_mean_mm=om,
                 offset_cov_mm=oc,
+                max_bulge_mm=float(e.max_bulge_mm if e.max_bulge_mm is not None else
+                                   d.hollow_bulge_mm if name in HOLLOW_ORGANS else d.solid_bulge_mm),
                 note=e.note,
             )
         g = nx.MultiDiGraph()

@@ -140,6 +140,10 @@ class OrganEntry(_Strict):
         (-10.0, 10.0), (-10.0, 10.0), (-10.0, 10.0))
     scale: ScaleRange = (0.9, 1.1)
     priority: int = Field(default=0, ge=-1000, le=1000)
+    max_bulge_mm: float | None = Field(
+        default=None, ge=0.0, le=30.0,
+        description="how far contact closing may bulge this organ's surface towards an unmet contact "
+                    "(mm); default: defaults.hollow_bulge_mm for hollow viscera, defaults.solid_bulge_mm else")
     note: str | None = None
 
     @model_validator(mode="after")
@@ -194,6 +198,10 @@ class Defaults(_Strict):
     contact_max_overlap: float = Field(default=0.05, ge=0.0, le=1.0)
     avoid_tolerance: float = Field(default=0.01, ge=0.0, le=1.0)
     inside_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
+    # contact closing (placement): a hollow organ's wall yields to its neighbour, a solid organ's
+    # capsule hardly does; the larger bulge goes to the hollow side
+    hollow_bulge_mm: float = Field(default=8.0, ge=0.0, le=30.0)
+    solid_bulge_mm: float = Field(default=2.0, ge=0.0, le=30.0)
 
 
 class GraphSpec(_Strict):

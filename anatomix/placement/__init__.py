@@ -9,7 +9,8 @@ Placement reads the :class:`~anatomix.graph.OrganGraph` and the :class:`~anatomi
 directly: every relation, default and implicit avoid comes from ``graph.relations()``; every
 measurement from :mod:`anatomix.relations`. The package's modules follow the algorithm:
 ``_draws`` (a shape variant), ``_lattice`` (its SDF on the scoring lattice), ``_search`` (the
-candidate search of one organ), ``_solver`` (organs in order, the scene and its report).
+candidate search of one organ), ``_close`` (contact closing), ``_solver`` (organs in order, the
+scene and its report).
 
 Algorithm (``placement: structured``):
 
@@ -36,6 +37,10 @@ Algorithm (``placement: structured``):
 6. No valid candidate: a new shape draw; after ``shape_attempts``, an optional organ is dropped
    and a required one is recorded as failed (and left out: a missing organ is less wrong than
    an overlapping one).
+7. Contact closing (``contact_closing``, default on): each contact still open is closed by two
+   smooth surface bulges in SDF space (:class:`~anatomix.scene.SurfaceBulge`), the gap shared by
+   the organs' ``max_bulge_mm`` (hollow viscera yield most), kept only where every hard relation
+   of both organs still holds and their soft penalty does not grow (``_close``).
 
 The constraint report is measured at the end with :mod:`anatomix.relations` on the lattice
 SDFs, for every relation of the graph between organs present (implicit avoids included).

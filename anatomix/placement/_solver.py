@@ -13,6 +13,7 @@ from anatomix import relations as rel
 from anatomix.bank import ShapeBank
 from anatomix.config import PlacementConfig
 from anatomix.graph import OrganGraph, OrganSpec
+from anatomix.placement._close import close_contacts
 from anatomix.placement._draws import draw_shape, mahalanobis
 from anatomix.placement._joint import complex_anchor, fuse, joint_prior, scene_complexes
 from anatomix.placement._lattice import Placed, organ_lattice
@@ -25,7 +26,7 @@ from anatomix.placement._search import (
     refine_contacts,
     shape_anchor,
 )
-from anatomix.scene import ElasticTerm, PlacedOrgan, RelationCheck, Scene
+from anatomix.scene import ElasticTerm, PlacedOrgan, RelationCheck, Scene, SurfaceBulge
 
 __all__ = ["check_inputs", "missing_organs", "sample_scene"]
 
@@ -267,6 +268,8 @@ def sample_scene(graph: OrganGraph, bank: ShapeBank, rng: np.random.Generator, c
         ctx.placed[name] = placed
     # report only among organs actually placed
     ctx.rels = [r for r in rels if r.a in ctx.placed and r.b in ctx.placed]
+    if config.contact_closing and not random_mode:
+        close_contacts(ctx, bank, config, cache)
     report = measure_report(ctx)
     organs_out = []
     for name, p in ctx.placed.items():
@@ -282,6 +285,7 @@ def sample_scene(graph: OrganGraph, bank: ShapeBank, rng: np.random.Generator, c
             scale=p.params["scale"], rotation_deg=p.params["rotation_deg"],
             translation_mm=tuple(float(v) for v in t),
             elastic=tuple(ElasticTerm(**e) for e in p.params["elastic"]),
+            bulges=tuple(SurfaceBulge(offset_mm=o, radius_mm=r, depth_mm=d) for o, r, d in p.params.get("bulges", ())),
             centroid_mm=tuple(float(v) for v in cen),
             volume_ml=float(lat.count * h ** 3 / 1000.0),
             organ_min_mm=tuple(float(v) for v in tight_lo), organ_max_mm=tuple(float(v) for v in tight_hi),
