@@ -57,7 +57,7 @@ def synth(graph: Path, bank: Path | None, out: Path, args: argparse.Namespace) -
     if out.exists():
         shutil.rmtree(out)
     cmd = [*ANATOMIX, "synth", "--graph", graph, "-n", args.n, "--out", out, "--seed", args.seed,
-           "--workers", args.workers, "--fov", "whole", "--no-progress"]
+           "--workers", args.workers, "--fov", "whole", "--no-progress", "--allow-violations"]
     if bank is not None:
         cmd += ["--bank", bank]
     if args.config:
@@ -78,6 +78,15 @@ def evaluate(real: list[Path] | Path, syn: list[Path] | Path, real_labels: str |
         cmd += ["--synthetic-labels", syn_labels]
     run(cmd, timeout)
     return json.loads(out.read_text(encoding="utf-8"))
+
+
+def failed_share(synth_dir: Path) -> float | None:
+    """Share of a set's cases with a required organ that could not be placed (from the records)."""
+    recs = sorted((synth_dir / "records").glob("*.json"))
+    if not recs:
+        return None
+    failed = sum(bool(json.loads(r.read_text(encoding="utf-8")).get("constraints", {}).get("failed")) for r in recs)
+    return failed / len(recs)
 
 
 def generator_figures(report_syn: dict) -> dict:
@@ -137,7 +146,7 @@ def main() -> None:
             "v5_pair_median": v5["synthetic"]["mahalanobis_median"], "v5_f1": v5["synthetic"]["contact_f1_median"],
             "v5_real_loo_pair_median": v5["real_loo"]["mahalanobis_median"],
             "v5_real_loo_f1": v5["real_loo"]["contact_f1_median"],
-            **generator_figures(v5["synthetic"]),
+            **generator_figures(v5["synthetic"]), "failed_share": failed_share(fold / "synth"),
         })
         pair_tables[f"fold{k}"] = v5["pair_table"]
     if not args.no_shipped:
@@ -150,7 +159,7 @@ def main() -> None:
             "v5_pair_median": rep["synthetic"]["mahalanobis_median"], "v5_f1": rep["synthetic"]["contact_f1_median"],
             "v5_real_loo_pair_median": rep["real_loo"]["mahalanobis_median"],
             "v5_real_loo_f1": rep["real_loo"]["contact_f1_median"],
-            **generator_figures(rep["synthetic"]),
+            **generator_figures(rep["synthetic"]), "failed_share": failed_share(out),
         })
         pair_tables["shipped"] = rep["pair_table"]
     (work / "fivefold.json").write_text(json.dumps({"rows": rows, "pair_tables": pair_tables}, indent=1),
@@ -162,14 +171,16 @@ def main() -> None:
     print("\nheld-out: the held-out subject against the generator's cases | real LOO: against the 4 real"
           "\nvs-real5: the set against all 5 real subjects (partly circular for folds) | real LOO over the 5")
     print(f"{'set':<9}{'n':>4} | {'held pair':>9}{'LOO pair':>9}{'held F1':>8}{'LOO F1':>8} | "
-          f"{'v5 pair':>8}{'LOO pair':>9}{'v5 F1':>8}{'LOO F1':>8} | {'dir/case':>8}{'later.':>7}{'hard %':>7}")
+          f"{'v5 pair':>8}{'LOO pair':>9}{'v5 F1':>8}{'LOO F1':>8} | {'dir/case':>8}{'later.':>7}{'hard %':>7}"
+          f"{'failed %':>9}")
     for r in rows:
-        hard = r["hard_violation_share"]
+        hard, failed = r["hard_violation_share"], r["failed_share"]
         print(f"{r['set']:<9}{r['n']:>4} | {f(r['heldout_pair_median'], 9)}{f(r['real_loo_pair_median'], 9)}"
               f"{f(r['heldout_f1'])}{f(r['real_loo_f1'])} | {f(r['v5_pair_median'])}"
               f"{f(r['v5_real_loo_pair_median'], 9)}{f(r['v5_f1'])}{f(r['v5_real_loo_f1'])} | "
               f"{f(r['direction_errors_per_case'])}{r['laterality_errors']:>7}"
-              f"{'-' if hard is None else f'{100 * hard:.0f}':>7}")
+              f"{'-' if hard is None else f'{100 * hard:.0f}':>7}"
+              f"{'-' if failed is None else f'{100 * failed:.0f}':>9}")
     folds_only = [r for r in rows if r["set"].startswith("fold")]
     if folds_only:
         import statistics as st

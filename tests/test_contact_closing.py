@@ -88,7 +88,7 @@ def test_closing_closes_the_gap_and_the_hollow_organ_yields_most(anatomy_bank) -
     r = _contact(graph, "gallbladder", "liver")
     before = _gap(ctx, "gallbladder", "liver")
     assert before > r.tolerance
-    assert close_contact(ctx, r, anatomy_bank, PlacementConfig(), cache={})
+    assert close_contact(ctx, r, PlacementConfig())
     assert _gap(ctx, "gallbladder", "liver") <= r.tolerance
     gb, lv = ctx.placed["gallbladder"].params["bulges"], ctx.placed["liver"].params.get("bulges", [])
     depth_gb = sum(d for _, _, d in gb)
@@ -104,7 +104,7 @@ def test_closing_is_refused_when_an_organ_may_not_yield(anatomy_bank) -> None:
     graph = _graph(gallbladder={"max_bulge_mm": 0.0}, liver={"max_bulge_mm": 0.0})
     ctx = _pair_with_gap(graph, anatomy_bank, "gallbladder", "liver", 4.5, 7.0)
     saved = dict(ctx.placed)
-    assert not close_contact(ctx, _contact(graph, "gallbladder", "liver"), anatomy_bank, PlacementConfig(), cache={})
+    assert not close_contact(ctx, _contact(graph, "gallbladder", "liver"), PlacementConfig())
     assert ctx.placed == saved
 
 
@@ -115,7 +115,7 @@ def test_closing_is_refused_when_it_would_break_a_hard_relation(anatomy_bank) ->
     ctx = _pair_with_gap(graph, anatomy_bank, "gallbladder", "liver", 4.5, 7.0)
     r = _contact(graph, "gallbladder", "liver")
     probe = Context(h=H, placed=dict(ctx.placed), rels=list(ctx.rels), body_scale=1.0)
-    assert close_contact(probe, r, anatomy_bank, PlacementConfig(), cache={})
+    assert close_contact(probe, r, PlacementConfig())
     cg0, cl0 = ctx.placed["gallbladder"].centroid(H), ctx.placed["liver"].centroid(H)
     cg1, cl1 = probe.placed["gallbladder"].centroid(H), probe.placed["liver"].centroid(H)
     # the bulges move the centroids towards each other along some axis: a hard direction
@@ -134,8 +134,7 @@ def test_closing_is_refused_when_it_would_break_a_hard_relation(anatomy_bank) ->
     rels = [x for x in strict.relations() if {x.a, x.b} == {"gallbladder", "liver"}]
     ctx.rels = rels
     saved = dict(ctx.placed)
-    assert not close_contact(ctx, _contact(strict, "gallbladder", "liver"), anatomy_bank, PlacementConfig(),
-                             cache={})
+    assert not close_contact(ctx, _contact(strict, "gallbladder", "liver"), PlacementConfig())
     assert ctx.placed == saved
 
 

@@ -20,17 +20,13 @@ not grow; otherwise the organs stay as they were. Deterministic: it draws no ran
 from __future__ import annotations
 
 import math
-from typing import Any
-
 import numpy as np
 
 from anatomix import relations as rel
-from anatomix.bank import ShapeBank
 from anatomix.config import PlacementConfig
 from anatomix.graph import Relation
-from anatomix.placement._lattice import Placed, organ_lattice, pair_values
+from anatomix.placement._lattice import Placed, lattice_of, pair_values
 from anatomix.placement._search import Context, check_candidate
-from anatomix.shape_field import organ_field
 
 __all__ = ["close_contacts"]
 
@@ -64,17 +60,20 @@ def _bulge(depth_needed: float, radius_min: float) -> tuple[float, float]:
 
 
 def plan_closing(pa: Placed, pb: Placed, gap: float, tolerance: float, h: float, radius_min: float,
-                 used: tuple[float, float] = (0.0, 0.0)) -> list[tuple[Placed, Bulge, float]] | None:
+                 used: tuple[float, float] = (0.0, 0.0), limit: float = math.inf
+                 ) -> list[tuple[Placed, Bulge, float]] | None:
     """The bulges (organ, bulge, how far it moves the surface; one per organ that yields) closing
     the contact of ``pa`` and ``pb``, or None.
 
     The meeting region is the lattice point between the surfaces where ``sdf_a + sdf_b`` is least
     (that sum is the measured gap); each organ's bulge is centred at its surface point nearest it
     (the point minus its SDF along its gradient). The closing aims at a quarter of the tolerance.
-    ``used``: how far earlier rounds of this closing moved each surface (counted against its cap).
+    ``used``: how far earlier rounds of this closing moved each surface (counted against its cap);
+    ``limit``: the most any one closing moves a surface (the lattice margin keeps it in the box).
     """
     need = gap - 0.25 * tolerance
-    cap_a, cap_b = max(0.0, pa.info.max_bulge_mm - used[0]), max(0.0, pb.info.max_bulge_mm - used[1])
+    cap_a = max(0.0, min(pa.info.max_bulge_mm, limit) - used[0])
+    cap_b = max(0.0, min(pb.info.max_bulge_mm, limit) - used[1])
     if need <= 0 or cap_a + cap_b <= 0 or need > cap_a + cap_b:
         return None
     box = rel.offset_common_box(pa.start_t, pa.lat.sdf.shape, pb.start_t, pb.lat.sdf.shape)
@@ -104,17 +103,23 @@ def plan_closing(pa: Placed, pb: Placed, gap: float, tolerance: float, h: float,
     return out
 
 
-def with_bulge(p: Placed, bulge: Bulge, bank: ShapeBank, h: float, config: PlacementConfig,
-               cache: dict[str, Any] | None) -> Placed | None:
-    """``p`` with one more bulge: its field rebuilt and evaluated on the lattice again."""
-    prm = p.params
-    bulges = list(prm.get("bulges", ())) + [bulge]
-    fld = organ_field(bank, prm["shape_id"], prm["blend_shape_id"], prm["blend_weight"], prm["scale"],
-                      prm["rotation_deg"], (0.0, 0.0, 0.0), prm["elastic"], cache=cache, bulges=bulges)
-    lat = organ_lattice(fld, h, config.lattice_margin_mm)
+def with_bulge(p: Placed, bulge: Bulge, h: float) -> Placed | None:
+    """``p`` with one more bulge, applied to its lattice SDF directly (the bump is additive).
+
+    The lattice box keeps every point within ``lattice_margin_mm`` of the surface, and a bulge
+    moves the surface by at most the organ's ``max_bulge_mm`` (below that margin), so the grown
+    organ stays inside the box (closing caps a bulge below that margin); rendering evaluates the
+    same bump on its own grid.
+    """
+    (ox, oy, oz), radius, depth = bulge
+    sdf = p.lat.sdf
+    prof = [np.exp(-0.5 * (((p.lat.k0[d] + np.arange(sdf.shape[d])) * h - c) / radius) ** 2)
+            for d, c in enumerate((ox, oy, oz))]
+    bump = depth * prof[0][:, None, None] * prof[1][None, :, None] * prof[2][None, None, :]
+    lat = lattice_of((sdf - bump).astype(np.float32), p.lat.k0, h)
     if lat is None:
         return None
-    return Placed(p.info, lat, p.m, dict(prm, bulges=bulges))
+    return Placed(p.info, lat, p.m, dict(p.params, bulges=[*p.params.get("bulges", ()), bulge]))
 
 
 def _organ_check(ctx: Context, name: str) -> tuple[bool, float]:
@@ -129,8 +134,7 @@ def _organ_check(ctx: Context, name: str) -> tuple[bool, float]:
         ctx.prepared = None
 
 
-def close_contact(ctx: Context, r: Relation, bank: ShapeBank, config: PlacementConfig,
-                  cache: dict[str, Any] | None, rounds: int = 3) -> bool:
+def close_contact(ctx: Context, r: Relation, config: PlacementConfig, rounds: int = 3) -> bool:
     """Close one open contact in place (True) or leave the scene as it was (False).
 
     A bulge on a curved surface closes a little less than planned, so up to ``rounds`` plans are
@@ -146,13 +150,13 @@ def close_contact(ctx: Context, r: Relation, bank: ShapeBank, config: PlacementC
     used = {r.a: 0.0, r.b: 0.0}
     for _ in range(rounds):
         plan = plan_closing(ctx.placed[r.a], ctx.placed[r.b], gap, r.tolerance, h, config.bulge_radius_mm,
-                            used=(used[r.a], used[r.b]))
+                            used=(used[r.a], used[r.b]), limit=config.lattice_margin_mm - h / 2)
         if not plan:
             break
         new = {}
         for p, bulge, moved in plan:
             used[p.info.name] += moved
-            q = with_bulge(p, bulge, bank, h, config, cache)
+            q = with_bulge(p, bulge, h)
             if q is None:
                 break
             new[p.info.name] = q
@@ -174,10 +178,10 @@ def close_contact(ctx: Context, r: Relation, bank: ShapeBank, config: PlacementC
     return False
 
 
-def close_contacts(ctx: Context, bank: ShapeBank, config: PlacementConfig, cache: dict[str, Any] | None) -> int:
+def close_contacts(ctx: Context, config: PlacementConfig) -> int:
     """Close every open contact between placed organs that a bulge can close; returns how many."""
     closed = 0
     for r in ctx.rels:
         if r.type == "contact" and r.a in ctx.placed and r.b in ctx.placed:
-            closed += close_contact(ctx, r, bank, config, cache)
+            closed += close_contact(ctx, r, config)
     return closed

@@ -13,7 +13,7 @@ from anatomix import relations as rel
 from anatomix.graph import OrganSpec
 from anatomix.shape_field import OrganField, evaluate_upsampled, rotation_matrix
 
-__all__ = ["Lattice", "Placed", "carry", "organ_lattice", "overlap_region", "pair_values"]
+__all__ = ["Lattice", "Placed", "carry", "lattice_of", "organ_lattice", "overlap_region", "pair_values"]
 
 
 @dataclass
@@ -51,11 +51,16 @@ def organ_lattice(fld: OrganField, h: float, margin_mm: float) -> Lattice | None
     near = sdf <= margin_mm
     idx = [np.nonzero(near.any(axis=tuple(j for j in range(3) if j != d)))[0] for d in range(3)]
     sl = tuple(slice(int(i[0]), int(i[-1]) + 1) for i in idx)
-    sdf = np.ascontiguousarray(sdf[sl])
-    mask = np.ascontiguousarray(mask[sl])
-    k0 = k_lo + np.array([s.start for s in sl])
+    return lattice_of(np.ascontiguousarray(sdf[sl]), k_lo + np.array([s.start for s in sl]), h)
+
+
+def lattice_of(sdf: np.ndarray, k0: np.ndarray, h: float) -> Lattice | None:
+    """The :class:`Lattice` of an SDF array whose ``[0, 0, 0]`` is lattice index ``k0`` (None: empty)."""
+    mask = sdf <= 0
     nz = np.nonzero(mask)
     cnt = int(nz[0].size)
+    if cnt == 0:
+        return None
     cen = np.array([(nz[d].mean() + k0[d]) * h for d in range(3)])
     tlo = np.array([nz[d].min() for d in range(3)])
     thi = np.array([nz[d].max() for d in range(3)])

@@ -269,7 +269,7 @@ def sample_scene(graph: OrganGraph, bank: ShapeBank, rng: np.random.Generator, c
     # report only among organs actually placed
     ctx.rels = [r for r in rels if r.a in ctx.placed and r.b in ctx.placed]
     if config.contact_closing and not random_mode:
-        close_contacts(ctx, bank, config, cache)
+        close_contacts(ctx, config)
     report = measure_report(ctx)
     organs_out = []
     for name, p in ctx.placed.items():
