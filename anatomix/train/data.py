@@ -74,8 +74,11 @@ def resolve_source_labels(source: str | Mapping[Any, str] | None) -> dict[int, s
     return load_label_table(source, strict=False, option="source_labels")
 
 
-def build_label_lut(source: Mapping[int, str], classes: Sequence[str]) -> np.ndarray:
+def build_label_lut(source: Mapping[int, str], classes: Sequence[str], ignore_value: int | None = None) -> np.ndarray:
     """Look-up table mapping source label values to class indices (1..len(classes); 0 elsewhere).
+
+    ``ignore_value`` (e.g. 255 from ``context: {labels: ignore}``) maps to itself, so that the
+    loss can skip it (``model.ignore_index``).
 
     Names are compared after ``anatomix.labels.lenient_organ`` (so "Right Kidney" and
     "kidney_right" agree). A class written ``"a+b"`` merges organs a and b.
@@ -88,7 +91,13 @@ def build_label_lut(source: Mapping[int, str], classes: Sequence[str]) -> np.nda
     by_name: dict[str, list[int]] = {}
     for value, name in source.items():
         by_name.setdefault(lenient_organ(name), []).append(int(value))
-    lut = np.zeros(max([*source.keys(), 0]) + 1, dtype=np.uint8)
+    top = max([*source.keys(), 0, -1 if ignore_value is None else int(ignore_value)])
+    lut = np.zeros(top + 1, dtype=np.uint8)
+    if ignore_value is not None:
+        if int(ignore_value) in source:
+            raise ConfigError(f"the ignore value {ignore_value} is also the source label of "
+                              f"{source[int(ignore_value)]!r}; choose another context.ignore_value")
+        lut[int(ignore_value)] = int(ignore_value)
     missing = []
     for ci, cls in enumerate(classes, start=1):
         found = False
@@ -388,7 +397,16 @@ class SynthDataModule(pl.LightningDataModule):
         return self._label_names
 
     def lut(self) -> np.ndarray | None:
-        return build_label_lut(self.label_names(), self.classes) if self.classes else None
+        return build_label_lut(self.label_names(), self.classes, self.ignore_index) if self.classes else None
+
+    @property
+    def ignore_index(self) -> int | None:
+        """The label value the loss should skip: the synthesis config's ``context.ignore_value``
+        when ``context.labels`` is ``ignore``, else None (also for ``files``)."""
+        if self.synth_config is None or self._files_dm is not None:
+            return None
+        ctx = self.factory().config().context
+        return int(ctx.ignore_value) if ctx.labels == "ignore" else None
 
     @property
     def num_classes(self) -> int | None:

@@ -16,7 +16,7 @@ from torch import nn
 
 from anatomix.errors import AnatomixError
 
-__all__ = ["ENCODER_PARTS", "NETWORKS", "SegmentationModule", "build_network", "warmup_cosine"]
+__all__ = ["ENCODER_PARTS", "NETWORKS", "IgnoreDiceCELoss", "SegmentationModule", "build_network", "warmup_cosine"]
 
 if TYPE_CHECKING:
     from anatomix.train.checkpoint import LoadReport
@@ -170,6 +170,11 @@ class SegmentationModule(pl.LightningModule):
         sw_batch_size: windows per forward pass in sliding-window inference.
         sw_overlap: sliding-window overlap.
         init_seed: seed of the weight initialisation (global torch state is left untouched).
+        ignore_index: label value the loss and the validation Dice skip (e.g. 255, written by a
+            synthesis config ``context: {labels: ignore}``): cross-entropy with ``ignore_index`` plus
+            MONAI's ``DiceLoss(ignore_index=...)`` (ignored voxels masked out of both sums, zero
+            gradient there); in validation they count as background in prediction and label.
+            None (default): plain DiceCE; adopts the data module's ``ignore_index`` when it has one.
     """
 
     def __init__(
@@ -199,6 +204,7 @@ class SegmentationModule(pl.LightningModule):
         sw_batch_size: int = 2,
         sw_overlap: float = 0.5,
         init_seed: int = 0,
+        ignore_index: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -232,7 +238,10 @@ class SegmentationModule(pl.LightningModule):
         from monai.losses import DiceCELoss
         from monai.metrics import DiceMetric
 
-        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.ignore_index: int | None = None if ignore_index is None else int(ignore_index)
+        self.loss_fn: nn.Module = DiceCELoss(to_onehot_y=True, softmax=True)
+        if self.ignore_index is not None:
+            self.loss_fn = IgnoreDiceCELoss(self.ignore_index)
         self.dice = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
         self.load_report: LoadReport | None = None
         self._pretrained_done = False
@@ -272,6 +281,22 @@ class SegmentationModule(pl.LightningModule):
             raise AnatomixError(
                 f"the data has {n} classes (background included) but model.out_channels is "
                 f"{self.out_channels}; set model.out_channels: {n}")
+        self._adopt_ignore_index(getattr(dm, "ignore_index", None))
+
+    def _adopt_ignore_index(self, data_ignore: int | None) -> None:
+        """Take the data module's ignore value when the model has none; refuse two different ones."""
+        if data_ignore is None:
+            return
+        if self.ignore_index is None:
+            self.ignore_index = int(data_ignore)
+            self.loss_fn = IgnoreDiceCELoss(self.ignore_index)
+            log.info("model.ignore_index = %d, from the data module (its synthesis config writes it on "
+                     "context structures); the loss and validation Dice skip those voxels", self.ignore_index)
+        elif int(data_ignore) != self.ignore_index:
+            raise AnatomixError(
+                f"model.ignore_index is {self.ignore_index} but the data module's labels use "
+                f"{int(data_ignore)} as the ignore value (synthesis config context.ignore_value); "
+                f"set model.ignore_index: {int(data_ignore)} or leave it unset")
 
     def _load_pretrained_once(self) -> None:
         """Load ``pretrained`` once, unless the trainer restores a ``--ckpt_path`` (every weight)."""
@@ -325,6 +350,10 @@ class SegmentationModule(pl.LightningModule):
         loss = self.loss_fn(logits, label)
         pred = logits.argmax(dim=1, keepdim=True)
         n = self.out_channels
+        if self.ignore_index is not None:  # ignored voxels: background in both, so Dice skips them
+            ignored = label == self.ignore_index
+            label = torch.where(ignored, torch.zeros_like(label), label)
+            pred = torch.where(ignored, torch.zeros_like(pred), pred)
         self.dice(y_pred=one_hot(pred, n), y=one_hot(label.long(), n))
         self.log(f"{prefix}/loss", loss, batch_size=image.shape[0], sync_dist=True)
         return loss
@@ -379,6 +408,28 @@ class SegmentationModule(pl.LightningModule):
         hp = checkpoint.get("hyper_parameters")
         if hp is not None:
             checkpoint["hyper_parameters"] = _plain(dict(hp))
+
+
+class IgnoreDiceCELoss(nn.Module):
+    """DiceCE that skips voxels labelled ``ignore_index``: cross-entropy with ``ignore_index``
+    (mean over the other voxels) + MONAI ``DiceLoss(ignore_index=...)``, which masks the ignored
+    voxels out of prediction and target. Ignored voxels get exactly zero gradient. Same weights and
+    smoothing as MONAI's ``DiceCELoss(to_onehot_y=True, softmax=True)``."""
+
+    def __init__(self, ignore_index: int) -> None:
+        super().__init__()
+        from monai.losses import DiceLoss
+
+        self.ignore_index = int(ignore_index)
+        self.dice = DiceLoss(to_onehot_y=True, softmax=True, ignore_index=self.ignore_index)
+        self.ce = nn.CrossEntropyLoss(ignore_index=self.ignore_index)
+
+    def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        target = label[:, 0].long() if label.shape[1] == 1 else label.long()
+        ce = self.ce(logits, target)
+        if not bool((target != self.ignore_index).any()):  # all ignored: CE is NaN; no signal
+            ce = logits.sum() * 0.0
+        return self.dice(logits, label) + ce
 
 
 def _plain_tensor(x: torch.Tensor) -> torch.Tensor:
