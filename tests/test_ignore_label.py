@@ -77,7 +77,8 @@ def test_module_adopts_data_ignore_index_and_refuses_a_different_one() -> None:
 def test_fit_step_on_stream_with_ignored_context_is_finite() -> None:
     dm = SynthDataModule(synth_config="synth", classes=["liver", "spleen"], patch_size=(16, 16, 16),
                          batch_size=1, num_workers=0, val_samples=0,
-                         overrides={"graph": str(REPO / "graphs" / "abdomen.yaml"), "context": {"labels": "ignore"}, "grid": {"shape": [32, 32, 32]}})
+                         overrides={"graph": str(REPO / "graphs" / "abdomen.yaml"),
+                                    "context": {"labels": "ignore"}, "grid": {"shape": [32, 32, 32]}})
     assert dm.ignore_index == 255
     assert dm.lut()[255] == 255
     batch = dm.stream().item(0)
