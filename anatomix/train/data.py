@@ -405,8 +405,8 @@ class SynthDataModule(pl.LightningDataModule):
         when ``context.labels`` is ``ignore``, else None (also for ``files``)."""
         if self.synth_config is None or self._files_dm is not None:
             return None
-        ctx = self.factory().config().context
-        return int(ctx.ignore_value) if ctx.labels == "ignore" else None
+        ctx = getattr(self.factory().config(), "context", None)  # fdif configs have no context
+        return int(ctx.ignore_value) if ctx is not None and ctx.labels == "ignore" else None
 
     @property
     def num_classes(self) -> int | None:
