@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 from anatomix.scene import PlacedOrgan
 
-__all__ = ["OrganField", "ShapeSource", "evaluate_upsampled", "organ_field", "placed_field", "rotation_matrix"]
+__all__ = ["OrganField", "ShapeSource", "bulge_bump", "evaluate_upsampled", "organ_field", "placed_field",
+           "rotation_matrix"]
 
 
 class ShapeSource(Protocol):
@@ -157,14 +158,8 @@ class OrganField:
             out = val if out is None else out + val
         assert out is not None
         out = out * self.s_geo if self.s_geo != 1.0 else out
-        st = np.broadcast_to(np.asarray(start, dtype=np.float64), (3,))
-        sp = np.broadcast_to(np.asarray(step, dtype=np.float64), (3,))
         for offset, radius, depth in self.bulges:
-            # an isotropic Gaussian is separable: three 1D profiles and one outer product
-            prof = [torch.exp(-0.5 * ((float(st[d] - offset[d]) + float(sp[d]) * torch.arange(
-                shape[d], dtype=torch.float64, device=dev)) / radius) ** 2) for d in range(3)]
-            bump = (prof[0][:, None, None] * prof[1][None, :, None] * prof[2][None, None, :]) * depth
-            out = out - bump.to(out.dtype)
+            out = out - bulge_bump(offset, radius, depth, start, step, shape, dev).to(out.dtype)
         return out
 
     def _elastic_grid(self, centre: np.ndarray, half: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
@@ -187,6 +182,22 @@ class OrganField:
         return d.permute(0, 2, 3, 4, 1)
 
 
+
+
+def bulge_bump(offset: Sequence[float] | np.ndarray, radius: float, depth: float, start: Sequence[float] | np.ndarray,
+               step: Sequence[float] | np.ndarray | float, shape: Sequence[int],
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """``depth * exp(-|x - offset|^2 / (2 radius^2))`` on the box ``start + step * index`` (float64).
+
+    The surface-bulge term of an organ's SDF (:class:`anatomix.scene.SurfaceBulge`), subtracted
+    by :meth:`OrganField.eval_box` and by placement's contact closing on its lattice. An isotropic
+    Gaussian is separable: three 1D profiles and one outer product.
+    """
+    st = np.broadcast_to(np.asarray(start, dtype=np.float64), (3,))
+    sp = np.broadcast_to(np.asarray(step, dtype=np.float64), (3,))
+    prof = [torch.exp(-0.5 * ((float(st[d] - offset[d]) + float(sp[d]) * torch.arange(
+        int(shape[d]), dtype=torch.float64, device=device)) / radius) ** 2) for d in range(3)]
+    return (prof[0][:, None, None] * prof[1][None, :, None] * prof[2][None, None, :]) * depth
 
 
 _SDF_CACHE_KEY = "_anatomix_torch_sdf_cache"

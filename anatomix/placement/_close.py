@@ -27,6 +27,7 @@ from anatomix.config import PlacementConfig
 from anatomix.graph import Relation
 from anatomix.placement._lattice import Placed, lattice_of, pair_values
 from anatomix.placement._search import Context, check_candidate
+from anatomix.shape_field import bulge_bump
 
 __all__ = ["close_contacts"]
 
@@ -85,9 +86,8 @@ def plan_closing(pa: Placed, pb: Placed, gap: float, tolerance: float, h: float,
     k = np.unravel_index(int(np.argmin(total)), total.shape)
     if not math.isfinite(float(total[k])):
         return None
-    # share by yield, each organ at most its own max_bulge_mm
-    d_a = min(cap_a, need * cap_a / (cap_a + cap_b))
-    d_b = min(cap_b, need - d_a)
+    # share by yield (need <= cap_a + cap_b, so each share is within its organ's cap)
+    d_b = need - need * cap_a / (cap_a + cap_b)
     d_a = need - d_b
     out: list[tuple[Placed, Bulge, float]] = []
     for p, s, depth_needed in ((pa, sa, d_a), (pb, sb, d_b)):
@@ -111,12 +111,9 @@ def with_bulge(p: Placed, bulge: Bulge, h: float) -> Placed | None:
     organ stays inside the box (closing caps a bulge below that margin); rendering evaluates the
     same bump on its own grid.
     """
-    (ox, oy, oz), radius, depth = bulge
-    sdf = p.lat.sdf
-    prof = [np.exp(-0.5 * (((p.lat.k0[d] + np.arange(sdf.shape[d])) * h - c) / radius) ** 2)
-            for d, c in enumerate((ox, oy, oz))]
-    bump = depth * prof[0][:, None, None] * prof[1][None, :, None] * prof[2][None, None, :]
-    lat = lattice_of((sdf - bump).astype(np.float32), p.lat.k0, h)
+    offset, radius, depth = bulge
+    bump = bulge_bump(offset, radius, depth, p.lat.k0 * h, h, p.lat.sdf.shape).numpy()
+    lat = lattice_of((p.lat.sdf - bump).astype(np.float32), p.lat.k0, h)
     if lat is None:
         return None
     return Placed(p.info, lat, p.m, dict(p.params, bulges=[*p.params.get("bulges", ()), bulge]))
@@ -153,27 +150,22 @@ def close_contact(ctx: Context, r: Relation, config: PlacementConfig, rounds: in
                             used=(used[r.a], used[r.b]), limit=config.lattice_margin_mm - h / 2)
         if not plan:
             break
-        new = {}
-        for p, bulge, moved in plan:
+        bulged = [with_bulge(p, bulge, h) for p, bulge, _ in plan]
+        if any(q is None for q in bulged):
+            break
+        for p, _, moved in plan:
             used[p.info.name] += moved
-            q = with_bulge(p, bulge, h)
-            if q is None:
-                break
-            new[p.info.name] = q
-        else:
-            ctx.placed.update(new)
-            qa, qb = ctx.placed[r.a], ctx.placed[r.b]
-            _, gap2 = pair_values(qa.start_t, qa.lat, qb.start_t, qb.lat, need_gap=True)
-            if gap2 <= r.tolerance:
-                after = [_organ_check(ctx, n) for n in (r.a, r.b)]
-                if all(ok for ok, _ in after) and sum(p for _, p in after) <= sum(p for _, p in before) + 1e-9:
-                    return True
-                break
-            if gap2 >= gap - 0.1:
-                break
-            gap = gap2
-            continue
-        break
+        ctx.placed.update({q.info.name: q for q in bulged if q is not None})
+        qa, qb = ctx.placed[r.a], ctx.placed[r.b]
+        _, gap2 = pair_values(qa.start_t, qa.lat, qb.start_t, qb.lat, need_gap=True)
+        if gap2 <= r.tolerance:
+            after = [_organ_check(ctx, n) for n in (r.a, r.b)]
+            if all(ok for ok, _ in after) and sum(p for _, p in after) <= sum(p for _, p in before) + 1e-9:
+                return True
+            break
+        if gap2 >= gap - 0.1:  # no longer shrinking
+            break
+        gap = gap2
     ctx.placed.update(old)
     return False
 

@@ -239,9 +239,8 @@ class SegmentationModule(pl.LightningModule):
         from monai.metrics import DiceMetric
 
         self.ignore_index: int | None = None if ignore_index is None else int(ignore_index)
-        self.loss_fn: nn.Module = DiceCELoss(to_onehot_y=True, softmax=True)
-        if self.ignore_index is not None:
-            self.loss_fn = IgnoreDiceCELoss(self.ignore_index)
+        self.loss_fn: nn.Module = (DiceCELoss(to_onehot_y=True, softmax=True) if self.ignore_index is None
+                                   else IgnoreDiceCELoss(self.ignore_index))
         self.dice = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
         self.load_report: LoadReport | None = None
         self._pretrained_done = False
