@@ -909,16 +909,27 @@ def is_dicom_folder(path: str | os.PathLike) -> bool:
 # ---- label-map resampling (the one resampler of the package) --------------------------------
 
 
-def _gaussian_weights(n_in: int, sp_in: float, o_in: float, n_out: int, sp_out: float, o_out: float
-                      ) -> np.ndarray:
-    """(n_out, n_in) 1-D weights: a Gaussian of sigma max(sp_in, sp_out) / 2 (mm) around each output
-    voxel centre, rows normalised over the whole input axis (an anti-aliasing low-pass + sampling)."""
-    sigma = 0.5 * max(sp_in, sp_out)
+def _axis_weights(n_in: int, sp_in: float, o_in: float, n_out: int, sp_out: float, o_out: float
+                  ) -> np.ndarray:
+    """(n_out, n_in) 1-D resampling weights of one axis, rows normalised over the whole input axis.
+
+    Downsampling (``sp_out > sp_in``): a Gaussian of sigma ``sp_out / 2`` mm around each output
+    voxel centre (an anti-aliasing low-pass + sampling). Upsampling or equal spacing: the overlap
+    of each output voxel's box with each input voxel's box, as a fraction of the output voxel (the
+    input is a piecewise-constant box model): a coarse voxel is then replicated, not rounded off, and
+    an integer refinement of a nested grid (3 mm into 1.5 mm) or the same grid is exact.
+    """
     x_in = o_in + np.arange(n_in) * sp_in
     x_out = o_out + np.arange(n_out) * sp_out
-    d = np.round(x_out[:, None] - x_in[None, :], 4) / sigma  # 0.1 um: float noise in origins changes nothing
-    w = np.exp(-0.5 * d * d)
-    w[np.abs(d) > 4.0] = 0.0
+    d = np.round(x_out[:, None] - x_in[None, :], 4)  # 0.1 um: float noise in origins changes nothing
+    if sp_out > sp_in:
+        d = d / (0.5 * sp_out)
+        w = np.exp(-0.5 * d * d)
+        w[np.abs(d) > 4.0] = 0.0
+    else:
+        w = np.clip(np.minimum(d + 0.5 * sp_out, 0.5 * sp_in) - np.maximum(d - 0.5 * sp_out, -0.5 * sp_in),
+                    0.0, None) / sp_out
+        w = np.round(w, 6)  # exact 0 / 1 for nested grids, whatever the float noise
     s = w.sum(axis=1, keepdims=True)
     return (w / np.where(s > 0, s, 1.0)).astype(np.float32)
 
@@ -928,8 +939,10 @@ def resample_label_map(labels: np.ndarray, spacing_mm: Sequence[float], origin_m
                        out_shape: Sequence[int]) -> np.ndarray:
     """Resample an axis-aligned (x, y, z) label map onto another axis-aligned grid without aliasing.
 
-    Each label's one-hot mask is low-passed and sampled by a separable Gaussian (sigma half the
-    coarser of the two spacings, per axis), giving a weight p in [0, 1] per output voxel. A label
+    Each label's one-hot mask is weighted separably per axis, giving a weight p in [0, 1] per output
+    voxel: along an axis that is downsampled, a Gaussian low-pass (sigma half the output spacing);
+    along an axis that is upsampled or kept, the overlap of the voxel boxes (so a coarse voxel is
+    replicated, volume-exact for an integer refinement such as 3 mm into 1.5 mm). A label
     claims the voxels where p > 1/2 (the usual anti-aliased boundary); a structure thinner than
     the output voxels, which would keep less than half its volume so, instead claims the voxels
     of largest p (its centre line) down to the level that keeps its input volume. Where labels
@@ -964,7 +977,7 @@ def resample_label_map(labels: np.ndarray, spacing_mm: Sequence[float], origin_m
     sp_out = [float(s) for s in out_spacing_mm]
     o_out = [float(s) for s in out_origin_mm]
     shape_out = tuple(int(s) for s in out_shape)
-    weights = [_gaussian_weights(lab.shape[a], sp_in[a], o_in[a], shape_out[a], sp_out[a], o_out[a])
+    weights = [_axis_weights(lab.shape[a], sp_in[a], o_in[a], shape_out[a], sp_out[a], o_out[a])
                for a in range(3)]
     best = np.zeros(shape_out, dtype=np.float32)
     out = np.zeros(shape_out, dtype=lab.dtype)

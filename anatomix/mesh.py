@@ -102,7 +102,7 @@ def voxelise(mesh, pitch_mm: float) -> tuple[np.ndarray, np.ndarray]:  # type: i
     grid[tuple(idx.T)] = True
     grid = ndimage.binary_fill_holes(grid)
     votes = grid.reshape(shape[0], 2, shape[1], 2, shape[2], 2).sum(axis=(1, 3, 5))
-    solid = votes >= 4
+    solid = votes > 4  # a strict majority: a tie at the surface stays out (>= 4 made a 20 mm box 21 mm)
     # an output voxel's centre is the centre of its 2 x 2 x 2 block: k * pitch + pitch / 4
     return (np.argwhere(solid) + lo) * pitch_mm + fine / 2.0, lo * pitch_mm + fine / 2.0
 

@@ -48,11 +48,13 @@ def test_render_context_anatomy_is_where_it_belongs():
     m = render_context(p, grid, s, exclude=["liver"])
     names = {n: k for k, n in m.names.items()}
     assert "liver" not in names and set(WALL_NAMES) <= set(names)
-    c = {n: np.argwhere(m.gen == names[n]).mean(axis=0) for n in ("vertebrae_L3", "subcutaneous_fat",
-                                                                   "iliopsoas_left", "iliopsoas_right")}
-    ax = np.arange(80) * 4.0 - 160.0
-    y_l3 = float(np.interp(c["vertebrae_L3"][1], np.arange(80), ax))
-    assert y_l3 < 0  # the spine is posterior to the body-frame origin (kidney midpoint)
+    c = {n: np.argwhere(m.gen == names[n]).mean(axis=0) * 4.0 + np.array(grid.origin_mm)
+         for n in ("vertebrae_L3", "subcutaneous_fat", "iliopsoas_left", "iliopsoas_right", "autochthon_left",
+                   "autochthon_right")}
+    # the spine sits on the midline (the body frame's x = 0 is the kidney midpoint), the back muscles
+    # behind it (a vertebra's centroid is within millimetres of the kidneys' in y: not a test of it)
+    assert abs(c["vertebrae_L3"][0]) < 10.0
+    assert max(c["autochthon_left"][1], c["autochthon_right"][1]) < c["vertebrae_L3"][1] - 20.0
     assert c["iliopsoas_left"][0] != pytest.approx(c["iliopsoas_right"][0], abs=5)  # one each side
     # the body wall wraps everything: skin outermost, air beyond
     assert (m.gen == names["skin"]).any() and (m.gen == 0).any()

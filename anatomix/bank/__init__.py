@@ -19,11 +19,12 @@ instance: ~0.05-0.5 s once per shape per process, then free. Placement/rendering
 cached float32 array with grid_sample; outside the crop the SDF is not defined (clamp to the
 border value, which is >= 8 voxels).
 
-Geometry: every subject is resampled (nearest neighbour) onto an axis-aligned RAS+ grid at the
-bank spacing (default 1.5 mm isotropic); arrays are (x, y, z) with axes along world +x (Right),
-+y (Anterior), +z (Superior). Positions are stored in the subject's **body frame**: RAS axes,
-origin at an anatomical landmark (see ``BODY_FRAME_DEFINITION``), in mm, so no absolute scanner
-coordinate is kept. Placing every shape of a subject at its record's ``origin_mm`` rebuilds that
+Geometry: every subject is resampled (:func:`anatomix.io.resample_label_map`: volume-exact for an
+integer refinement, thin structures kept otherwise) onto an axis-aligned RAS+ grid at the bank
+spacing (default 1.5 mm isotropic) covering its voxel extent; arrays are (x, y, z) with axes
+along world +x (Right), +y (Anterior), +z (Superior). Positions are stored in the subject's
+**body frame**: RAS axes, origin at an anatomical landmark (see ``BODY_FRAME_DEFINITION``), in mm,
+so no absolute scanner coordinate is kept. Placing every shape of a subject at its record's ``origin_mm`` rebuilds that
 subject's label map (up to the dropped fragments).
 
 De-identification: no intensities, no header text, no file names or paths, no absolute scanner

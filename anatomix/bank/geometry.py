@@ -1,5 +1,5 @@
-"""Geometry of ingested subjects: the in-memory shapes and subjects, nearest-neighbour resampling
-onto the bank grid, cutting one organ (largest component, crop + margin, centroid, principal axes),
+"""Geometry of ingested subjects: the in-memory shapes and subjects, the bank grid and resampling
+onto it, cutting one organ (largest component, crop + margin, centroid, principal axes),
 and the body frame of a subject."""
 
 from __future__ import annotations
@@ -51,23 +51,31 @@ def _present_values(layers: list[np.ndarray]) -> list[int]:
     return sorted(vals)
 
 
+def bank_grid(shape_in: Sequence[int], spacing_in: Sequence[float], origin_in: Sequence[float],
+              spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bank grid over an input's field of view: (origin RAS of voxel 0's centre, shape).
+
+    It covers the input's voxel extent (corner to corner, as far as whole bank voxels fit), so an
+    integer refinement is nested in the input grid (each 3 mm voxel holds exactly 2^3 voxels of
+    1.5 mm) and resampling onto it replicates voxels instead of splitting them at ties."""
+    sp_in = np.asarray(spacing_in, dtype=float)
+    extent = np.asarray(shape_in, dtype=float) * sp_in
+    n = np.floor(np.round(extent / spacing, 6)).astype(np.int64)
+    origin = np.asarray(origin_in, dtype=float) - 0.5 * sp_in + 0.5 * spacing
+    return origin, np.maximum(n, 1)
+
+
 def _resample_layers(layers: list[np.ndarray], spacing_in: Sequence[float],
                      origin_in: Sequence[float], spacing: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Nearest-neighbour resampling of RAS arrays onto the bank's RAS grid covering the same
-    voxel-centre extent. Returns (grid origin RAS, grid far corner RAS, arrays)."""
-    sp_in = np.asarray(spacing_in, dtype=float)
-    o_in = np.asarray(origin_in, dtype=float)
-    shape_in = np.array(layers[0].shape)
-    lo = o_in
-    hi = o_in + (shape_in - 1) * sp_in
-    n = np.floor((hi - lo) / spacing + 1e-6).astype(int) + 1
-    out = []
-    for L in layers:
-        # index of the nearest input voxel for each output voxel, separable per axis
-        idx = [np.clip(np.rint((lo[a] + np.arange(n[a]) * spacing[a] - o_in[a]) / sp_in[a]),
-                       0, shape_in[a] - 1).astype(np.intp) for a in range(3)]
-        out.append(np.ascontiguousarray(L[np.ix_(idx[0], idx[1], idx[2])]))
+    """Resample RAS label layers onto the bank's RAS grid (:func:`bank_grid`) with the package's
+    label resampler (:func:`anatomix.io.resample_label_map`: volume-exact replication where the bank
+    is an integer refinement, anti-aliased and thin-structure-keeping otherwise).
+    Returns (grid origin RAS, grid far corner RAS, arrays)."""
+    from anatomix.io import resample_label_map
+
+    lo, n = bank_grid(layers[0].shape, spacing_in, origin_in, spacing)
+    out = [resample_label_map(L, spacing_in, origin_in, spacing.tolist(), lo.tolist(), n.tolist()) for L in layers]
     return lo, lo + (n - 1) * spacing, out
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from anatomix.bank.geometry import _cut_shape, _frame, _present_values, _r, _resample_layers, _Subject
+from anatomix.bank.geometry import _cut_shape, bank_grid, _frame, _present_values, _r, _resample_layers, _Subject
 from anatomix.bank.manifest import (
     SPACING_RANGE_MM,
     BankManifest,
@@ -167,7 +167,7 @@ def _subject_geometry(path: Path, spec: LabelSpec, organs: set[str] | None,
         problems.append(f"{path}: expected {what}, found none of them in the label map "
                         f"(values present: {', '.join(map(str, present[:20]))})")
         return None
-    # compact each layer to organ indices 1..K, then resample to the bank grid (RAS, nearest)
+    # compact each layer to organ indices 1..K, then resample to the bank grid (RAS)
     compact_layers = []
     cdtype = np.uint8 if len(organ_names) < 255 else np.uint16
     for layer in layers:
@@ -184,8 +184,8 @@ def _subject_geometry(path: Path, spec: LabelSpec, organs: set[str] | None,
                 c[layer == v] = idx_of[o]
             compact_layers.append(c)
     del layers, arr
-    extent = (np.array(compact_layers[0].shape) - 1) * np.asarray(lv.spacing_mm, dtype=float)
-    n_out = np.floor(extent / spacing + 1e-6).astype(np.int64) + 1
+    extent = np.array(compact_layers[0].shape) * np.asarray(lv.spacing_mm, dtype=float)
+    _, n_out = bank_grid(compact_layers[0].shape, lv.spacing_mm, lv.origin_mm, spacing)
     if float(np.prod(n_out.astype(float))) > io.MAX_VOXELS:
         problems.append(f"{path}: expected a field of view of at most {io.MAX_VOXELS:,} voxels "
                         f"at the bank spacing, found {' x '.join(f'{e:.0f}' for e in extent)} mm "

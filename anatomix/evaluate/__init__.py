@@ -7,8 +7,9 @@ gives the scale: a perfect synthesizer scores like a real subject.
 Every label map is read once (``anatomix.io.read_label_map``: RAS+ (x, y, z) arrays, world mm),
 cropped to its foreground and summarised into a :class:`MapSummary` (organ volumes on the
 original grid; centroids and the contact graph on a common isotropic evaluation grid, by default
-2 mm, nearest-neighbour), so maps of any spacing or orientation are compared in the same units and
-"touching" means the same thing for all of them. All measurements are ``anatomix.relations``'.
+2 mm, by :func:`anatomix.io.resample_label_map`), so maps of any spacing or orientation are
+compared in the same units and "touching" means the same thing for all of them. All measurements
+are ``anatomix.relations``'.
 
 Scores (per case, then summarised per set):
 
