@@ -90,8 +90,10 @@ def learn_graph(
     - parent (attached_to): the nearest (by centroid) larger organ it is in contact with;
       offset = child centroid - parent centroid, covariance regularised with ``offset_prior_std_mm``;
     - direction: for pairs in contact and for left/right mirror pairs, each axis along which the
-      order holds in every subject (complete shapes) by at least ``min_direction_margin_mm``;
-      margin = half the smallest observed separation, rounded down to 1 mm;
+      order holds in every subject by at least ``min_direction_margin_mm``, counting the subjects
+      where neither shape is cut by the field of view on that axis (and at least two of them when
+      two or more subjects hold the pair); margin = half the smallest observed separation, rounded
+      down to 1 mm;
     - priority: smaller organs win where volumes meet (rank by typical volume);
     - label values: BTCV's, duodenum 14, others from 15;
     - ``anatomy_model`` (if asked): the joint model of centroids and log volumes of complete
@@ -226,14 +228,17 @@ def learn_graph(
     axis_dirs = {0: ("right_of", "left_of"), 1: ("anterior_to", "posterior_to"), 2: ("above", "below")}
     for pair in sorted(tuple(sorted(p)) for p in cand_pairs):
         a, b = pair
-        d_list = []
-        for s in subjects:
-            if a in s.records and b in s.records and not s.records[a].truncated and not s.records[b].truncated:
-                d_list.append(np.asarray(s.records[a].centroid_mm, float) - np.asarray(s.records[b].centroid_mm, float))
-        if not d_list:
-            continue
-        d = np.array(d_list)
+        both = [s for s in subjects if a in s.records and b in s.records]
         for ax in range(3):
+            # a shape cut by the field of view on this axis has no meaningful centroid along it
+            # (an IVC cut at z- sits higher); along the other axes it still does
+            faces = (f"{'xyz'[ax]}-", f"{'xyz'[ax]}+")
+            eligible = [s for s in both if not any(f in s.records[o].truncated_faces for o in (a, b) for f in faces)]
+            # one subject is no evidence of an order "in every subject" when others hold the pair
+            if not eligible or len(eligible) < min(2, len(both)):
+                continue
+            d = np.array([np.asarray(s.records[a].centroid_mm, float) - np.asarray(s.records[b].centroid_mm, float)
+                          for s in eligible])
             lo, hi = d[:, ax].min(), d[:, ax].max()
             if lo >= min_direction_margin_mm:
                 sep, dname = lo, axis_dirs[ax][0]
