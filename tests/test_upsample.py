@@ -35,3 +35,17 @@ def test_cortex_depth_is_the_distance_transform_within_reach(spacing: tuple[floa
     within = bone & (ref <= reach)
     assert np.array_equal(got[within], ref[within])
     assert np.all(np.isinf(got[~within]))
+
+
+@pytest.mark.parametrize("factors", [(2, 2, 2), (2, 2, 1), (1, 2, 2), (1, 1, 1)])
+def test_upsample_twice_matches_torch_bytes(factors: tuple[int, int, int]) -> None:
+    from anatomix.upsample import upsample_twice
+
+    rng = np.random.default_rng(sum(factors))
+    for shape in [(9, 14, 21), (2, 30, 5), (1, 7, 12), (17, 1, 1)]:
+        coarse = torch.from_numpy((rng.standard_normal(size=shape) * 40).astype(np.float32))
+        full = tuple((n - 1) * f + 1 if n > 1 else 1 for n, f in zip(shape, factors))
+        ref = F.interpolate(coarse[None, None], size=full, mode="trilinear", align_corners=True)[0, 0]
+        got = upsample_twice(coarse, factors)
+        assert got.shape == ref.shape
+        assert got.numpy().tobytes() == ref.numpy().tobytes()
