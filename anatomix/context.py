@@ -233,8 +233,8 @@ def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
         np.rint(i, out=i)
         np.clip(i, 0, subject.ids.shape[a] - 1, out=i)
         flat = flat * subject.ids.shape[a] + i if a else flat + i
-    flat = np.broadcast_to(flat, shape).astype(np.intp).reshape(-1)
-    comp = np.take(subject.ids.reshape(-1), flat).reshape(shape)
+    where = np.broadcast_to(flat, shape).astype(np.intp).reshape(-1)
+    comp = np.take(subject.ids.reshape(-1), where).reshape(shape)
     names_all = context_label_names(subject, ())
     ex = set(exclude)
     lut = np.zeros(256, dtype=np.uint8)
@@ -245,7 +245,7 @@ def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
     vf, mu, sf, sk = nb + 1, nb + 2, nb + 3, nb + 4
     # body wall layers on the voxels no structure took, by distance outside the body hull
     free = np.flatnonzero(gen.reshape(-1) == 0)
-    outside = np.take(subject.outside_mm.reshape(-1), flat[free]).astype(np.float32)
+    outside = np.take(subject.outside_mm.reshape(-1), where[free]).astype(np.float32)
     fat = np.float32(params["subcutaneous_fat_mm"]) * (1.0 + 0.35 * _smooth(shape, params["fat_seed"], 1)[0])
     m1 = np.float32(params["muscle_mm"])
     m2 = m1 + np.take(fat.reshape(-1), free)

@@ -337,5 +337,5 @@ def evaluate_upsampled(fld: OrganField, start: np.ndarray, step: np.ndarray, n: 
     nc = np.where(n > 1, np.ceil((n - 1) / factors).astype(int) + 1, 1)
     coarse = fld.eval_box(start, step * factors, nc)
     # (nc - 1) * factors + 1 points: the bytes of F.interpolate(trilinear, align_corners=True)
-    up = upsample_twice(coarse, factors)
+    up = upsample_twice(coarse, [int(f) for f in factors])
     return up[: n[0], : n[1], : n[2]]
