@@ -216,19 +216,25 @@ def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
     disp = None
     if params["elastic_mm"] > 0:
         disp = _smooth(shape, params["elastic_seed"], 3) * np.float32(params["elastic_mm"])
-    idx = []
+    # the subject voxel of every grid voxel, as one flat index (one gather per subject array);
+    # the arithmetic is the per-axis float32 body-frame position, then float64 subject index
+    flat = np.zeros(shape if disp is not None else (1, 1, 1), dtype=np.float64)
     for a in range(3):
         q = (axes[a] - t[a]) / s[a]
         shp = [1, 1, 1]
         shp[a] = shape[a]
         qa = q.reshape(shp).astype(np.float32)
         if disp is not None:
-            qa = qa + disp[a] / np.float32(s[a])
-        i = np.rint((qa - subject.origin_mm[a]) / subject.spacing_mm).astype(np.int64)
-        idx.append(np.clip(i, 0, subject.ids.shape[a] - 1))
-    where = tuple(np.broadcast_arrays(*idx))
-    comp = subject.ids[where]
-    outside = subject.outside_mm[where].astype(np.float32)
+            np.divide(disp[a], np.float32(s[a]), out=disp[a])
+            disp[a] += qa  # float32, as qa + disp[a] / s[a]
+            qa = disp[a]
+        i = np.subtract(qa, subject.origin_mm[a], dtype=np.float64)
+        i /= subject.spacing_mm
+        np.rint(i, out=i)
+        np.clip(i, 0, subject.ids.shape[a] - 1, out=i)
+        flat = flat * subject.ids.shape[a] + i if a else flat + i
+    where = np.broadcast_to(flat, shape).astype(np.intp).reshape(-1)
+    comp = np.take(subject.ids.reshape(-1), where).reshape(shape)
     names_all = context_label_names(subject, ())
     ex = set(exclude)
     lut = np.zeros(256, dtype=np.uint8)
@@ -237,15 +243,19 @@ def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
     gen = lut[comp]
     nb = len(subject.names)
     vf, mu, sf, sk = nb + 1, nb + 2, nb + 3, nb + 4
-    free = gen == 0
+    # body wall layers on the voxels no structure took, by distance outside the body hull
+    free = np.flatnonzero(gen.reshape(-1) == 0)
+    outside = np.take(subject.outside_mm.reshape(-1), where[free]).astype(np.float32)
     fat = np.float32(params["subcutaneous_fat_mm"]) * (1.0 + 0.35 * _smooth(shape, params["fat_seed"], 1)[0])
     m1 = np.float32(params["muscle_mm"])
-    m2 = m1 + fat
+    m2 = m1 + np.take(fat.reshape(-1), free)
     m3 = m2 + np.float32(params["skin_mm"])
-    gen[free & (outside <= 0)] = vf
-    gen[free & (outside > 0) & (outside <= m1)] = mu
-    gen[free & (outside > m1) & (outside <= m2)] = sf
-    gen[free & (outside > m2) & (outside <= m3)] = sk
+    layer = np.zeros(free.size, dtype=np.uint8)
+    layer[outside <= 0] = vf
+    layer[(outside > 0) & (outside <= m1)] = mu
+    layer[(outside > m1) & (outside <= m2)] = sf
+    layer[(outside > m2) & (outside <= m3)] = sk
+    gen.reshape(-1)[free] = layer
     names = {k: n for k, n in enumerate(names_all[:nb], start=1) if n not in ex}
     names.update({vf: WALL_NAMES[0], mu: WALL_NAMES[1], sf: WALL_NAMES[2], sk: WALL_NAMES[3]})
     structures = frozenset(k for k, n in names.items() if n not in WALL_NAMES)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from anatomix.scene import PlacedOrgan
+from anatomix.upsample import upsample_twice
 
 __all__ = ["OrganField", "ShapeSource", "bulge_bump", "evaluate_upsampled", "organ_field", "placed_field",
            "rotation_matrix"]
@@ -335,6 +336,6 @@ def evaluate_upsampled(fld: OrganField, start: np.ndarray, step: np.ndarray, n: 
         return fld.eval_box(start, step, n)
     nc = np.where(n > 1, np.ceil((n - 1) / factors).astype(int) + 1, 1)
     coarse = fld.eval_box(start, step * factors, nc)
-    full = tuple(int(v) for v in np.where(n > 1, (nc - 1) * factors + 1, 1))
-    up = F.interpolate(coarse[None, None], size=full, mode="trilinear", align_corners=True)[0, 0]
+    # (nc - 1) * factors + 1 points: the bytes of F.interpolate(trilinear, align_corners=True)
+    up = upsample_twice(coarse, [int(f) for f in factors])
     return up[: n[0], : n[1], : n[2]]

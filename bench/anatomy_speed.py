@@ -1,62 +1,174 @@
 """Speed and constraint figures of structure-aware synthesis (prints; not a test).
 
-    taskset -c 0 .venv/bin/python bench/anatomy_speed.py [--n 20] [--scenes 200] [--bank DIR]
+    taskset -c 1 .venv/bin/python bench/anatomy_speed.py [--n 12] [--n-whole 6] [--scenes 200] [--bank DIR]
+    taskset -c 1 .venv/bin/python bench/anatomy_speed.py --against /tmp/wt-base --rounds 3   # before/after
 
-- seconds per 96^3 sample (1.5 x 1.5 x 2.0 mm; placement + rendering + appearance), median,
-  one thread; and with writing (write_dataset, NIfTI .nii.gz);
-- seconds per whole-abdomen label map at 1.5 mm (placement + rendering, fov whole);
-- peak resident memory;
-  (wall and CPU time are both printed: on a shared, loaded machine the process CPU time is the
-  better estimate of the one-core cost on a quiet one)
-- constraint summary over --scenes scenes (graphs/abdomen.yaml with the embedded bank, or --bank:
-  e.g. a bank ingested from ../shared/data/flare22 into /tmp; never commit such a bank).
+Per case, one torch thread, CPU-time medians (wall printed too: on a shared, loaded machine the
+process CPU time is the better estimate of the one-core cost on a quiet one):
+
+- 96^3 window (1.5 x 1.5 x 2.0 mm) and the whole abdomen (fov whole, 1.5 x 1.5 x 2.0 mm): a case
+  is placement + organ rendering + context anatomy + appearance (``generator.sample``);
+  "with writing" adds ``synth._write_case``'s writing (image int16 HU and label as .nii.gz, the
+  record as JSON) of that same sample;
+- where the time goes (``--profile``: cProfile of a few cases, top functions);
+- whole-abdomen label map at 1.5 mm (placement + rendering only), placement only, the constraint
+  summary over ``--scenes`` scenes (graphs/abdomen.yaml with the embedded bank, or ``--bank``:
+  e.g. a bank ingested from ../shared/data/flare22 into /tmp; never commit such a bank), peak memory.
+
+``--against DIR``: the case timings of this checkout and of the anatomix checkout at DIR (e.g. a
+detached worktree of the base commit), in subprocesses on the same core, interleaved for
+``--rounds`` rounds, side by side (``--cases-only`` is what each subprocess runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _OneSample:
+    """A generator whose ``sample`` returns an already generated sample (times the writing alone)."""
+
+    def __init__(self, generator: Any, sample: Any) -> None:
+        self._generator = generator
+        self._sample = sample
+
+    def sample(self, index: int) -> Any:
+        return self._sample
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._generator, name)
+
+
+def case_times(fov: str, n: int, graph: str, bank: str | None, first: int = 0) -> dict[str, list[float]]:
+    """CPU and wall seconds of ``n`` cases of ``fov``: generation, and generation plus writing."""
+    from anatomix.config import anatomy_config
+    from anatomix.synth import _write_case, build_generator
+
+    gen = build_generator(anatomy_config(None, graph=graph, bank=bank, fov=fov), seed=0)
+    # steady state: every bank SDF once up front (a long run amortises it), a few cases to fill caches
+    for organ in gen.bank.organs:
+        for rec in gen.bank.shapes(organ):
+            gen.bank.sdf(rec.shape_id)
+    for i in range(2):
+        gen.sample(10_000 + i)
+    out: dict[str, list[float]] = {"gen_cpu": [], "gen_wall": [], "all_cpu": [], "all_wall": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(first, first + n):
+            t0, c0 = time.perf_counter(), time.process_time()
+            sample = gen.sample(i)
+            t1, c1 = time.perf_counter(), time.process_time()
+            _write_case(_OneSample(gen, sample), Path(tmp), i)
+            t2, c2 = time.perf_counter(), time.process_time()
+            out["gen_cpu"].append(c1 - c0)
+            out["gen_wall"].append(t1 - t0)
+            out["all_cpu"].append(c2 - c0)
+            out["all_wall"].append(t2 - t0)
+    return out
+
+
+def _median(v: list[float]) -> float:
+    return statistics.median(v) if v else float("nan")
+
+
+def print_cases(label: str, fov: str, t: dict[str, list[float]]) -> None:
+    n = len(t["gen_cpu"])
+    print(f"{label}{fov:>6} case, generation only: median {_median(t['gen_cpu']):.3f} s CPU "
+          f"({_median(t['gen_wall']):.3f} s wall); with writing: {_median(t['all_cpu']):.3f} s CPU "
+          f"({_median(t['all_wall']):.3f} s wall) (n={n})")
+
+
+def profile(fov: str, n: int, graph: str, bank: str | None, top: int = 25) -> None:
+    import cProfile
+    import pstats
+
+    from anatomix.config import anatomy_config
+    from anatomix.synth import build_generator
+
+    gen = build_generator(anatomy_config(None, graph=graph, bank=bank, fov=fov), seed=0)
+    gen.sample(10_000)
+    pr = cProfile.Profile()
+    pr.enable()
+    for i in range(n):
+        gen.sample(i)
+    pr.disable()
+    print(f"--- cProfile, {n} {fov} cases, cumulative")
+    pstats.Stats(pr).sort_stats("cumulative").print_stats(top)
+
+
+def against(other: str, rounds: int, n: int, n_whole: int, graph: str, core: int | None) -> None:
+    """Interleaved subprocess runs of this checkout and ``other``; medians over all rounds."""
+    runs: dict[str, dict[str, dict[str, list[float]]]] = {}
+    trees = {"before": str(Path(other).resolve()), "after": str(ROOT)}
+    for r in range(rounds):
+        for name, tree in trees.items():
+            cmd = [sys.executable, str(ROOT / "bench" / "anatomy_speed.py"), "--cases-only", "--graph", graph,
+                   "--n", str(n), "--n-whole", str(n_whole), "--first", str(r * max(n, n_whole))]
+            if core is not None:
+                cmd = ["taskset", "-c", str(core), *cmd]
+            env = dict(os.environ, PYTHONPATH=tree)
+            res = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=True)
+            line = [s for s in res.stdout.splitlines() if s.startswith("{")][-1]
+            for fov, t in json.loads(line).items():
+                acc = runs.setdefault(name, {}).setdefault(fov, {k: [] for k in t})
+                for k, v in t.items():
+                    acc[k].extend(v)
+            print(f"round {r + 1}/{rounds}: {name} done", flush=True)
+    print(f"side by side, CPU-time medians over {rounds} interleaved rounds:")
+    print("| case | before | after | before / after |")
+    print("|---|---:|---:|---:|")
+    for fov in ("window", "whole"):
+        for key, what in (("gen_cpu", "generation only"), ("all_cpu", "with writing")):
+            b, a = _median(runs["before"][fov][key]), _median(runs["after"][fov][key])
+            print(f"| {fov} {what} | {b:.3f} s | {a:.3f} s | {b / a:.2f}x |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--graph", default="graphs/abdomen.yaml")
+    ap.add_argument("--graph", default=str(ROOT / "graphs" / "abdomen.yaml"))
     ap.add_argument("--bank", default=None)
-    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--n", type=int, default=12, help="96^3 window cases")
+    ap.add_argument("--n-whole", type=int, default=6, help="whole-abdomen cases")
+    ap.add_argument("--first", type=int, default=0, help="index of the first timed case")
     ap.add_argument("--scenes", type=int, default=200)
+    ap.add_argument("--profile", type=int, default=0, help="cProfile this many cases of each fov")
+    ap.add_argument("--cases-only", action="store_true", help="only the case timings, as one JSON line")
+    ap.add_argument("--against", default=None, help="another anatomix checkout: before/after side by side")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--core", type=int, default=None, help="taskset core of the --against subprocesses")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from anatomix.anatomy import AnatomyGenerator, format_summary, summarize_records, _constraints
+    if args.against:
+        against(args.against, args.rounds, args.n, args.n_whole, args.graph, args.core)
+        return
+    if args.cases_only:
+        res = {"window": case_times("window", args.n, args.graph, args.bank, args.first),
+               "whole": case_times("whole", args.n_whole, args.graph, args.bank, args.first)}
+        print(json.dumps(res))
+        return
+    for fov, n in (("window", args.n), ("whole", args.n_whole)):
+        print_cases("", fov, case_times(fov, n, args.graph, args.bank, args.first))
+        if args.profile:
+            profile(fov, args.profile, args.graph, args.bank)
+
+    from anatomix.anatomy import AnatomyGenerator, _constraints, format_summary, summarize_records
     from anatomix.config import anatomy_config
     from anatomix.render import render_scene, scene_grid
-    from anatomix.synth import write_dataset
 
     gen = AnatomyGenerator(anatomy_config(None, graph=args.graph, bank=args.bank), seed=0)
-    # Steady state: every bank SDF is computed once up front (a long run amortises it), then a
-    # few samples fill the per-shape lattice caches. The cold cost is printed separately.
-    t0 = time.perf_counter()
-    for organ in gen.bank.organs:
-        for rec in gen.bank.shapes(organ):
-            gen.bank.sdf(rec.shape_id)
-    print(f"bank warm-up (signed distance of every shape, once per process): {time.perf_counter() - t0:.2f} s")
-    for i in range(3):
-        gen.sample(10_000 + i)
-    t, c = [], []
-    for i in range(args.n):
-        t0, c0 = time.perf_counter(), time.process_time()
-        gen.sample(i)
-        t.append(time.perf_counter() - t0)
-        c.append(time.process_time() - c0)
-    print(f"96^3 sample, generation only: median {statistics.median(t):.3f} s wall, "
-          f"{statistics.median(c):.3f} s CPU (n={args.n})")
-    with tempfile.TemporaryDirectory() as tmp:
-        res = write_dataset(gen, tmp, n=args.n, progress=False)
-        print(f"96^3 sample, with writing:    {res['seconds'] / args.n:.3f} s per case (mean)")
     tw, cw = [], []
     for i in range(max(5, args.n // 2)):
         t0, c0 = time.perf_counter(), time.process_time()

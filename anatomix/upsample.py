@@ -1,0 +1,92 @@
+"""Trilinear upsampling of a coarse random field (``align_corners=True``), evaluable on a sub-box.
+
+The smooth fields of appearance (bowel gas pockets, the second Gaussian of a randomised label)
+are coarse white noise upsampled to the whole grid, but each is read only inside one structure.
+:func:`trilinear_box` gives the values of ``torch.nn.functional.interpolate(coarse, size,
+mode="trilinear", align_corners=True)`` on a box of the output only, with the same float32
+arithmetic as torch's CPU kernel (the same bytes, checked in tests/test_upsample.py): the
+kernel interpolates the last axis first, then the middle, then the first, each step
+``fma(t0, w0, t1 * w1)``; the fused multiply-add is emulated in float64 (the product of two
+float32 values is exact there; the sum is rounded twice, float64 then float32, which in rare
+halfway cases can differ from one rounding by a unit in the last place).
+
+:func:`upsample_twice` is the same interpolation where the output spacing is exactly half the
+coarse one (organ SDFs evaluated at twice the spacing): its weights are 1 and 0 on the coarse
+points and 1/2 and 1/2 between them, so each axis step is a copy or ``(a + b) * 0.5``, exact in
+float32 and any device, the bytes of torch's CPU kernel at a fraction of its cost.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["trilinear_box", "trilinear_weights", "upsample_twice"]
+
+
+def trilinear_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(lower index, upper index, lower weight, upper weight) of every output position of one axis,
+    computed as torch does (float32 scale ``(n_in - 1) / (n_out - 1)`` times the output index)."""
+    f32 = np.float32
+    scale = f32(n_in - 1) / f32(n_out - 1) if n_out > 1 else f32(0.0)
+    real = scale * np.arange(n_out, dtype=f32)
+    i0 = np.floor(real).astype(np.int64)
+    w1 = np.clip(real - i0.astype(f32), f32(0.0), f32(1.0)).astype(f32)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (f32(1.0) - w1).astype(f32), w1
+
+
+def trilinear_box(coarse: np.ndarray, size: Sequence[int], box: Sequence[slice] | None = None) -> np.ndarray:
+    """``coarse`` (3D float32) upsampled trilinearly (corners aligned) to ``size``, on ``box`` only.
+
+    Args:
+        coarse: (cx, cy, cz) float32 control values.
+        size: the full output shape the field is defined on.
+        box: slices of the output (steps of 1) to evaluate; None: all of it.
+
+    Returns:
+        float32 array of the box's shape, equal byte for byte to the same box of torch's
+        ``interpolate`` output.
+    """
+    c = np.asarray(coarse, dtype=np.float32)
+    if box is None:
+        box = tuple(slice(0, int(n)) for n in size)
+    out = c
+    for axis in (2, 1, 0):  # torch's order: the last axis innermost
+        i0, i1, w0, w1 = trilinear_weights(c.shape[axis], int(size[axis]))
+        sl = box[axis]
+        i0, i1, w0, w1 = i0[sl], i1[sl], w0[sl], w1[sl]
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        upper = np.take(out, i1, axis=axis)
+        upper *= w1.reshape(shape)  # float32 product, rounded (the kernel's t1 * w1)
+        acc = np.take(out, i0, axis=axis).astype(np.float64)
+        acc *= w0.reshape(shape)  # exact: float32 x float32 fits in float64
+        acc += upper  # one rounding to float32 below: the fused multiply-add
+        out = acc.astype(np.float32)
+    return out
+
+
+def upsample_twice(coarse: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
+    """``interpolate(coarse, size=(n - 1) * factor + 1, mode="trilinear", align_corners=True)`` for
+    per-axis factors 1 or 2 (3D tensor, float32, any device), as copies and pairwise means."""
+    out = coarse
+    for axis in (2, 1, 0):  # torch's order; each step rounds to float32 as the kernel does
+        n = out.shape[axis]
+        if int(factors[axis]) == 1 or n < 2:
+            continue
+        if int(factors[axis]) != 2:
+            raise ValueError(f"upsample_twice: factor {factors[axis]} along axis {axis}; expected 1 or 2")
+        shape = list(out.shape)
+        shape[axis] = 2 * n - 1
+        up = out.new_empty(shape)
+        even = [slice(None)] * 3
+        odd = [slice(None)] * 3
+        even[axis] = slice(0, None, 2)
+        odd[axis] = slice(1, None, 2)
+        up[tuple(even)] = out
+        up[tuple(odd)] = (out.narrow(axis, 0, n - 1) + out.narrow(axis, 1, n - 1)) * 0.5
+        out = up
+    return out

@@ -1,0 +1,51 @@
+"""anatomix.upsample and tissue.cortex_depth: exact stand-ins for torch's trilinear upsampling and
+scipy's distance transform, where the appearance reads them."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from anatomix.tissue import cortex_depth
+from anatomix.upsample import trilinear_box
+
+
+@pytest.mark.parametrize("trial", range(8))
+def test_trilinear_box_matches_torch_bytes(trial: int) -> None:
+    rng = np.random.default_rng(trial)
+    coarse = rng.standard_normal(size=tuple(int(v) for v in rng.integers(2, 30, size=3))).astype(np.float32)
+    size = tuple(int(v) for v in rng.integers(8, 120, size=3))
+    ref = F.interpolate(torch.from_numpy(coarse)[None, None], size=size, mode="trilinear",
+                        align_corners=True)[0, 0].numpy()
+    assert trilinear_box(coarse, size).tobytes() == ref.tobytes()
+    lo = [int(rng.integers(0, n)) for n in size]
+    box = tuple(slice(a, int(rng.integers(a + 1, n + 1))) for a, n in zip(lo, size))
+    assert trilinear_box(coarse, size, box).tobytes() == np.ascontiguousarray(ref[box]).tobytes()
+
+
+@pytest.mark.parametrize("spacing", [(1.5, 1.5, 2.0), (1.0, 1.0, 1.0), (4.0, 4.0, 4.0), (0.8, 1.2, 2.5)])
+def test_cortex_depth_is_the_distance_transform_within_reach(spacing: tuple[float, float, float]) -> None:
+    from scipy.ndimage import binary_opening, distance_transform_edt
+
+    rng = np.random.default_rng(0)
+    bone = binary_opening(rng.random((40, 36, 30)) < 0.7, iterations=1)
+    reach = 2.6
+    ref = distance_transform_edt(bone, sampling=spacing).astype(np.float32)
+    got = cortex_depth(bone, spacing, reach)
+    within = bone & (ref <= reach)
+    assert np.array_equal(got[within], ref[within])
+    assert np.all(np.isinf(got[~within]))
+
+
+@pytest.mark.parametrize("factors", [(2, 2, 2), (2, 2, 1), (1, 2, 2), (1, 1, 1)])
+def test_upsample_twice_matches_torch_bytes(factors: tuple[int, int, int]) -> None:
+    from anatomix.upsample import upsample_twice
+
+    rng = np.random.default_rng(sum(factors))
+    for shape in [(9, 14, 21), (2, 30, 5), (1, 7, 12), (17, 1, 1)]:
+        coarse = torch.from_numpy((rng.standard_normal(size=shape) * 40).astype(np.float32))
+        full = tuple((n - 1) * f + 1 if n > 1 else 1 for n, f in zip(shape, factors))
+        ref = F.interpolate(coarse[None, None], size=full, mode="trilinear", align_corners=True)[0, 0]
+        got = upsample_twice(coarse, factors)
+        assert got.shape == ref.shape
+        assert got.numpy().tobytes() == ref.numpy().tobytes()
