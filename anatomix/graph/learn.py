@@ -228,14 +228,14 @@ def learn_graph(
     axis_dirs = {0: ("right_of", "left_of"), 1: ("anterior_to", "posterior_to"), 2: ("above", "below")}
     for pair in sorted(tuple(sorted(p)) for p in cand_pairs):
         a, b = pair
-        both = [s for s in subjects if a in s.records and b in s.records]
+        holding = [s for s in subjects if a in s.records and b in s.records]
         for ax in range(3):
             # a shape cut by the field of view on this axis has no meaningful centroid along it
             # (an IVC cut at z- sits higher); along the other axes it still does
             faces = (f"{'xyz'[ax]}-", f"{'xyz'[ax]}+")
-            eligible = [s for s in both if not any(f in s.records[o].truncated_faces for o in (a, b) for f in faces)]
+            eligible = [s for s in holding if not any(f in s.records[o].truncated_faces for o in (a, b) for f in faces)]
             # one subject is no evidence of an order "in every subject" when others hold the pair
-            if not eligible or len(eligible) < min(2, len(both)):
+            if not eligible or len(eligible) < min(2, len(holding)):
                 continue
             d = np.array([np.asarray(s.records[a].centroid_mm, float) - np.asarray(s.records[b].centroid_mm, float)
                           for s in eligible])
