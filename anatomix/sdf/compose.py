@@ -28,7 +28,7 @@ from anatomix.sdf.primitives import PrimitiveSDF, local_half_extent
 
 __all__ = ["Grid", "object_box", "object_sdf", "render_objects"]
 
-CHUNK = 1 << 15  # points per evaluation: the (edges, points) temporaries stay in cache
+CHUNK = 1 << 16  # points per evaluation: fewer, larger ops (1 << 15: 3-5 % slower, 1 << 17: no better)
 BLOCK_SIZES = (8, 4, 2)  # culling levels (voxels per block side; a 16 level costs more fixed per-op time than it saves)
 
 
