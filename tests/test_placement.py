@@ -194,3 +194,29 @@ def test_offset_measures_equal_the_pasted_ones():
                 assert g == pytest.approx(rel.surface_gap_mm(big_a, big_b, 1.0), abs=1e-5)
             else:
                 assert g == float("inf")
+
+
+def test_candidates_drawn_inside_the_hard_directions_after_a_failed_draw(anatomy_bank, monkeypatch):
+    """'kidney_left left_of kidney_right by 170 mm' leaves the left kidney's prior (the bank's
+    -65 mm) almost no room, as a graph learned from few subjects can: the first draw's candidates
+    are all rejected, the next draws are clipped into the box where the hard directions hold, and
+    the kidney is placed in every scene with every hard relation holding. Drawn unclipped (as
+    before), it fails in every scene."""
+    import anatomix.placement._solver as solver
+    from anatomix.graph import OrganGraph
+    from conftest import anatomy_graph_dict
+
+    d = anatomy_graph_dict()
+    (rel,) = [r for r in d["relations"] if r["type"] == "direction" and r["a"] == "kidney_left"]
+    rel["margin_mm"] = 170.0
+    graph = OrganGraph.from_dict(d, source="squeezed")
+    cfg = PlacementConfig(repair=0)
+    for i in range(8):
+        s = sample_scene(graph, anatomy_bank, np.random.default_rng(i), cfg)
+        assert "kidney_left" not in s.failed, i
+        assert all(r.holds for r in s.report if r.hard), i
+        assert s.organ("kidney_left").attempts > 1
+        assert s.organ("kidney_left").centroid_mm[0] < s.organ("kidney_right").centroid_mm[0] - 170.0
+    monkeypatch.setattr(solver, "direction_box", lambda *args: None)
+    assert all("kidney_left" in sample_scene(graph, anatomy_bank, np.random.default_rng(i), cfg).failed
+               for i in range(8))

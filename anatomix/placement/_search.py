@@ -17,8 +17,8 @@ from anatomix.config import PlacementConfig
 from anatomix.graph import OrganSpec, Relation
 from anatomix.placement._lattice import Lattice, Placed, carry, overlap_region, pair_values
 
-__all__ = ["Context", "check_candidate", "neighbour_subjects", "position_prior", "push_out", "refine_contacts",
-           "shape_anchor"]
+__all__ = ["Context", "check_candidate", "direction_box", "neighbour_subjects", "position_prior", "push_out",
+           "refine_contacts", "shape_anchor"]
 
 
 @dataclass
@@ -76,6 +76,30 @@ def tight_overlap(start: np.ndarray, lat: Lattice, p: Placed) -> int:
     if box is None:
         return 0
     return int(np.count_nonzero(lat.mask_t[box[0]] & p.lat.mask_t[box[1]]))
+
+
+def direction_box(ctx: Context, info: OrganSpec, rels: list[Relation]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The box of centroid positions where every hard direction relation with the placed organs
+    holds, shrunk by one lattice step (a lattice translation moves the centroid up to half a step
+    per axis); None when there is no such relation or the box is empty (they conflict)."""
+    lo = np.full(3, -math.inf)
+    hi = np.full(3, math.inf)
+    found = False
+    for r, _other, oc, is_a in prepared(ctx, info, rels).dirs:
+        if not r.hard:
+            continue
+        found = True
+        axis, sign = rel.DIRECTIONS[r.direction or ""]
+        # sign * (a - b)[axis] > margin, solved for this organ's centroid
+        s = sign if is_a else -sign
+        bound = oc[axis] + s * (r.margin_mm + ctx.h)
+        if s > 0:
+            lo[axis] = max(lo[axis], bound)
+        else:
+            hi[axis] = min(hi[axis], bound)
+    if not found or np.any(lo > hi):
+        return None
+    return lo, hi
 
 
 def check_candidate(ctx: Context, info: OrganSpec, lat: Lattice, m: np.ndarray,

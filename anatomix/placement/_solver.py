@@ -20,6 +20,7 @@ from anatomix.placement._lattice import Placed, organ_lattice
 from anatomix.placement._search import (
     Context,
     check_candidate,
+    direction_box,
     neighbour_subjects,
     position_prior,
     push_out,
@@ -105,8 +106,14 @@ def place_organ(ctx: Context, info: OrganSpec, bank: ShapeBank, rng: np.random.G
             continue
         best: tuple[float, np.ndarray] | None = None
         rejected: list[np.ndarray] = []
+        # after a draw without a valid candidate, candidates are drawn inside the box where the hard
+        # direction relations hold (with few subjects behind a learned graph, the placed organs can
+        # leave the prior almost no room; drawn outside it, every candidate is rejected)
+        box = direction_box(ctx, info, rels) if attempt > 1 else None
         for k in range(n_cand):
             target = c_mean + chol @ z[k] if k > 0 else c_mean + chol @ z[k] * 0.5
+            if box is not None:
+                target = np.clip(target, *box)
             m = np.rint((target - lat.centroid_off) / h).astype(int)
             cen = m * h + lat.centroid_off
             if best is not None:
