@@ -503,10 +503,12 @@ def test_shipped_graph_is_inside_the_ranges() -> None:
 
 def test_synth_exits_non_zero_on_hard_violations_unless_allowed(tmp_path: Path) -> None:
     g = yaml.safe_load((REPO / "graphs" / "abdomen.yaml").read_text())
-    # a hard rule no placement can meet: kidneys 190 mm apart (they are ~100 mm apart and anchored)
+    # hard rules no placement can meet together: kidney centroids 190 mm apart and their surfaces
+    # touching (each kidney is ~50 mm wide)
     rule = next(r for r in g["relations"] if r["type"] == "direction" and r["a"] == "kidney_left"
                 and r["b"] == "kidney_right")
     rule.update(margin_mm=190.0, hard=True)
+    g["relations"].append({"type": "contact", "a": "kidney_left", "b": "kidney_right", "hard": True})
     graph = tmp_path / "impossible.yaml"
     graph.write_text(yaml.safe_dump(g, sort_keys=False))
     cfg = tmp_path / "small.yaml"
