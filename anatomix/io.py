@@ -977,11 +977,7 @@ def resample_label_map(labels: np.ndarray, spacing_mm: Sequence[float], origin_m
     sp_out = [float(s) for s in out_spacing_mm]
     o_out = [float(s) for s in out_origin_mm]
     shape_out = tuple(int(s) for s in out_shape)
-    weights = [_axis_weights(lab.shape[a], sp_in[a], o_in[a], shape_out[a], sp_out[a], o_out[a])
-               for a in range(3)]
-    best = np.zeros(shape_out, dtype=np.float32)
     out = np.zeros(shape_out, dtype=lab.dtype)
-    vox_ratio = float(np.prod(sp_in) / np.prod(sp_out))
     if lab.dtype.kind in "ui" and lab.size and lab.min() >= 0 and lab.max() < (1 << 16):
         # one pass gives both the labels present and their boxes (np.unique sorts the whole map)
         if lab.flags.f_contiguous and not lab.flags.c_contiguous:  # readers give (x, y, z) views of (z, y, x)
@@ -991,13 +987,13 @@ def resample_label_map(labels: np.ndarray, spacing_mm: Sequence[float], origin_m
         box_of = {k + 1: b for k, b in enumerate(boxes) if b is not None}
     else:
         box_of = {int(v): ndimage.find_objects((lab == v).astype(np.int8))[0] for v in np.unique(lab) if v != 0}
-    values = sorted(box_of)
-    if not values:
+    if not box_of:
         return out
-    for v in values:
-        box = box_of.get(v)
-        if box is None:
-            continue
+    weights = [_axis_weights(lab.shape[a], sp_in[a], o_in[a], shape_out[a], sp_out[a], o_out[a])
+               for a in range(3)]
+    best = np.zeros(shape_out, dtype=np.float32)
+    vox_ratio = float(np.prod(sp_in) / np.prod(sp_out))
+    for v, box in sorted(box_of.items()):
         sub = (lab[box] == v).astype(np.float32)
         ws = [weights[a][:, box[a]] for a in range(3)]
         rows = [np.flatnonzero(w.any(axis=1)) for w in ws]
