@@ -24,8 +24,8 @@ integer refinement, thin structures kept otherwise) onto an axis-aligned RAS+ gr
 spacing (default 1.5 mm isotropic) covering its voxel extent; arrays are (x, y, z) with axes
 along world +x (Right), +y (Anterior), +z (Superior). Positions are stored in the subject's
 **body frame**: RAS axes, origin at an anatomical landmark (see ``BODY_FRAME_DEFINITION``), in mm,
-so no absolute scanner coordinate is kept. Placing every shape of a subject at its record's ``origin_mm`` rebuilds that
-subject's label map (up to the dropped fragments).
+so no absolute scanner coordinate is kept. Placing every shape of a subject at its record's
+``origin_mm`` rebuilds that subject's label map (up to the dropped fragments).
 
 De-identification: no intensities, no header text, no file names or paths, no absolute scanner
 coordinates; subject ids are a truncated SHA-256 of the resampled label geometry itself

@@ -65,18 +65,16 @@ def bank_grid(shape_in: Sequence[int], spacing_in: Sequence[float], origin_in: S
     return origin, np.maximum(n, 1)
 
 
-def _resample_layers(layers: list[np.ndarray], spacing_in: Sequence[float],
-                     origin_in: Sequence[float], spacing: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Resample RAS label layers onto the bank's RAS grid (:func:`bank_grid`) with the package's
-    label resampler (:func:`anatomix.io.resample_label_map`: volume-exact replication where the bank
-    is an integer refinement, anti-aliased and thin-structure-keeping otherwise).
-    Returns (grid origin RAS, grid far corner RAS, arrays)."""
+def _resample_layers(layers: list[np.ndarray], spacing_in: Sequence[float], origin_in: Sequence[float],
+                     spacing: np.ndarray, grid: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
+    """Resample RAS label layers onto the bank's RAS ``grid`` (origin, shape: :func:`bank_grid`)
+    with the package's label resampler (:func:`anatomix.io.resample_label_map`: volume-exact
+    replication where the bank is an integer refinement, anti-aliased and thin-structure-keeping
+    otherwise)."""
     from anatomix.io import resample_label_map
 
-    lo, n = bank_grid(layers[0].shape, spacing_in, origin_in, spacing)
-    out = [resample_label_map(L, spacing_in, origin_in, spacing.tolist(), lo.tolist(), n.tolist()) for L in layers]
-    return lo, lo + (n - 1) * spacing, out
+    lo, n = grid
+    return [resample_label_map(L, spacing_in, origin_in, spacing.tolist(), lo.tolist(), n.tolist()) for L in layers]
 
 
 def _cut_shape(organ: str, m: np.ndarray, b0: np.ndarray, grid_lo: np.ndarray,

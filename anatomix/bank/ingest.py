@@ -185,14 +185,15 @@ def _subject_geometry(path: Path, spec: LabelSpec, organs: set[str] | None,
             compact_layers.append(c)
     del layers, arr
     extent = np.array(compact_layers[0].shape) * np.asarray(lv.spacing_mm, dtype=float)
-    _, n_out = bank_grid(compact_layers[0].shape, lv.spacing_mm, lv.origin_mm, spacing)
+    lo, n_out = bank_grid(compact_layers[0].shape, lv.spacing_mm, lv.origin_mm, spacing)
     if float(np.prod(n_out.astype(float))) > io.MAX_VOXELS:
         problems.append(f"{path}: expected a field of view of at most {io.MAX_VOXELS:,} voxels "
                         f"at the bank spacing, found {' x '.join(f'{e:.0f}' for e in extent)} mm "
                         f"= {' x '.join(map(str, n_out))} voxels; check the file's spacing or "
                         "use a coarser --spacing")
         return None
-    lo, hi, res_layers = _resample_layers(compact_layers, lv.spacing_mm, lv.origin_mm, spacing)
+    res_layers = _resample_layers(compact_layers, lv.spacing_mm, lv.origin_mm, spacing, (lo, n_out))
+    hi = lo + (n_out - 1) * spacing
     del compact_layers
     h = hashlib.sha256()
     h.update(json.dumps([organ_names, [float(s) for s in spacing]]).encode())
