@@ -48,7 +48,7 @@ Definitions:
 
 from __future__ import annotations
 
-from math import ceil
+from math import ceil, isfinite
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -70,6 +70,7 @@ __all__ = [
     "offset_common_box",
     "offset_overlap_count",
     "offset_relation_value",
+    "offset_outside_gap_mm",
     "offset_surface_gap_mm",
     "overlap_fraction",
     "relation_holds",
@@ -351,10 +352,18 @@ def offset_surface_gap_mm(
         ma, mb = masks[0][sa], masks[1][sb]
     if (ma & mb).any():
         return 0.0
-    outside = ~ma & ~mb
-    if not outside.any():
-        return 0.0
-    return float(max(0.0, (sdf_a[sa] + sdf_b[sb])[outside].min()))
+    inf = np.float32(np.inf)
+    return offset_outside_gap_mm(np.where(ma, inf, sdf_a[sa]), np.where(mb, inf, sdf_b[sb]))
+
+
+def offset_outside_gap_mm(outside_a: np.ndarray, outside_b: np.ndarray) -> float:
+    """The surface gap (mm) of two organs that do not overlap, from their SDFs over one common box
+    with ``+inf`` inside each organ: the least ``sdf_a + sdf_b`` over the voxels outside both, at
+    least 0; 0 when no voxel is outside both. (:func:`offset_surface_gap_mm` after its overlap test;
+    placement keeps such arrays per organ, so each of its checks is one sum and one min.)
+    """
+    least = float((outside_a + outside_b).min())
+    return max(0.0, least) if isfinite(least) else 0.0
 
 
 def offset_relation_value(

@@ -112,10 +112,7 @@ def pair_values(a_start: tuple[int, ...], la: Lattice, b_start: tuple[int, ...],
     inter = rel.offset_overlap_count(la.mask, a_start, lb.mask, b_start, box=box)
     if inter or not need_gap:
         return inter, 0.0 if inter else math.inf
-    # offset_surface_gap_mm's value with no overlap (checked above): the least sdf_a + sdf_b over
-    # the voxels outside both, 0 when there is none
-    least = float((la.outside_sdf[box[0]] + lb.outside_sdf[box[1]]).min())
-    return 0, max(0.0, least) if math.isfinite(least) else 0.0
+    return 0, rel.offset_outside_gap_mm(la.outside_sdf[box[0]], lb.outside_sdf[box[1]])
 
 
 def carry(p: Placed, anchor: np.ndarray, h: float) -> np.ndarray:
