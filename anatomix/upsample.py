@@ -4,7 +4,8 @@ The smooth fields of appearance (bowel gas pockets, the second Gaussian of a ran
 are coarse white noise upsampled to the whole grid, but each is read only inside one structure.
 :func:`trilinear_box` gives the values of ``torch.nn.functional.interpolate(coarse, size,
 mode="trilinear", align_corners=True)`` on a box of the output only, with the same float32
-arithmetic as torch's CPU kernel (the same bytes, checked in tests/test_upsample.py): the
+arithmetic as torch's CPU kernel (the same bytes where that kernel fuses multiply-adds, as on
+the development machine; within one float32 rounding step elsewhere: tests/test_upsample.py): the
 kernel interpolates the last axis first, then the middle, then the first, each step
 ``fma(t0, w0, t1 * w1)``; the fused multiply-add is emulated in float64 (the product of two
 float32 values is exact there; the sum is rounded twice, float64 then float32, which in rare
@@ -47,8 +48,8 @@ def trilinear_box(coarse: np.ndarray, size: Sequence[int], box: Sequence[slice] 
         box: slices of the output (steps of 1) to evaluate; None: all of it.
 
     Returns:
-        float32 array of the box's shape, equal byte for byte to the same box of torch's
-        ``interpolate`` output.
+        float32 array of the box's shape: the same box of torch's ``interpolate`` output (byte
+        for byte where torch's kernel fuses multiply-adds).
     """
     c = np.asarray(coarse, dtype=np.float32)
     if box is None:
