@@ -8,23 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 from scipy import ndimage
 
 from anatomix.bank import BankWarning, ShapeBank, ingest_masks
 from anatomix.bank.geometry import bank_grid
+from anatomix.io import write_volume
 from anatomix.labels import preset
 
 FL = {v: k for k, v in preset("flare22").items()}  # organ -> FLARE22 value
-
-
-def _write_ras(path: Path, arr: np.ndarray, spacing: float, origin: tuple[float, float, float]) -> Path:
-    img = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))
-    img.SetSpacing([spacing] * 3)
-    img.SetDirection([-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0])  # RAS array axes, LPS header
-    img.SetOrigin([-origin[0], -origin[1], origin[2]])
-    sitk.WriteImage(img, str(path), True)
-    return path
 
 
 def _phantom(spacing: float, shape: tuple[int, int, int], plate_vox: int) -> np.ndarray:
@@ -53,7 +44,7 @@ def test_bank_grid_is_nested_for_an_integer_refinement() -> None:
 
 def test_integer_refinement_keeps_every_volume_exactly(tmp_path: Path) -> None:
     a = _phantom(3.0, (24, 16, 16), plate_vox=1)
-    f = _write_ras(tmp_path / "coarse.nii.gz", a, 3.0, (-31.0, 7.0, 100.5))
+    f = write_volume(tmp_path / "coarse.nii.gz", a, (3.0,) * 3, (-31.0, 7.0, 100.5))
     with pytest.warns(BankWarning):  # the plate is thin: flagged, still kept
         ingest_masks([f], tmp_path / "bank", labels="flare22", spacing_mm=1.5)
     bank = ShapeBank.load(tmp_path / "bank", verify=True)
@@ -67,7 +58,7 @@ def test_thin_structure_survives_at_every_alignment(tmp_path: Path, shift_mm: fl
     """A 0.8 mm plate into a 1.5 mm bank: kept, in one piece, with about its volume."""
     a = _phantom(0.8, (80, 64, 48), plate_vox=1)
     true_ml = _largest_ml(a == FL["adrenal_gland_left"], 0.8)
-    f = _write_ras(tmp_path / "fine.nii.gz", a, 0.8, (-32.0, -25.6 + shift_mm, -19.2))
+    f = write_volume(tmp_path / "fine.nii.gz", a, (0.8,) * 3, (-32.0, -25.6 + shift_mm, -19.2))
     with pytest.warns(BankWarning):
         ingest_masks([f], tmp_path / "bank", labels="flare22", spacing_mm=1.5)
     bank = ShapeBank.load(tmp_path / "bank", verify=True)
