@@ -31,13 +31,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from anatomix.config import PHASES, AppearanceConfig
 from anatomix.grid import Grid
 from anatomix.render import Rendered
 from anatomix.scene import PlacedOrgan, Scene
 from anatomix.shape_field import ShapeSource, evaluate_upsampled, placed_field
+from anatomix.upsample import trilinear_box
 
 __all__ = [
     "AppearanceConfig",
@@ -274,8 +274,7 @@ def _host_lattice(organ: PlacedOrgan, bank: ShapeSource, cache: dict[str, Any] |
 def _smooth_field(shape: Sequence[int], seed: int, coarse: int = 5) -> np.ndarray:
     """A smooth random field in [-1, 1] (trilinear upsampling of a coarse uniform grid)."""
     g = np.random.Generator(np.random.PCG64(seed))
-    c = torch.from_numpy(g.uniform(-1.0, 1.0, size=(1, 1, coarse, coarse, coarse)).astype(np.float32))
-    return F.interpolate(c, size=tuple(int(s) for s in shape), mode="trilinear", align_corners=True)[0, 0].numpy()
+    return trilinear_box(g.uniform(-1.0, 1.0, size=(coarse, coarse, coarse)).astype(np.float32), shape)
 
 
 def _object_values(obj: dict[str, Any], grid: Grid) -> tuple[tuple[slice, ...], torch.Tensor, torch.Tensor] | None:
@@ -376,14 +375,25 @@ def render_hu(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
         field = _smooth_field(shape, b["field_seed"])
         img = (b["fat_hu"] + (b["soft_hu"] - b["fat_hu"]) * (0.5 + 0.5 * field)).astype(np.float32)
         img[~body] = AIR_HU
-    organ_mask = label > 0
-    for obj in params.get("distractors", ()):
-        res = _object_values(obj, g)
-        if res is None:
-            continue
-        box, _, val = res
-        free = body[box] & ~organ_mask[box]
-        img[box] += (np.float32(obj["amplitude_hu"]) * val.numpy()) * free
+    distractors = params.get("distractors", ())
+    if distractors:
+        from anatomix.sdf import add_mapped_objects, mapper_margin_mm
+
+        # culled block evaluation (FDIF mode's renderer); a mapper that glows outside (inverse_cube)
+        # is not 0 in the corners of its box, where the culling stops: it keeps the box evaluation
+        culled = [o for o in distractors if mapper_margin_mm(o["mapper"]) == 0.0]
+        acc = torch.zeros(shape, dtype=torch.float32)
+        add_mapped_objects(culled, [o["amplitude_hu"] / 128.0 for o in culled], g, acc)
+        free = body & (label == 0)
+        img += acc.numpy() * free
+        for obj in distractors:
+            if mapper_margin_mm(obj["mapper"]) == 0.0:
+                continue
+            res = _object_values(obj, g)
+            if res is None:
+                continue
+            box, _, val = res
+            img[box] += (np.float32(obj["amplitude_hu"]) * val.numpy()) * free[box]
     noise_rng = np.random.Generator(np.random.PCG64(params["noise_seed"]))
     for organ, (sl, sdf) in rendered.sdfs.items():
         ip = params["organs"].get(organ)

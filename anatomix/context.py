@@ -189,12 +189,16 @@ class ContextMap:
 
 
 def _smooth(shape: Sequence[int], seed: int, n: int, coarse: int = 4) -> np.ndarray:
-    import torch
-    import torch.nn.functional as F
+    """``n`` smooth fields in [-1, 1] on ``shape``: coarse uniform noise, upsampled trilinearly
+    (torch's ``interpolate`` values, :func:`anatomix.upsample.trilinear_box`), (n, x, y, z)."""
+    from anatomix.upsample import trilinear_box
 
     g = np.random.Generator(np.random.PCG64(seed))
-    c = torch.from_numpy(g.uniform(-1.0, 1.0, size=(1, n, coarse, coarse, coarse)).astype(np.float32))
-    return F.interpolate(c, size=tuple(int(s) for s in shape), mode="trilinear", align_corners=True)[0].numpy()
+    c = g.uniform(-1.0, 1.0, size=(n, coarse, coarse, coarse)).astype(np.float32)
+    out = np.empty((n, *(int(s) for s in shape)), dtype=np.float32)
+    for k in range(n):
+        trilinear_box(c[k], shape, out=out[k])
+    return out
 
 
 def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
@@ -215,10 +219,10 @@ def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
     t = np.asarray(params["translation_mm"], float)
     disp = None
     if params["elastic_mm"] > 0:
-        disp = _smooth(shape, params["elastic_seed"], 3) * np.float32(params["elastic_mm"])
+        disp = _smooth(shape, params["elastic_seed"], 3)
+        disp *= np.float32(params["elastic_mm"])
     # the subject voxel of every grid voxel, as one flat index (one gather per subject array);
     # the arithmetic is the per-axis float32 body-frame position, then float64 subject index
-    flat = np.zeros(shape if disp is not None else (1, 1, 1), dtype=np.float64)
     for a in range(3):
         q = (axes[a] - t[a]) / s[a]
         shp = [1, 1, 1]
@@ -232,7 +236,13 @@ def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
         i /= subject.spacing_mm
         np.rint(i, out=i)
         np.clip(i, 0, subject.ids.shape[a] - 1, out=i)
-        flat = flat * subject.ids.shape[a] + i if a else flat + i
+        if a == 0:
+            flat = i
+        elif flat.shape == np.broadcast_shapes(flat.shape, i.shape):  # in place (elastic: full volume)
+            flat *= subject.ids.shape[a]
+            flat += i
+        else:
+            flat = flat * subject.ids.shape[a] + i
     where = np.broadcast_to(flat, shape).astype(np.intp).reshape(-1)
     comp = np.take(subject.ids.reshape(-1), where).reshape(shape)
     names_all = context_label_names(subject, ())

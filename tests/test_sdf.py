@@ -204,3 +204,23 @@ def test_fdif_truncated_mapper_is_within_its_stated_bound(name):
     d = torch.linspace(-60.0, 20.0, 80001)
     err = (apply_mapper_truncated(name, d) - apply_mapper(name, d)).abs().max()
     assert float(err) < (0.25 if name == "inverse_cube" else 1e-3)
+
+
+def test_add_mapped_objects_is_the_weighted_sum_of_the_culled_renders():
+    # appearance's distractors: amplitude-weighted mapped values, added in place with the block renderer
+    from anatomix.config import FdifSynthConfig
+    from anatomix.sdf import add_mapped_objects
+    from anatomix.sdf.generator import FdifGenerator
+
+    gen = FdifGenerator(FdifSynthConfig(shape=(40, 40, 40), n_objects=(4, 4)), seed=5)
+    grid = gen.config.grid
+    objs = gen.sample_record(0)["objects"]
+    weights = [0.5, -1.25, 2.0, 0.75]
+    acc = torch.full(grid.shape, 3.0)
+    add_mapped_objects(objs, weights, grid, acc)
+    ref = torch.full(grid.shape, 3.0)
+    for obj, w in zip(objs, weights):
+        img, _, _ = render_objects([obj], [1], grid, clip=(-1e9, 1e9), quantize=False)
+        ref += w * img
+    assert float((acc - ref).abs().max()) < 1e-4
+    assert float((acc - 3.0).abs().max()) > 1.0  # the objects are there

@@ -55,3 +55,17 @@ def test_upsample_twice_matches_torch_bytes(factors: tuple[int, int, int]) -> No
         got = upsample_twice(coarse, factors)
         assert got.shape == ref.shape
         assert got.numpy().tobytes() == ref.numpy().tobytes()  # halves and pairwise means: exact, FMA or not
+
+
+def test_trilinear_box_writes_into_out_and_covers_a_whole_abdomen_grid() -> None:
+    # the context anatomy's fields: 4^3 control values onto a whole-abdomen grid, one channel of a stack
+    rng = np.random.default_rng(3)
+    coarse = rng.uniform(-1.0, 1.0, size=(4, 4, 4)).astype(np.float32)
+    size = (131, 89, 80)
+    ref = F.interpolate(torch.from_numpy(coarse)[None, None], size=size, mode="trilinear",
+                        align_corners=True)[0, 0].numpy()
+    stack = np.zeros((2, *size), dtype=np.float32)
+    got = trilinear_box(coarse, size, out=stack[1])
+    assert got is stack[1] or np.shares_memory(got, stack)
+    np.testing.assert_allclose(stack[1], ref, rtol=0, atol=1e-6)
+    assert not stack[0].any()

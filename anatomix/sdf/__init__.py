@@ -16,11 +16,12 @@ Reusable pieces (all torch, float32, any device; distances in mm, negative insid
   ``displacement_bound_mm``.
 - Mappers (:mod:`anatomix.sdf.mappers`): ``MAPPER_NAMES`` (10), ``apply_mapper(name, sdf)``,
   ``mapper_margin_mm(name)``.
-- Composition: ``render_objects(objects, labels, grid) -> image, label, volumes``; ``Grid``.
+- Composition: ``render_objects(objects, labels, grid) -> image, label, volumes``;
+  ``add_mapped_objects(objects, weights, grid, image)`` (weighted mapped values only); ``Grid``.
 - Generator (:mod:`anatomix.sdf.generator`): ``FdifSynthConfig``, ``FdifGenerator``.
 """
 
-from anatomix.sdf.compose import Grid, object_box, object_sdf, render_objects
+from anatomix.sdf.compose import Grid, add_mapped_objects, object_box, object_sdf, render_objects
 from anatomix.sdf.displacements import (DISPLACEMENT_NAMES, displacement_bound_mm,
                                         displacement_field, sample_displacement)
 from anatomix.sdf.mappers import MAPPER_NAMES, apply_mapper, mapper_margin_mm
@@ -29,7 +30,7 @@ from anatomix.sdf.primitives import (CLASS_NAMES, CLASSES, local_half_extent, po
                                      primitive_sdf, sample_primitive, star_sdf2d)
 
 __all__ = [
-    "CLASSES", "CLASS_NAMES", "DISPLACEMENT_NAMES", "MAPPER_NAMES", "Grid", "apply_mapper",
+    "CLASSES", "CLASS_NAMES", "DISPLACEMENT_NAMES", "MAPPER_NAMES", "Grid", "add_mapped_objects", "apply_mapper",
     "displacement_bound_mm", "displacement_field", "local_half_extent", "mapper_margin_mm",
     "object_box", "object_sdf", "polygon_sdf2d", "pose_matrices", "primitive_sdf",
     "random_rotation", "render_objects", "sample_displacement", "sample_pose", "sample_primitive",

@@ -26,7 +26,7 @@ from anatomix.sdf.mappers import apply_mapper_truncated, mapper_margin_mm, mappe
 from anatomix.sdf.pose import pose_matrices
 from anatomix.sdf.primitives import PrimitiveSDF, local_half_extent
 
-__all__ = ["Grid", "object_box", "object_sdf", "render_objects"]
+__all__ = ["Grid", "add_mapped_objects", "object_box", "object_sdf", "render_objects"]
 
 CHUNK = 1 << 16  # points per evaluation: fewer, larger ops (1 << 15: 3-5 % slower, 1 << 17: no better)
 BLOCK_SIZES = (8, 4, 2)  # culling levels (voxels per block side; a 16 level costs more fixed per-op time than it saves)
@@ -106,9 +106,9 @@ def _block_offsets(b: int, device: torch.device | str) -> torch.Tensor:
     return torch.stack([g.reshape(-1) for g in torch.meshgrid(r, r, r, indexing="ij")])
 
 
-def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=BLOCK_SIZES):
-    """Hierarchical (block) evaluation of one object; adds its mapped values to ``image_flat``
-    and returns the flat indices of its inside voxels.
+def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=BLOCK_SIZES, weight=1.0):
+    """Hierarchical (block) evaluation of one object; adds its mapped values (times ``weight``)
+    to ``image_flat`` and returns the flat indices of its inside voxels.
 
     Blocks are classified with the undisplaced SDF at their centre (1-Lipschitz, so every voxel
     of a block lies within the centre value +- the block's half-diagonal, +- the displacement
@@ -206,11 +206,23 @@ def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=BLOCK_SI
         for k in range(0, flat_all.shape[0], CHUNK):
             d = f(pts_all[:, k:k + CHUNK])
             flat = flat_all[k:k + CHUNK]
-            image_flat.scatter_add_(0, flat, apply_mapper_truncated(obj["mapper"], d))  # flat is unique
+            v = apply_mapper_truncated(obj["mapper"], d)
+            image_flat.scatter_add_(0, flat, v if weight == 1.0 else v.mul_(weight))  # flat is unique
             inside_idx.append(torch.masked_select(flat, d < 0.0))  # faster than flat[mask]
     if not inside_idx:
         return torch.zeros(0, dtype=torch.int64, device=device)
     return torch.cat(inside_idx)
+
+
+def add_mapped_objects(objects: Sequence[dict[str, Any]], weights: Sequence[float], grid: Grid,
+                       image: torch.Tensor) -> None:
+    """Add ``weights[i]`` times object ``i``'s truncated mapper value (0..128,
+    :func:`anatomix.sdf.mappers.apply_mapper_truncated`) to ``image`` (float32 (x, y, z) on
+    ``grid``, contiguous), in place, with the culled block evaluation of :func:`render_objects`.
+    """
+    flat = image.view(-1)
+    for obj, w in zip(objects, weights):
+        _object_inside_and_image(obj, grid, flat, image.device, weight=float(w))
 
 
 def render_objects(
