@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from anatomix.filters import gaussian_filter
 from anatomix.config import PHASES, AppearanceConfig
 from anatomix.grid import Grid
 from anatomix.render import Rendered
@@ -426,9 +427,7 @@ def render_hu(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
     res = np.asarray(acq.get("resolution_mm", (0.0, 0.0, 0.0)), float) / 2.355 / sp
     sig = np.hypot(sig, res)
     if np.any(sig > 0.2):
-        from scipy.ndimage import gaussian_filter
-
-        img = gaussian_filter(img, sigma=sig, mode="nearest", truncate=3.0)
+        img = gaussian_filter(img, sig, mode="nearest", truncate=3.0)
     if acq["noise_std_hu"] > 0:
         if acq.get("noise_correlation_mm", 0.0) > 0:
             from anatomix.tissue import correlated_noise

@@ -21,6 +21,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from anatomix.filters import gaussian_filter
+
 __all__ = ["MR_HU", "PHASE_HU", "TISSUE_HU", "correlated_noise", "hu_range", "mr_hu", "partial_volume",
            "cortex_depth", "render_tissue", "sample_random_tissue", "sample_tissue", "tissue_class"]
 
@@ -189,13 +191,11 @@ def correlated_noise(shape: Sequence[int], spacing_mm: Sequence[float] | np.ndar
 
     White noise filtered by a Gaussian kernel, rescaled so the output's std is ``std``; float32.
     """
-    from scipy.ndimage import gaussian_filter
-
     g = np.random.Generator(np.random.PCG64(seed))
     n = g.standard_normal(size=tuple(int(s) for s in shape), dtype=np.float32)
     sig = np.asarray([correlation_mm / s for s in spacing_mm], float)
     if np.any(sig > 0.3):
-        n = gaussian_filter(n, sigma=sig, mode="wrap", truncate=3.0)
+        n = gaussian_filter(n, sig, mode="wrap", truncate=3.0)
         sd = float(n.std())
         if sd > 0:
             n *= np.float32(1.0 / sd)
@@ -208,12 +208,10 @@ def partial_volume(hu: np.ndarray, spacing_mm: Sequence[float], sigma_mm: float 
     The kernel is positive, so across a boundary between two constant tissues the profile is
     monotone between the two values.
     """
-    from scipy.ndimage import gaussian_filter
-
     sig = np.broadcast_to(np.asarray(sigma_mm, float), (3,)) / np.asarray(spacing_mm, float)
     if not np.any(sig > 0.2):
         return hu.astype(np.float32, copy=False)
-    return gaussian_filter(hu.astype(np.float32, copy=False), sigma=sig, mode="nearest", truncate=3.0)
+    return gaussian_filter(hu, sig, mode="nearest", truncate=3.0)
 
 
 def cortex_depth(bone: np.ndarray, spacing_mm: Sequence[float] | np.ndarray, reach_mm: float) -> np.ndarray:

@@ -1,0 +1,76 @@
+"""Separable Gaussian filtering of float32 volumes: scipy's ``gaussian_filter``, faster along the first axis.
+
+Texture and acquisition noise fields and the acquisition blur filter whole volumes. scipy filters
+the first axis of a C-ordered volume along lines whose points are a whole slab apart, at two to
+three times the cost of the last axis. :func:`gaussian_filter` filters that axis as a sum of
+shifted slabs instead (symmetric kernel: ``w0 * x + sum_k wk * (x[i - k] + x[i + k])``, in float32)
+and leaves the other two axes to scipy. The kernel is scipy's (``exp(-x^2 / 2 sigma^2)``,
+normalised, radius ``int(truncate * sigma + 0.5)``); the sums round in float32 where scipy sums in
+float64, so values agree to about 1e-6 of the field's scale (tests/test_filters.py).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["gaussian_filter"]
+
+_MODES = ("wrap", "nearest")
+
+
+def _kernel(sigma: float, radius: int) -> np.ndarray:
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    phi = np.exp(-0.5 / (sigma * sigma) * x * x)
+    return phi / phi.sum()
+
+
+def _source(i: int, n: int, mode: str) -> int:
+    return i % n if mode == "wrap" else min(max(i, 0), n - 1)
+
+
+def _filter_first_axis(x: np.ndarray, sigma: float, mode: str, truncate: float) -> np.ndarray:
+    n = x.shape[0]
+    radius = int(truncate * sigma + 0.5)
+    w = _kernel(sigma, radius)
+    out = x * np.float32(w[radius])
+    tmp = np.empty_like(x)
+    for k in range(1, radius + 1):
+        if n > 2 * k:  # interior rows: both neighbours inside
+            np.add(x[: n - 2 * k], x[2 * k:], out=tmp[k: n - k])
+        for i in [*range(min(k, n)), *range(max(n - k, k), n)]:  # rows whose neighbours wrap or clamp
+            np.add(x[_source(i - k, n, mode)], x[_source(i + k, n, mode)], out=tmp[i])
+        tmp *= np.float32(w[radius + k])
+        out += tmp
+    return out
+
+
+def gaussian_filter(x: np.ndarray, sigma: float | Sequence[float] | np.ndarray, mode: str = "nearest",
+                    truncate: float = 3.0) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(x, sigma, mode=mode, truncate=truncate)`` of a 3D float32 array.
+
+    Args:
+        x: (x, y, z) float32 volume (not modified).
+        sigma: standard deviation in voxels, one or per axis (0: that axis is not filtered).
+        mode: ``wrap`` (periodic) or ``nearest`` (edge voxels repeated), as scipy's.
+        truncate: kernel radius in standard deviations.
+
+    Returns:
+        The filtered volume, float32.
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    if mode not in _MODES:
+        raise ValueError(f"gaussian_filter: mode {mode!r}; expected one of {', '.join(_MODES)}")
+    a = np.ascontiguousarray(x, dtype=np.float32)
+    if a.ndim != 3:
+        raise ValueError(f"gaussian_filter: a 3D volume, found shape {a.shape}")
+    sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (3,))
+    out = a
+    if sig[0] > 0 and int(truncate * sig[0] + 0.5) > 0:
+        out = _filter_first_axis(out, float(sig[0]), mode, truncate)
+    for axis in (1, 2):
+        if sig[axis] > 0:
+            out = gaussian_filter1d(out, float(sig[axis]), axis=axis, mode=mode, truncate=truncate)
+    return out if out is not a else a.copy()
