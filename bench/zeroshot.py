@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/zeroshot.py --minutes 30                       # default run + 4 ablations
     .venv/bin/python bench/zeroshot.py --minutes 5 --variants default --json out.json
+    .venv/bin/python bench/zeroshot.py --minutes 120 --stop-steps 4543 --variants default   # a fixed number of steps
     .venv/bin/python bench/zeroshot.py --image CT.nii.gz --label LABELS.nii.gz --labels btcv --minutes 30
 
 For each variant: a MONAI BasicUNet (a CNN that learns on CPU; 48^3 patches at 4 mm) is trained
@@ -80,7 +81,10 @@ def train(variant: str, minutes: float, out: Path, args: argparse.Namespace) -> 
     model = SegmentationModule(network="basicunet", out_channels=len(ORGANS) + 1, img_size=(48, 48, 48),
                                feature_size=args.features, class_names=ORGANS, lr=args.lr, warmup_steps=20,
                                max_steps=args.max_steps, sw_batch_size=2, sw_overlap=0.25, init_seed=args.seed)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=args.max_steps, max_time={"minutes": minutes},
+    # --stop-steps ends training early without changing the schedule (a run comparable step for step
+    # with a time-limited one whose schedule spans --max-steps)
+    stop = args.stop_steps if args.stop_steps else args.max_steps
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=stop, max_time={"minutes": minutes},
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
                          default_root_dir=str(out))
@@ -152,7 +156,10 @@ def main() -> None:
                     help="synthetic window (voxels per axis at 4 mm) the 48^3 patch is cropped from")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--max-steps", type=int, default=100000)
+    ap.add_argument("--max-steps", type=int, default=100000,
+                    help="steps of the learning-rate schedule (and the most trained)")
+    ap.add_argument("--stop-steps", type=int, default=0,
+                    help="stop after this many steps, the schedule unchanged (0: --max-steps / --minutes decide)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "zeroshot")
     args = ap.parse_args()
