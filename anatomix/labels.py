@@ -23,9 +23,12 @@ __all__ = [
     "ABDOMEN_13",
     "ALIASES",
     "HOLLOW_ORGANS",
+    "MIDLINE_REFERENCES",
+    "MIDLINE_SIDE",
     "PRESETS",
     "VOCABULARY",
     "UnknownOrganError",
+    "body_side",
     "canonical_organ",
     "closest_organs",
     "mirror_organ",
@@ -46,6 +49,24 @@ HOLLOW_ORGANS: frozenset[str] = frozenset({
     "esophagus", "stomach", "duodenum", "small_bowel", "colon", "intestine", "rectum", "gallbladder",
     "urinary_bladder",
 })
+
+#: Organs that lie on one side of the body midline although their names carry no side (normal
+#: adult anatomy, checked on FLARE22); with the side words of their names (:func:`organ_side`),
+#: :func:`body_side` gives the side of every lateral structure.
+MIDLINE_SIDE: Mapping[str, str] = MappingProxyType({
+    "liver": "right",
+    "gallbladder": "right",
+    "inferior_vena_cava": "right",
+    "spleen": "left",
+    "stomach": "left",
+})
+
+#: Single structures on (or straddling) the body midline that laterality is judged against:
+#: ``anatomix evaluate`` finds the midline from the spine, else the aorta and the inferior vena
+#: cava; ``graph learn`` orders every lateral organ against each of these it holds, so placement
+#: keeps it on its side. (Single vertebrae are left out: one relation per organ and vertebra
+#: would multiply the graph for no new information once the spinal cord or sacrum is there.)
+MIDLINE_REFERENCES: tuple[str, ...] = ("spinal_cord", "sacrum", "aorta", "inferior_vena_cava")
 
 # TotalSegmentator `total` (v2, 117 classes), in label order; the order is also the preset.
 _TOTALSEGMENTATOR_TOTAL: tuple[str, ...] = (
@@ -233,6 +254,12 @@ def organ_side(name: str) -> str | None:
     if "right" in parts:
         return "right"
     return None
+
+
+def body_side(name: str) -> str | None:
+    """The side of the body midline an organ lies on: its name's side word (:func:`organ_side`),
+    else :data:`MIDLINE_SIDE` (``liver`` -> ``'right'``), else None."""
+    return organ_side(name) or MIDLINE_SIDE.get(name)
 
 
 def mirror_organ(name: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -561,3 +562,37 @@ def test_cli_learn_and_check_embedded_bank(tmp_path):
     assert r.exit_code == 1 and "--overwrite" in r.output
     r = runner.invoke(app, ["graph", "check", "--graph", str(out), "--bank", "default"])
     assert r.exit_code == 0, r.output
+
+
+class _MidlinePhantomBank(_PhantomBank):
+    """The phantom abdomen with an aorta on the midline that touches no lateral organ but a left
+    adrenal gland 8 mm left of it (closer than ``min_direction_margin_mm``)."""
+
+    BOXES = {
+        **_PhantomBank.BOXES,
+        "aorta": ((-3, 10, 5), (2, 14, 30)),  # centroid x = -2 mm; touches nothing but the adrenal
+        "adrenal_gland_left": ((-6, 10, 18), (-4, 13, 21)),  # centroid x = -10 mm; touches the aorta
+    }
+
+
+def test_learn_ties_lateral_organs_to_the_midline():
+    """Fold graphs of four FLARE22 subjects held no relation between the left adrenal and the aorta
+    (they do not touch): placement drew it right of the aorta / IVC midpoint in 2 of 40 cases.
+    Every lateral organ is now ordered against each midline structure, on its own side."""
+    g = learn_graph(_MidlinePhantomBank())
+    lateral = {}
+    for r in g.relations(implicit=False):
+        if r.type == "direction" and "aorta" in (r.a, r.b) and r.direction in ("left_of", "right_of"):
+            organ = r.b if r.a == "aorta" else r.a
+            side = r.direction if r.a == organ else {"left_of": "right_of", "right_of": "left_of"}[r.direction]
+            lateral[organ] = (side, r.margin_mm)
+    # name sides and the organ table's sides (liver, gallbladder), none for the aorta's own contacts
+    assert {o: s for o, (s, _) in lateral.items()} == {
+        "kidney_left": "left_of", "kidney_right": "right_of", "adrenal_gland_right": "right_of",
+        "adrenal_gland_left": "left_of", "liver": "right_of", "gallbladder": "right_of"}
+    # margin: half the smallest separation, as for other directions; 8 mm is enough for a side
+    assert lateral["adrenal_gland_left"][1] == 4.0
+    assert lateral["kidney_left"][1] == float(math.floor((-2.0 - (-31.0)) / 2))
+    # x only: no other axis is learned for a pair that neither touches nor mirrors
+    assert [(r.a, r.direction, r.b) for r in g.relations_between("kidney_left", "aorta")
+            if r.type == "direction"] == [("aorta", "right_of", "kidney_left")]

@@ -46,7 +46,6 @@ from anatomix.evaluate.report import (
 from anatomix.evaluate.scoring import (
                                        DIRECTION_RULES,
                                        check_real_laterality,
-                                       MIDLINE_SIDE,
                                        REPORT_FORMAT_VERSION,
                                        compare,
                                        direction_errors,
@@ -56,6 +55,7 @@ from anatomix.evaluate.scoring import (
                                        record_violations,
                                        score_set,
 )
+from anatomix.labels import MIDLINE_SIDE  # re-exported: the organ fact lives in labels
 from anatomix.evaluate.summary import (
                                        EvaluationError,
                                        MapSummary,

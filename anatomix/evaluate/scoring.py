@@ -15,6 +15,7 @@ from anatomix.evaluate.reference import (
     fit_reference,
 )
 from anatomix.evaluate.summary import EvaluationError, MapSummary, Settings
+from anatomix.labels import body_side
 
 REPORT_FORMAT_VERSION = 1
 
@@ -34,16 +35,6 @@ DIRECTION_RULES: tuple[tuple[str, str, str], ...] = (
     ("kidney_right", "posterior_to", "gallbladder"),
 )
 
-#: Organs that lie on one side of the midline although their names carry no side.
-MIDLINE_SIDE: Mapping[str, str] = {
-    "liver": "right",
-    "gallbladder": "right",
-    "inferior_vena_cava": "right",
-    "spleen": "left",
-    "stomach": "left",
-}
-
-
 def midline_x(centroids: Mapping[str, Sequence[float]]) -> tuple[float, str]:
     """World x (mm) of the body midline from the anatomy, and how it was found.
 
@@ -58,12 +49,6 @@ def midline_x(centroids: Mapping[str, Sequence[float]]) -> tuple[float, str]:
     if "aorta" in centroids:
         return float(centroids["aorta"][0]), "aorta"
     return float(np.mean([c[0] for c in centroids.values()])), "organ_mean"
-
-
-def _side(organ: str) -> str | None:
-    from anatomix.labels import organ_side
-
-    return organ_side(organ) or MIDLINE_SIDE.get(organ)
 
 
 def swapped_lateral_pairs(summary: MapSummary) -> tuple[list[str], int]:
@@ -105,7 +90,7 @@ def direction_errors(summary: MapSummary) -> list[str]:
     mid, how = midline_x(c)
     errors: list[str] = []
     for organ in sorted(c):
-        side = _side(organ)
+        side = body_side(organ)
         if side is None or (how == "aorta_ivc" and organ == "inferior_vena_cava"):
             continue
         x = c[organ][0]

@@ -61,6 +61,27 @@ def _round(x: Any, nd: int = 2) -> Any:
     return np.round(a, nd).tolist()
 
 
+def lateral_references(organs: Sequence[str], references: Sequence[str],
+                       side: Any) -> dict[frozenset, tuple[str, str]]:
+    """Pairs (lateral organ, midline structure) among ``organs``: pair -> (the lateral organ, the
+    direction it lies in from the midline structure, ``left_of`` or ``right_of``).
+
+    ``side(organ)`` gives an organ's side (``'left'``, ``'right'`` or None; see
+    :func:`anatomix.labels.body_side`); ``references`` are the midline structures
+    (:data:`anatomix.labels.MIDLINE_REFERENCES`).
+    """
+    present = set(organs)
+    out: dict[frozenset, tuple[str, str]] = {}
+    for ref in references:
+        if ref not in present:
+            continue
+        for o in organs:
+            s = side(o)
+            if o != ref and s in ("left", "right") and frozenset((o, ref)) not in out:
+                out[frozenset((o, ref))] = (o, f"{s}_of")
+    return out
+
+
 def learn_graph(
     bank: Any,
     organs: Sequence[str] | None = None,
@@ -94,6 +115,13 @@ def learn_graph(
       where neither shape is cut by the field of view on that axis (and at least two of them when
       two or more subjects hold the pair); margin = half the smallest observed separation, rounded
       down to 1 mm;
+    - laterality: every lateral organ (:func:`anatomix.labels.body_side`: ``kidney_left``,
+      ``spleen``) against every midline structure of the graph
+      (:data:`anatomix.labels.MIDLINE_REFERENCES`: aorta, inferior vena cava, spinal cord,
+      sacrum): ``left_of`` / ``right_of`` on its own side when the eligible subjects (as above)
+      all agree, by any separation (margin as above, possibly 0). Without it nothing ties a
+      left adrenal that touches only its kidney and the stomach to the left of the aorta, and
+      placement could draw it across the midline;
     - priority: smaller organs win where volumes meet (rank by typical volume);
     - label values: BTCV's, duodenum 14, others from 15;
     - ``anatomy_model`` (if asked): the joint model of centroids and log volumes of complete
@@ -217,19 +245,24 @@ def learn_graph(
                        "cov_mm": _round(_regularised_cov(arr, offset_prior_std_mm), 2)},
         })
 
-    # directions: contact pairs and mirror pairs
-    from anatomix.labels import mirror_organ
+    # directions: contact pairs and mirror pairs (every axis), lateral organs vs midline structures (x)
+    from anatomix.labels import MIDLINE_REFERENCES, body_side, mirror_organ
 
     cand_pairs = set(contact_set)
     for o in organs:
         m = mirror_organ(o)
         if m in organs:
             cand_pairs.add(frozenset((o, m)))
+    side_of = lateral_references(organs, MIDLINE_REFERENCES, body_side)
     axis_dirs = {0: ("right_of", "left_of"), 1: ("anterior_to", "posterior_to"), 2: ("above", "below")}
-    for pair in sorted(tuple(sorted(p)) for p in cand_pairs):
+    for pair in sorted(tuple(sorted(p)) for p in cand_pairs | set(side_of)):
         a, b = pair
         holding = [s for s in subjects if a in s.records and b in s.records]
+        lateral = side_of.get(frozenset(pair))
+        every_axis = frozenset(pair) in cand_pairs
         for ax in range(3):
+            if not every_axis and ax != 0:
+                continue
             # a shape cut by the field of view on this axis has no meaningful centroid along it
             # (an IVC cut at z- sits higher); along the other axes it still does
             faces = (f"{'xyz'[ax]}-", f"{'xyz'[ax]}+")
@@ -240,7 +273,16 @@ def learn_graph(
             d = np.array([np.asarray(s.records[a].centroid_mm, float) - np.asarray(s.records[b].centroid_mm, float)
                           for s in eligible])
             lo, hi = d[:, ax].min(), d[:, ax].max()
-            if lo >= min_direction_margin_mm:
+            # laterality: a lateral organ on its side of a midline structure, kept whenever every
+            # subject agrees (a left adrenal 4 mm left of the aorta is as much on its side as one
+            # 40 mm); side-consistent only, and on x only unless the pair also qualifies above
+            a_right = lateral is not None and (lateral[0] == a) == (lateral[1] == "right_of")
+            lateral_sep = float(lo if a_right else -hi) if ax == 0 and lateral is not None else 0.0
+            if lateral_sep > 0:
+                sep, dname = lateral_sep, "right_of" if a_right else "left_of"
+            elif not every_axis:
+                continue
+            elif lo >= min_direction_margin_mm:
                 sep, dname = lo, axis_dirs[ax][0]
             elif hi <= -min_direction_margin_mm:
                 sep, dname = -hi, axis_dirs[ax][1]
