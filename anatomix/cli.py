@@ -172,6 +172,11 @@ def graph_learn_command(
     organs: list[str] | None = typer.Option(None, "--organs", help="Organs to include (repeat the option "
                                             "or give a comma-separated list); default: every organ of the bank."),
     name: str = typer.Option("learned", "--name", help="Graph name written into the file."),
+    anatomical_parents: bool = typer.Option(
+        True, "--anatomical-parents/--nearest-parents",
+        help="Placement parents from anatomy where known (adrenal -> kidney, pancreas -> duodenum, aorta a "
+             "root, ...; anatomix.graph.learn.ANATOMICAL_PARENTS), else the nearest larger organ in contact; "
+             "--nearest-parents: always the nearest larger organ in contact."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
 ) -> None:
     """Learn anchors, size ranges, contacts, directions and parents from a shape bank."""
@@ -187,7 +192,7 @@ def graph_learn_command(
     organ_list = [o.strip() for item in (organs or []) for o in item.split(",") if o.strip()] or None
     try:
         b = _graph_load_bank(bank)
-        graph = learn_graph(b, organ_list, name=name)
+        graph = learn_graph(b, organ_list, name=name, anatomical_parents=anatomical_parents)
         graph.save(out, header=f"Learned by `anatomix graph learn --bank {bank}`; "
                                "curate by hand and say why in comments.")
     except AnatomixError as e:

@@ -596,3 +596,21 @@ def test_learn_ties_lateral_organs_to_the_midline():
     # x only: no other axis is learned for a pair that neither touches nor mirrors
     assert [(r.a, r.direction, r.b) for r in g.relations_between("kidney_left", "aorta")
             if r.type == "direction"] == [("aorta", "right_of", "kidney_left")]
+
+
+def test_learn_takes_anatomical_parents_where_it_knows_them():
+    """The nearest larger organ in contact attached the left adrenal to the aorta here (and, with
+    FLARE22's subjects, the aorta to the stomach). Anatomy knows better: an adrenal caps its
+    kidney, the aorta is a root fixed to the spine. Other organs keep the learned rule."""
+    nearest = learn_graph(_MidlinePhantomBank(), anatomical_parents=False)
+    assert nearest.parent("adrenal_gland_left") == "aorta"
+    g = learn_graph(_MidlinePhantomBank())
+    assert g.parent("adrenal_gland_left") == "kidney_left" and g.parent("aorta") is None
+    assert g.parent("kidney_right") == nearest.parent("kidney_right") == "liver"
+    # the offset comes from the subjects, whatever chose the parent
+    adrenal = g.organ("adrenal_gland_left")
+    assert adrenal.offset_mean_mm is not None
+    np.testing.assert_allclose(adrenal.offset_mean_mm,
+                               adrenal.anchor_mean_mm - g.organ("kidney_left").anchor_mean_mm, atol=1.0)
+    order = g.placement_order()
+    assert order.index("kidney_left") < order.index("adrenal_gland_left")
