@@ -71,7 +71,8 @@ def structure_stats(image: np.ndarray, mask: np.ndarray, spacing_mm: Sequence[fl
 
 
 def _names(lv: Any, labels: str | os.PathLike | None, path: Path) -> dict[int, str]:
-    from anatomix.labels import lenient_organ, load_label_table
+    from anatomix.label_tables import load_label_table
+    from anatomix.labels import lenient_organ
 
     if labels in (None, "auto"):
         if not lv.names:

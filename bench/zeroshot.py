@@ -123,7 +123,7 @@ def predict(ckpt: Path, image: Path, out: Path, args: argparse.Namespace) -> Pat
 
 def score(pred_path: Path, label_path: Path, labels: str) -> dict[str, float]:
     from anatomix.io import read_label_map
-    from anatomix.labels import load_label_table
+    from anatomix.label_tables import load_label_table
 
     pred = read_label_map(pred_path).array
     ref = read_label_map(label_path)

@@ -43,7 +43,7 @@ def test_sides():
 def test_load_label_table_sources(tmp_path):
     import json
 
-    from anatomix.labels import load_label_table
+    from anatomix.label_tables import load_label_table
 
     assert load_label_table("BTCV") == dict(preset("btcv"))
     yml = tmp_path / "t.yaml"
@@ -58,7 +58,7 @@ def test_load_label_table_sources(tmp_path):
 
 def test_load_label_table_collects_problems_with_file(tmp_path):
     from anatomix.errors import InputError
-    from anatomix.labels import load_label_table
+    from anatomix.label_tables import load_label_table
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("x1: liver\n0: spleen\n2: livr\nfoo: [1\n")
@@ -90,7 +90,8 @@ def test_load_label_table_collects_problems_with_file(tmp_path):
 
 def test_load_label_table_lenient_keeps_unknown_names():
     from anatomix.errors import InputError
-    from anatomix.labels import lenient_organ, load_label_table
+    from anatomix.label_tables import load_label_table
+    from anatomix.labels import lenient_organ
 
     with pytest.raises(InputError, match="Tumor Core"):
         load_label_table({1: "Tumor Core"})

@@ -59,7 +59,7 @@ def resolve_labels(labels: str | os.PathLike | Mapping[Any, Any] | None) -> Labe
     Raises:
         InputError: unknown preset, unreadable file, unknown organ names (all listed).
     """
-    from anatomix.labels import load_label_entries
+    from anatomix.label_tables import load_label_entries
 
     if labels is None or (isinstance(labels, str) and labels.strip().lower() == "auto"):
         return LabelSpec(None, {}, "auto")

@@ -91,13 +91,13 @@ def resolve_label_table(spec: str | Path | Mapping[Any, Any] | None) -> dict[int
     """A label table (value -> canonical organ) from a preset name, a JSON/YAML file or a mapping.
 
     Files may map values to names or names to values (nnU-Net ``dataset.json`` style, also the
-    whole ``dataset.json`` with its ``labels`` key); see :func:`anatomix.labels.load_label_table`.
+    whole ``dataset.json`` with its ``labels`` key); see :func:`anatomix.label_tables.load_label_table`.
     ``None`` returns ``None`` (use the names embedded in each file).
 
     Raises:
         EvaluationError: unknown preset / unreadable file / unknown organ names (all listed).
     """
-    from anatomix.labels import load_label_table
+    from anatomix.label_tables import load_label_table
 
     if spec is None:
         return None
@@ -270,7 +270,7 @@ def load_label_set(
         EvaluationError: missing paths, no label maps, unreadable files, unnamed labels (all listed).
     """
     from anatomix import io
-    from anatomix.labels import parse_label_entries
+    from anatomix.label_tables import parse_label_entries
 
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]

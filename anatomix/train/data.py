@@ -62,12 +62,12 @@ def resolve_source_labels(source: str | Mapping[Any, str] | None) -> dict[int, s
 
     A JSON file may be an nnU-Net ``dataset.json`` (``labels``: name -> value) or a plain mapping
     value -> name; names outside the anatomix vocabulary are kept (a dataset's own classes).
-    See :func:`anatomix.labels.load_label_table`.
+    See :func:`anatomix.label_tables.load_label_table`.
 
     Raises:
         InputError: unknown preset, unreadable file, bad entries (all listed, with the file).
     """
-    from anatomix.labels import load_label_table
+    from anatomix.label_tables import load_label_table
 
     if source is None:
         return None
