@@ -32,8 +32,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from anatomix.filters import gaussian_filter
 from anatomix.config import PHASES, AppearanceConfig
+from anatomix.filters import gaussian_filter
 from anatomix.grid import Grid
 from anatomix.render import Rendered
 from anatomix.scene import PlacedOrgan, Scene
