@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -28,7 +29,7 @@ PRIOR_WEIGHT = 2.0
 #: the aorta drifts with a mobile viscus, and the adrenals to the liver or IVC). ``None``: a root,
 #: placed from its own anchor (the aorta is fixed to the spine; the body frame's origin, the
 #: kidneys' midpoint, holds it better than any organ). The same choices as graphs/abdomen.yaml.
-ANATOMICAL_PARENTS: dict[str, str | None] = {
+ANATOMICAL_PARENTS: Mapping[str, str | None] = MappingProxyType({
     "aorta": None,
     "adrenal_gland_left": "kidney_left",     # caps the upper pole of its kidney
     "adrenal_gland_right": "kidney_right",
@@ -37,7 +38,7 @@ ANATOMICAL_PARENTS: dict[str, str | None] = {
     "inferior_vena_cava": "liver",           # the intrahepatic IVC in the liver's bare area
     "portal_splenic_vein": "liver",          # enters the liver at the hilum
     "esophagus": "stomach",                  # enters the stomach at the cardia
-}
+})
 
 # Output label convention for learned graphs: BTCV's 13 values, then duodenum 14, then the rest
 # in TotalSegmentator order (only organs absent from BTCV get new values).
