@@ -308,7 +308,9 @@ def body_mask(grid_shape: Sequence[int], spacing: Sequence[float] | np.ndarray, 
 def window(hu: np.ndarray, window_hu: Sequence[float], gamma: float = 1.0) -> np.ndarray:
     """CT window normalisation: clip((hu - low) / (high - low), 0, 1) ** gamma, float32."""
     lo, hi = float(window_hu[0]), float(window_hu[1])
-    x = np.clip((hu - lo) * (1.0 / (hi - lo)), 0.0, 1.0).astype(np.float32, copy=False)
+    x = np.subtract(hu, lo, dtype=np.float32)  # float32 throughout, in place: one full-volume array
+    x *= np.float32(1.0 / (hi - lo))
+    np.clip(x, 0.0, 1.0, out=x)
     if gamma != 1.0:
         np.power(x, np.float32(gamma), out=x)
     return x
@@ -480,4 +482,5 @@ def hu_int16(hu: np.ndarray, params: dict[str, Any]) -> np.ndarray:
         t = (out[inside] - lo) * (1.0 / (hi - lo))
         out = out.copy()
         out[inside] = lo + (hi - lo) * np.power(t, np.float32(gamma))
-    return np.rint(np.clip(out, -1024.0, 3071.0)).astype(np.int16)
+    clipped = np.clip(out, -1024.0, 3071.0)
+    return np.rint(clipped, out=clipped).astype(np.int16)
