@@ -177,6 +177,10 @@ def graph_learn_command(
         help="Placement parents from anatomy where known (adrenal -> kidney, pancreas -> duodenum, aorta a "
              "root, ...; anatomix.graph.learn.ANATOMICAL_PARENTS), else the nearest larger organ in contact; "
              "--nearest-parents: always the nearest larger organ in contact."),
+    groove_radius_mm: float = typer.Option(
+        15.0, "--groove-radius", min=0.0, max=100.0,
+        help="Closing radius (mm) that finds an organ lying in a groove of its contact partner (the IVC "
+             "in the liver's): such a contact may overlap a partner of another subject by that share."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
 ) -> None:
     """Learn anchors, size ranges, contacts, directions and parents from a shape bank."""
@@ -192,7 +196,8 @@ def graph_learn_command(
     organ_list = [o.strip() for item in (organs or []) for o in item.split(",") if o.strip()] or None
     try:
         b = _graph_load_bank(bank)
-        graph = learn_graph(b, organ_list, name=name, anatomical_parents=anatomical_parents)
+        graph = learn_graph(b, organ_list, name=name, anatomical_parents=anatomical_parents,
+                            groove_radius_mm=groove_radius_mm)
         graph.save(out, header=f"Learned by `anatomix graph learn --bank {bank}`; "
                                "curate by hand and say why in comments.")
     except AnatomixError as e:

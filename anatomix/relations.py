@@ -16,6 +16,9 @@ Definitions:
 
 - ``overlap_fraction(a, b)`` = |a ∩ b| / min(|a|, |b|)  (0 when either is empty).
 - ``inside_fraction(a, b)`` = |a ∩ b| / |a|: the share of ``a`` lying inside ``b``.
+- ``groove_share(a, b, spacing, radius_mm)``: the share of ``a`` lying inside the morphological
+  closing of ``b`` by a ball of ``radius_mm`` (how far ``a`` runs in a groove of ``b``; 0 for
+  structures that meet only at a convex surface).
 - ``surface_gap_mm(a, b, spacing)``: the distance in mm between the two structures' surfaces,
   0 when they touch or overlap. From masks, voxels are boxes: two voxels that share a face, an
   edge or a corner touch (gap 0); otherwise the gap is the distance between the voxel boxes
@@ -222,6 +225,23 @@ def inside_fraction(a: np.ndarray, b: np.ndarray) -> float:
     if na == 0:
         return 0.0
     return float(np.count_nonzero(ma & mb)) / float(na)
+
+
+def groove_share(
+    a: np.ndarray, b: np.ndarray, spacing_mm: Sequence[float] | np.ndarray | float, radius_mm: float
+) -> float:
+    """Share of ``a`` inside ``b``'s closing by a ball of ``radius_mm``: a dilation then an erosion,
+    each one Euclidean distance transform. ``b`` must lie at least ``radius_mm`` inside the array
+    edges wherever its closing can reach ``a``; 0 when ``a`` is empty."""
+    ma, mb = as_mask(a), as_mask(b)
+    _same_grid(ma, mb)
+    na = np.count_nonzero(ma)
+    if na == 0 or not mb.any():
+        return 0.0
+    sp = _spacing(spacing_mm, ma.ndim)
+    dilated = ndimage.distance_transform_edt(~mb, sampling=sp) <= radius_mm
+    closed = ndimage.distance_transform_edt(dilated, sampling=sp) > radius_mm
+    return float(np.count_nonzero(closed & ma)) / float(na)
 
 
 def _box_gap_from(

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from anatomix.errors import AnatomixError
 from anatomix.graph import GraphError, OrganGraph, check_graph, draw_graph, learn_graph
+from anatomix.graph.schema import Defaults
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "graphs" / "abdomen.yaml"
@@ -596,6 +597,35 @@ def test_learn_ties_lateral_organs_to_the_midline():
     # x only: no other axis is learned for a pair that neither touches nor mirrors
     assert [(r.a, r.direction, r.b) for r in g.relations_between("kidney_left", "aorta")
             if r.type == "direction"] == [("aorta", "right_of", "kidney_left")]
+
+
+class _GroovePhantomBank(_PhantomBank):
+    """The phantom abdomen with an inferior vena cava whose front half runs in a groove of the
+    liver's posterior face (y = 0), the whole height of the liver."""
+
+    BOXES = {**_PhantomBank.BOXES, "inferior_vena_cava": ((14, -2, 20), (19, 4, 40))}
+
+    def __init__(self) -> None:
+        super().__init__()
+        (lo, _), (ivc_lo, ivc_hi) = self.BOXES["liver"], self.BOXES["inferior_vena_cava"]
+        for sid in self.SHIFTS:  # carve the groove; the crop starts 2 voxels before the box
+            carve = tuple(slice(max(0, il - l + 2), ih - l + 2) for il, ih, l in zip(ivc_lo, ivc_hi, lo))
+            self._masks[f"liver-{sid}"][carve] = False
+
+
+def test_learn_lets_an_organ_in_a_groove_overlap_its_partner():
+    """Fold graphs of four FLARE22 subjects allowed the IVC 5 % overlap with the liver: a liver
+    of another subject has no caval groove where the IVC must go, so placement rejected ~95 % of
+    its candidates and pushed it ~48 mm down. A learned contact now allows as much overlap as the
+    smaller organ lies in a groove of the larger; contacts at a surface keep the default."""
+    g = learn_graph(_GroovePhantomBank())
+    contacts = {frozenset((r.a, r.b)): r for r in g.relations(implicit=False) if r.type == "contact"}
+    ivc = contacts[frozenset(("inferior_vena_cava", "liver"))]
+    assert ivc.max_overlap is not None and 0.2 <= ivc.max_overlap <= 0.5  # ends open: less than half
+    assert contacts[frozenset(("kidney_right", "liver"))].max_overlap == Defaults().contact_max_overlap
+    # a ball too small to bridge the 10 mm groove leaves (nearly) nothing of the IVC in it
+    narrow = learn_graph(_GroovePhantomBank(), groove_radius_mm=2.0)
+    assert narrow.relations_between("inferior_vena_cava", "liver")[0].max_overlap <= 0.1
 
 
 def test_learn_takes_anatomical_parents_where_it_knows_them():

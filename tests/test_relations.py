@@ -80,6 +80,25 @@ def test_overlap_fraction_uses_smaller_volume():
     assert rel.inside_fraction(a, b) == pytest.approx(8 / 1000)
 
 
+def test_groove_share_counts_what_lies_in_a_groove_not_on_a_surface():
+    """A vessel in a 10 mm groove of a block lies in the block's closing (r = 15 mm); a box on the
+    block's flat face does not, however large the contact."""
+    block = np.zeros((40, 40, 40), bool)
+    block[5:35, 5:35, 5:20] = True
+    block[15:20, 5:35, 15:20] = False  # groove along y in the top face, 10 mm wide and deep (2 mm voxels)
+    vessel = np.zeros_like(block)
+    vessel[15:20, 5:35, 15:20] = True
+    assert rel.groove_share(vessel, block, 2.0, 15.0) > 0.7  # less near the open ends
+    # half of a taller vessel sticks out above the flat face
+    vessel[15:20, 5:35, 20:25] = True
+    assert rel.groove_share(vessel, block, 2.0, 15.0) == pytest.approx(0.5, abs=0.1)
+    lid = np.zeros_like(block)
+    lid[22:32, 10:30, 20:24] = True  # on the flat face beside the groove
+    assert rel.surface_gap_mm(lid, block, 2.0) == 0.0
+    assert rel.groove_share(lid, block, 2.0, 15.0) == 0.0
+    assert rel.groove_share(np.zeros_like(block), block, 2.0, 15.0) == 0.0
+
+
 def test_overlap_requires_common_grid():
     with pytest.raises(ValueError, match="common grid"):
         rel.overlap_fraction(np.ones((2, 2, 2), bool), np.ones((3, 2, 2), bool))

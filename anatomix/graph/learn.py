@@ -11,8 +11,8 @@ import numpy as np
 from anatomix.labels import PRESETS
 from anatomix.anatomy_model import fit_anatomy_model_from_bank
 from anatomix.graph.model import OrganGraph
-from anatomix.graph.schema import FORMAT_VERSION, GraphError
-from anatomix.graph.subjects import rebuild_subjects, subject_gaps
+from anatomix.graph.schema import FORMAT_VERSION, Defaults, GraphError
+from anatomix.graph.subjects import embedded_share, rebuild_subjects, subject_gaps
 
 #: Prior standard deviation (mm, per axis) that regularises learned anchor covariances: with n
 #: subjects, cov = ((n - 1) * S + PRIOR_WEIGHT * diag(std^2)) / (n - 1 + PRIOR_WEIGHT), so one
@@ -124,6 +124,7 @@ def learn_graph(
     offset_prior_std_mm: float = DEFAULT_OFFSET_PRIOR_STD_MM,
     anatomy_model: bool = True,
     anatomical_parents: bool = True,
+    groove_radius_mm: float = 15.0,
 ) -> OrganGraph:
     """Learn an organ graph from a shape bank.
 
@@ -138,7 +139,10 @@ def learn_graph(
     - volume range: [0.7 * min, 1.3 * max] of complete shapes (truncated shapes only: [max, 2 * max]);
     - required when present in at least half the subjects, else optional with the share present;
     - contact: the pair touches (gap <= ``contact_tolerance_mm``, default two bank voxels) in at
-      least ``min_contact_share`` of the subjects holding both;
+      least ``min_contact_share`` of the subjects holding both; its ``max_overlap`` is the largest
+      share of the smaller organ lying in a groove of the larger in any subject
+      (:func:`anatomix.graph.subjects.embedded_share`, closing radius ``groove_radius_mm``; at
+      most 0.5) where that exceeds the default ``contact_max_overlap``;
     - parent (attached_to): with ``anatomical_parents``, the parent :data:`ANATOMICAL_PARENTS`
       names (or none) where that organ is in the graph and the pair shares a subject; otherwise
       the nearest (by centroid) larger organ it is in contact with; offset = child centroid -
@@ -251,7 +255,13 @@ def learn_graph(
     )
     relations: list[dict] = []
     for a, b in contact_pairs:
-        relations.append({"type": "contact", "a": a, "b": b})
+        contact: dict[str, Any] = {"type": "contact", "a": a, "b": b}
+        # an organ in a groove of its partner (the IVC in the liver's) may overlap a partner shape
+        # of another subject by as much as it lies in the groove in any subject
+        share = max(embedded_share(s, a, b, groove_radius_mm) for s in subjects if a in s.records and b in s.records)
+        if round(share, 2) > Defaults().contact_max_overlap:
+            contact["max_overlap"] = round(min(share, 0.5), 2)
+        relations.append(contact)
 
     # parents: the anatomical one where known (ANATOMICAL_PARENTS), else the nearest larger organ in contact
     mean_c = {o: np.asarray(entries[o]["anchor"]["mean_mm"]) for o in organs}
