@@ -8,11 +8,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from anatomix.labels import PRESETS
+from anatomix.labels import MIDLINE_REFERENCES, PRESETS, body_side, mirror_organ
 from anatomix.anatomy_model import fit_anatomy_model_from_bank
 from anatomix.graph.model import OrganGraph
 from anatomix.graph.schema import FORMAT_VERSION, Defaults, GraphError
-from anatomix.graph.subjects import embedded_share, rebuild_subjects, subject_gaps
+from anatomix.graph.subjects import BankSubject, embedded_share, rebuild_subjects, subject_gaps
 
 #: Prior standard deviation (mm, per axis) that regularises learned anchor covariances: with n
 #: subjects, cov = ((n - 1) * S + PRIOR_WEIGHT * diag(std^2)) / (n - 1 + PRIOR_WEIGHT), so one
@@ -187,8 +187,42 @@ def learn_graph(
     tol = float(2 * sp.max()) if contact_tolerance_mm is None else float(contact_tolerance_mm)
     subjects = rebuild_subjects(bank, organs)
     n_subj = len(subjects)
+    labels = _label_values(organs)
+    organs = sorted(organs, key=labels.__getitem__)
+    entries, typical = _learn_organs(subjects, organs, labels, bank.frame_exact, prior_std_mm)
+    contact_pairs, relations = _learn_contacts(subjects, tol, min_contact_share, groove_radius_mm)
+    contact_set = {frozenset(p) for p in contact_pairs}
+    relations += _learn_parents(subjects, organs, entries, typical, contact_set, anatomical_parents,
+                                offset_prior_std_mm)
+    relations += _learn_directions(subjects, organs, contact_set, min_direction_margin_mm)
 
-    exact = bank.frame_exact
+    body_frame = None
+    manifest = getattr(bank, "manifest", None)
+    if manifest is not None and getattr(manifest, "body_frame", None) is not None:
+        bf = manifest.body_frame
+        body_frame = bf if isinstance(bf, str) else str(getattr(bf, "definition", bf))
+    data = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "description": f"learned from a bank of {n_subj} subject(s) at {sp.tolist()} mm by anatomix graph learn",
+        "defaults": {"contact_tolerance_mm": round(max(3.0, tol), 2)},
+        "organs": entries,
+        "relations": relations,
+    }
+    if body_frame:
+        data["body_frame"] = body_frame
+    if anatomy_model:
+        try:
+            data["anatomy_model"] = fit_anatomy_model_from_bank(bank, organs).to_dict(ndigits=4)
+        except ValueError:  # no complete shape of any organ: no joint model
+            pass
+    return OrganGraph.from_dict(data, f"learn_graph({name})")
+
+
+def _learn_organs(subjects: list[BankSubject], organs: list[str], labels: dict[str, int], exact: dict[str, bool],
+                  prior_std_mm: float) -> tuple[dict[str, dict], dict[str, float]]:
+    """Organ entries (label, anchor, volume range, presence, priority) and typical volumes (ml)."""
+    n_subj = len(subjects)
 
     def cents(o: str) -> tuple[np.ndarray, bool]:
         """Centroids for the anchor: complete shapes in exactly-framed subjects first."""
@@ -206,8 +240,6 @@ def learn_graph(
 
     entries: dict[str, dict] = {}
     typical: dict[str, float] = {}
-    labels = _label_values(organs)
-    organs = sorted(organs, key=lambda o: labels[o])
     for o in organs:
         c, complete = cents(o)
         vols_c = [float(s.records[o].volume_ml) for s in subjects if o in s.records and not s.records[o].truncated]
@@ -238,7 +270,13 @@ def learn_graph(
     for rank, o in enumerate(sorted(organs, key=lambda o: (-typical[o], o)), start=1):
         entries[o]["priority"] = rank
 
-    # contacts
+    return entries, typical
+
+
+def _learn_contacts(subjects: list[BankSubject], tol: float, min_contact_share: float,
+                    groove_radius_mm: float) -> tuple[list[tuple[str, str]], list[dict]]:
+    """Pairs touching in at least ``min_contact_share`` of the subjects holding both, and their
+    contact relations (with a learned ``max_overlap`` where one lies in a groove of the other)."""
     touch: dict[frozenset, int] = {}
     both: dict[frozenset, int] = {}
     for s in subjects:
@@ -263,9 +301,16 @@ def learn_graph(
             contact["max_overlap"] = round(min(share, 0.5), 2)
         relations.append(contact)
 
-    # parents: the anatomical one where known (ANATOMICAL_PARENTS), else the nearest larger organ in contact
+    return contact_pairs, relations
+
+
+def _learn_parents(subjects: list[BankSubject], organs: list[str], entries: dict[str, dict],
+                   typical: dict[str, float], contact_set: set[frozenset], anatomical_parents: bool,
+                   offset_prior_std_mm: float) -> list[dict]:
+    """attached_to relations: the anatomical parent where known (ANATOMICAL_PARENTS), else the
+    nearest larger organ in contact; offsets from the subjects holding both."""
+    relations: list[dict] = []
     mean_c = {o: np.asarray(entries[o]["anchor"]["mean_mm"]) for o in organs}
-    contact_set = {frozenset(p) for p in contact_pairs}
     parent_of: dict[str, str] = {}
     for o in sorted(organs, key=lambda o: (-typical[o], o)):
         known = ANATOMICAL_PARENTS.get(o, "") if anatomical_parents else ""
@@ -299,9 +344,14 @@ def learn_graph(
                        "cov_mm": _round(_regularised_cov(arr, offset_prior_std_mm), 2)},
         })
 
-    # directions: contact pairs and mirror pairs (every axis), lateral organs vs midline structures (x)
-    from anatomix.labels import MIDLINE_REFERENCES, body_side, mirror_organ
+    return relations
 
+
+def _learn_directions(subjects: list[BankSubject], organs: list[str], contact_set: set[frozenset],
+                      min_direction_margin_mm: float) -> list[dict]:
+    """direction relations: contact pairs and mirror pairs (every axis), lateral organs against
+    midline structures (x only)."""
+    relations: list[dict] = []
     cand_pairs = set(contact_set)
     for o in organs:
         m = mirror_organ(o)
@@ -345,24 +395,4 @@ def learn_graph(
             relations.append({"type": "direction", "a": a, "b": b, "direction": dname,
                               "margin_mm": float(math.floor(sep / 2))})
 
-    body_frame = None
-    manifest = getattr(bank, "manifest", None)
-    if manifest is not None and getattr(manifest, "body_frame", None) is not None:
-        bf = manifest.body_frame
-        body_frame = bf if isinstance(bf, str) else str(getattr(bf, "definition", bf))
-    data = {
-        "format_version": FORMAT_VERSION,
-        "name": name,
-        "description": f"learned from a bank of {n_subj} subject(s) at {sp.tolist()} mm by anatomix graph learn",
-        "defaults": {"contact_tolerance_mm": round(max(3.0, tol), 2)},
-        "organs": entries,
-        "relations": relations,
-    }
-    if body_frame:
-        data["body_frame"] = body_frame
-    if anatomy_model:
-        try:
-            data["anatomy_model"] = fit_anatomy_model_from_bank(bank, organs).to_dict(ndigits=4)
-        except ValueError:  # no complete shape of any organ: no joint model
-            pass
-    return OrganGraph.from_dict(data, f"learn_graph({name})")
+    return relations

@@ -71,11 +71,7 @@ def prepared(ctx: Context, info: OrganSpec, rels: list[Relation]) -> Prepared:
 def tight_overlap(start: np.ndarray, lat: Lattice, p: Placed) -> int:
     """|a ∩ b| on the lattice, counted over the common box of the two masks' tight boxes (outside
     it one mask is empty): the value of :func:`anatomix.relations.offset_overlap_count`."""
-    box = rel.offset_common_box(tuple(int(v) for v in start + lat.tight_lo), lat.mask_t.shape,
-                                p.tight_t, p.lat.mask_t.shape)
-    if box is None:
-        return 0
-    return int(np.count_nonzero(lat.mask_t[box[0]] & p.lat.mask_t[box[1]]))
+    return rel.offset_overlap_count(lat.mask_t, tuple(int(v) for v in start + lat.tight_lo), p.lat.mask_t, p.tight_t)
 
 
 def direction_box(ctx: Context, info: OrganSpec, rels: list[Relation]) -> tuple[np.ndarray, np.ndarray] | None:
