@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from anatomix.cli_checks import (
     MAX_CASES,
@@ -62,7 +63,8 @@ def fail(message: str, code: int = 1) -> None:
     """Print an error in red on stderr and exit non-zero."""
     from rich.console import Console
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # messages hold paths and values: "[...]" in them is text, not rich markup
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -123,8 +125,8 @@ def ingest_masks_command(
             return
     for w in caught:
         if issubclass(w.category, BankWarning):
-            err.print(f"[yellow]warning:[/] {w.message}")
-    Console(highlight=False).print(
+            err.print(f"[yellow]warning:[/] {escape(str(w.message))}")
+    Console(highlight=False, markup=False).print(
         f"wrote {out}: {len(manifest.subjects)} subject(s), "
         f"{len({r.organ for r in manifest.shapes})} organ(s), {len(manifest.shapes)} shape(s), "
         f"{sum(r.truncated for r in manifest.shapes)} truncated")
@@ -204,7 +206,7 @@ def graph_learn_command(
         fail(str(e))
         return
     n_rel = len(graph.relations(implicit=False))
-    Console(highlight=False).print(f"wrote {out}: {len(graph)} organs, {n_rel} relations")
+    Console(highlight=False, markup=False).print(f"wrote {out}: {len(graph)} organs, {n_rel} relations")
 
 
 @graph_app.command("check")
@@ -233,12 +235,12 @@ def graph_check_command(
     if verbose:
         for m in rep.measured:
             mark = "ok " if m["holds"] else "NO "
-            out.print(f"{mark} {m['subject']}: {m['relation']}: {m['value']:.3g}")
+            out.print(escape(f"{mark} {m['subject']}: {m['relation']}: {m['value']:.3g}"))
     for w in rep.warnings:
-        err.print(f"[yellow]warning:[/] {w}")
+        err.print(f"[yellow]warning:[/] {escape(str(w))}")
     if not rep.ok:
         fail(f"{rep.summary}\n" + "\n".join(f"  - {p}" for p in rep.problems))
-    out.print(rep.summary)
+    out.print(escape(rep.summary))
 
 
 @graph_app.command("show")
@@ -332,7 +334,7 @@ def synth_command(
         return
     from rich.console import Console
 
-    Console().print(f"wrote {summary['written']} case(s), kept {summary['skipped']} finished, "
+    Console(markup=False).print(f"wrote {summary['written']} case(s), kept {summary['skipped']} finished, "
                     f"{summary['total_done']} in {summary['out_dir']} ({summary['seconds']:.1f} s)")
     if graph is not None:
         from anatomix.anatomy import format_summary
@@ -384,7 +386,7 @@ def preview_command(
         return
     from rich.console import Console
 
-    Console().print(f"wrote {path}" + (f" and {mesh}" if mesh else ""))
+    Console(markup=False).print(f"wrote {path}" + (f" and {mesh}" if mesh else ""))
 
 # ---- resources (what ships with the package) ------------------------------------------------
 
@@ -484,7 +486,7 @@ def evaluate_command(
             pt.add_row(r["pair"], _f(r["offset_mahalanobis_synthetic"]), _f(r["offset_mahalanobis_real_loo"]),
                        _f(r["contact_rate_synthetic"]), _f(r["contact_rate_real"]))
         Console().print(pt)
-    Console().print(f"report: {out}" + (f", plot: {plot}" if plot else ""))
+    Console(markup=False).print(f"report: {out}" + (f", plot: {plot}" if plot else ""))
 
 
 # ---- appearance (learned HU priors) ------------------------------------------------------------

@@ -29,5 +29,5 @@ def progress_bar(label: str, total: int, *, enabled: bool = True,
                   TimeRemainingColumn(), transient=False) as bar:
         task = bar.add_task(label, total=total)
         if note:
-            bar.console.print(note)
+            bar.console.print(note, markup=False)
         yield lambda: bar.advance(task)

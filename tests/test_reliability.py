@@ -583,6 +583,17 @@ def test_bad_ckpt_path_through_the_lightning_cli_exits_with_a_message(tmp_path: 
                         "--trainer.default_root_dir", str(tmp_path / "run")])
     assert e.value.code == 1 and "cannot read checkpoint" in capsys.readouterr().err
     assert not list(tmp_path.rglob("config.yaml"))  # no Lightning stub left behind
+    # readable weights of another network: refused when the module is built, before config.yaml too
+    import torch
+
+    other = tmp_path / "other_network.pt"
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, other)
+    with pytest.raises(SystemExit) as e:
+        lightning_main(["fit", "--config", str(REPO / "configs" / "tiny.yaml"),
+                        "--model.pretrained", str(other), "--trainer.logger", "false",
+                        "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert e.value.code == 1 and "no tensor this network can use" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("config.yaml"))
 
 
 def test_unwritable_outputs_refused_before_computation(tmp_path: Path) -> None:
@@ -680,13 +691,52 @@ def test_evaluate_refuses_real_labels_with_left_and_right_swapped(tmp_path: Path
     swapped = dict(preset("flare22"))
     kl, kr = FL["kidney_left"], FL["kidney_right"]
     swapped[kl], swapped[kr] = "kidney_right", "kidney_left"
-    with pytest.raises(EvaluationError, match=r"every left/right pair swapped in 3 of 3 real maps"):
+    with pytest.raises(EvaluationError, match=r"swapped for kidney_left/kidney_right in 3 of 3 real maps"):
         evaluate(files, files[:1], real_labels=swapped, synthetic_labels="flare22")
     report = evaluate(files, files[:1], real_labels="flare22", synthetic_labels="flare22")
     assert report["summary"]["cases_with_direction_errors"]["real_loo"] == 0
 
 
+def test_evaluate_refuses_a_preset_that_swaps_one_pair_of_several(tmp_path: Path) -> None:
+    """A label file that swapped only the kidneys of maps that also hold both adrenals was
+    accepted (exit 0): the check refused only maps with every pair swapped."""
+    from anatomix.evaluate import EvaluationError, evaluate
+
+    a = _phantom()
+    x = np.arange(a.shape[0])[:, None, None]
+    top = np.zeros_like(a, dtype=bool)
+    top[:, 18:22, 30:34] = True  # adrenals above the kidneys, on their sides (x grows to the right)
+    a[top & (x >= 14) & (x < 18)] = FL["adrenal_gland_left"]
+    a[top & (x >= 42) & (x < 46)] = FL["adrenal_gland_right"]
+    files = [_write(tmp_path / f"real{i}.nii.gz", np.roll(a, i, axis=2)) for i in range(3)]
+    swapped = dict(preset("flare22"))
+    swapped[FL["kidney_left"]], swapped[FL["kidney_right"]] = "kidney_right", "kidney_left"
+    with pytest.raises(EvaluationError, match=r"swapped for kidney_left/kidney_right in 3 of 3 real maps"):
+        evaluate(files, files[:1], real_labels=swapped, synthetic_labels="flare22")
+    assert evaluate(files, files[:1], real_labels="flare22", synthetic_labels="flare22")["summary"]
+
+
 # ---- 10. minor -------------------------------------------------------------------------------------
+
+
+def test_brackets_in_paths_and_values_are_printed_as_text(tmp_path: Path) -> None:
+    """rich read "[/b]" in a path as markup (MarkupError traceback) and dropped "[nan, 2.0, 2.0]"
+    from messages."""
+    folder = tmp_path / "g[/b]"
+    folder.mkdir(parents=True)
+    res = CliRunner().invoke(app, ["graph", "check", "--graph", str(folder / "missing[left].yaml")])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.exception  # not a MarkupError
+    assert "g[/b]/missing[left].yaml" in res.output
+    a = _phantom()
+    bad = _write(tmp_path / "pixdim[nan].nii.gz", a)
+    import nibabel as nib
+    img = nib.load(bad)
+    hdr = img.header.copy()
+    hdr["pixdim"][1] = np.nan
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine, hdr), bad)
+    res = CliRunner().invoke(app, ["ingest-masks", str(bad), "--labels", "flare22", "--out", str(tmp_path / "bank")])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.exception
+    assert "pixdim[nan].nii.gz" in res.output and "[nan, 2.0, 2.0]" in res.output
 
 
 def test_truncated_manifest_is_reported_as_truncated_json(tmp_path: Path) -> None:

@@ -51,35 +51,43 @@ def midline_x(centroids: Mapping[str, Sequence[float]]) -> tuple[float, str]:
     return float(np.mean([c[0] for c in centroids.values()])), "organ_mean"
 
 
-def swapped_lateral_pairs(summary: MapSummary) -> tuple[list[str], int]:
-    """Lateral pairs of one map whose left organ lies right of its mate (RAS: smaller x is the
-    subject's left), and how many pairs the map has. A label table that swaps left and right
-    (a wrong preset) swaps every pair."""
+def swapped_lateral_pairs(summary: MapSummary) -> dict[str, str]:
+    """Every left/right pair of one map ("kidney_left/kidney_right") -> "" when its left organ lies
+    left of its mate (RAS: smaller x is the subject's left), else where the two lie."""
     from anatomix.labels import mirror_organ, organ_side
 
     c = summary.centroids_mm
     pairs = [(o, m) for o in sorted(c) if organ_side(o) == "left" and (m := mirror_organ(o)) is not None and m in c]
-    return [f"{a} at x={c[a][0]:.1f} mm, {b} at x={c[b][0]:.1f} mm" for a, b in pairs
-            if c[a][0] > c[b][0]], len(pairs)
+    return {f"{a}/{b}": (f"{a} at x={c[a][0]:.1f} mm, {b} at x={c[b][0]:.1f} mm" if c[a][0] > c[b][0] else "")
+            for a, b in pairs}
 
 
 def check_real_laterality(real: Sequence[MapSummary], option: str = "--real-labels") -> None:
-    """Refuse real maps whose lateral pairs are swapped in most maps (a wrong label preset).
+    """Refuse real maps whose lateral pairs are swapped (a wrong label preset or label file).
+
+    A preset that names left and right the wrong way round for one pair (the kidneys, say) swaps
+    that pair in every map; real anatomy does not (situs inversus is too rare to meet here).
 
     Raises:
-        EvaluationError: at least half of the maps with a left/right pair have every pair
-            swapped (left organs at larger x than their right mates).
+        EvaluationError: some left/right pair is swapped (its left organ at larger RAS x than its
+            right mate) in at least half of the real maps holding it.
     """
-    with_pairs = [(s, *swapped_lateral_pairs(s)) for s in real]
-    with_pairs = [(s, sw, n) for s, sw, n in with_pairs if n]
-    bad = [(s, sw) for s, sw, n in with_pairs if len(sw) == n]
-    if with_pairs and 2 * len(bad) >= len(with_pairs):
-        ex = "; ".join(f"{s.source}: {sw[0]}" for s, sw in bad[:3])
+    swapped: dict[str, list[tuple[str, str]]] = {}
+    held: dict[str, int] = {}
+    for s in real:
+        for pair, how in swapped_lateral_pairs(s).items():
+            held[pair] = held.get(pair, 0) + 1
+            if how:
+                swapped.setdefault(pair, []).append((s.source, how))
+    bad = {p: maps for p, maps in swapped.items() if 2 * len(maps) >= held[p]}
+    if bad:
+        ex = "; ".join(f"{maps[0][0]}: {maps[0][1]}" for maps in list(bad.values())[:3])
+        counts = ", ".join(f"{p} in {len(maps)} of {held[p]}" for p, maps in bad.items())
         raise EvaluationError([
             f"{option}: expected left organs on the subject's left (smaller RAS x than their right "
-            f"mates), found every left/right pair swapped in {len(bad)} of {len(with_pairs)} real "
-            f"maps (e.g. {ex}); the label preset or file names left and right the wrong way round "
-            "for these maps: use the preset of the dataset they come from, or a label file"])
+            f"mates), found left and right swapped for {counts} real maps (e.g. {ex}); the label "
+            "preset or file names left and right the wrong way round for these maps: use the preset of "
+            "the dataset they come from, or a label file"])
 
 
 def direction_errors(summary: MapSummary) -> list[str]:

@@ -146,7 +146,22 @@ def load_pretrained(net: nn.Module, path: str | Path, *, allow_head_mismatch: bo
         CheckpointError: unreadable file, or no tensor fits, or tensors outside the output head
             differ in shape (a checkpoint of another architecture or size).
     """
-    source = read_state_dict(path)
+    to_load, report = _match_pretrained(net, read_state_dict(path), path, allow_head_mismatch)
+    net.load_state_dict(to_load, strict=False)
+    report.loaded = sorted(to_load)
+    return report
+
+
+def check_pretrained(net: nn.Module, path: str | Path, *, allow_head_mismatch: bool = True) -> None:
+    """Raise the :class:`CheckpointError` :func:`load_pretrained` would raise, loading nothing
+    (run before Lightning writes anything, so a refused file leaves no run folder behind)."""
+    _match_pretrained(net, read_state_dict(path), path, allow_head_mismatch)
+
+
+def _match_pretrained(net: nn.Module, source: dict[str, torch.Tensor], path: str | Path,
+                      allow_head_mismatch: bool) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """The checkpoint tensors that fit ``net`` by name and shape, and the report; raises when the
+    checkpoint does not fit (see :func:`load_pretrained`)."""
     target = net.state_dict()
     report = LoadReport(path=str(path))
     mismatched: list[str] = []
@@ -182,6 +197,4 @@ def load_pretrained(net: nn.Module, path: str | Path, *, allow_head_mismatch: bo
             f"outside the output head):\n  {shown}\nUse the same network settings (network, "
             "feature_size, depths, heads, img_size) as the pre-training run."
         )
-    net.load_state_dict(to_load, strict=False)
-    report.loaded = sorted(to_load)
-    return report
+    return to_load, report

@@ -235,6 +235,10 @@ class SegmentationModule(pl.LightningModule):
                 swin_heads=swin_heads, use_v2=use_v2, use_checkpoint=use_checkpoint,
                 vit_hidden_size=vit_hidden_size, vit_mlp_dim=vit_mlp_dim, vit_heads=vit_heads,
                 dropout=dropout)
+        if pretrained:  # a file that does not fit is refused now, before Lightning writes a run folder
+            from anatomix.train.checkpoint import check_pretrained
+
+            check_pretrained(self.net, pretrained)
         from monai.losses import DiceCELoss
         from monai.metrics import DiceMetric
 
