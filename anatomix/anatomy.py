@@ -19,7 +19,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -49,11 +49,19 @@ class MissingOrganWarning(UserWarning):
 STREAM_PLACEMENT, STREAM_FOV, STREAM_APPEARANCE, STREAM_LESIONS, STREAM_CONTEXT = 0, 1, 2, 3, 4
 
 
-def choose_grid(scene: Scene, config: GridConfig, rng: np.random.Generator) -> Grid:
-    """The output grid of a case: the whole scene, or a window with a foreground bias."""
+def choose_grid(scene: Scene, config: GridConfig, rng: np.random.Generator,
+                cut_faces: Mapping[str, Sequence[str]] | None = None) -> Grid:
+    """The output grid of a case: the whole scene, or a window with a foreground bias.
+
+    ``cut_faces``: organ -> the faces ("z+", ...) at which its shape's source scan cut it; with
+    ``config.whole_common_cut`` the whole grid ends at the innermost cut on each such side.
+    """
     sp = np.asarray(config.spacing_mm, dtype=np.float64)
     if config.fov == "whole":
-        return scene_grid(scene, sp, config.whole_margin_mm)
+        grid = scene_grid(scene, sp, config.whole_margin_mm)
+        if config.whole_common_cut and cut_faces:
+            grid = _common_cut(grid, scene, cut_faces)
+        return grid
     shape = np.asarray(config.shape)
     lo, hi = np.asarray(scene.box_min_mm), np.asarray(scene.box_max_mm)
     if scene.organs and rng.random() < config.foreground_bias:
@@ -64,6 +72,35 @@ def choose_grid(scene: Scene, config: GridConfig, rng: np.random.Generator) -> G
     origin = centre - (shape - 1) / 2.0 * sp
     origin = np.round(origin / sp) * sp  # on the spacing lattice: cleaner headers
     return Grid(tuple(int(v) for v in shape), tuple(float(v) for v in sp), tuple(float(v) for v in origin))
+
+
+def _common_cut(grid: Grid, scene: Scene, cut_faces: Mapping[str, Sequence[str]]) -> Grid:
+    """``grid`` cut, on each side where some placed shape is cut, at the innermost such cut, but
+    never inside a complete organ (a real scan of these organs would have held them whole).
+
+    Shapes from different scans end at different heights; cutting them at one plane gives the
+    tubes (aorta, IVC, esophagus) one common end, as in any one real scan.
+    """
+    sp = np.asarray(grid.spacing_mm)
+    lo = np.asarray(grid.origin_mm, dtype=np.float64)
+    hi = lo + (np.asarray(grid.shape) - 1) * sp
+    for axis, name in enumerate("xyz"):
+        for sign in "+-":
+            cut = [o for o in scene.organs if f"{name}{sign}" in cut_faces.get(o.organ, ())]
+            if not cut:
+                continue
+            whole = [o for o in scene.organs if o.organ not in cut_faces or not cut_faces[o.organ]]
+            if sign == "+":
+                plane = min(o.organ_max_mm[axis] for o in cut)
+                plane = max([plane, *(o.organ_max_mm[axis] + sp[axis] for o in whole)])
+                hi[axis] = min(hi[axis], plane)
+            else:
+                plane = max(o.organ_min_mm[axis] for o in cut)
+                plane = min([plane, *(o.organ_min_mm[axis] - sp[axis] for o in whole)])
+                lo[axis] = max(lo[axis], plane)
+    lo = np.asarray(grid.origin_mm) + np.floor((lo - np.asarray(grid.origin_mm)) / sp) * sp  # on the grid's lattice
+    shape = np.maximum(np.floor((hi - lo) / sp).astype(int) + 1, 1)
+    return Grid(tuple(int(v) for v in shape), tuple(float(v) for v in sp), tuple(float(v) for v in lo))
 
 
 def summarize_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -172,6 +209,14 @@ class AnatomyGenerator:
                                     "uint8 labels stop at 255: use labels: background or ignore")
             self._context_values = {n: start + k for k, n in enumerate(names)}
 
+    def _cut_faces(self, scene: Scene) -> dict[str, tuple[str, ...]]:
+        """organ -> the faces at which the source scans of its shape (and blend shape) cut it."""
+        out = {}
+        for o in scene.organs:
+            ids = [o.shape_id] + ([o.blend_shape_id] if o.blend_shape_id and o.blend_weight > 0 else [])
+            out[o.organ] = tuple(sorted({f for i in ids for f in self._bank.record(i).truncated_faces}))
+        return out
+
     def _context_subject(self) -> Any:
         return load_context_subject(self.config.context.bank)
 
@@ -243,7 +288,7 @@ class AnatomyGenerator:
         """
         cfg = self.config
         scene = self.scene(index)
-        grid = choose_grid(scene, cfg.grid, sample_rng(self.seed, index, STREAM_FOV))
+        grid = choose_grid(scene, cfg.grid, sample_rng(self.seed, index, STREAM_FOV), self._cut_faces(scene))
         organs = [o.organ for o in scene.organs]
         labels = {o.organ: o.label for o in scene.organs}
         context: dict[str, Any] | None = None

@@ -181,6 +181,10 @@ class GridConfig(BaseModel):
                                    description="share of windows centred near an organ (else anywhere in the scene)")
     window_jitter_mm: float = Field(20.0, ge=0.0)
     whole_margin_mm: float = Field(20.0, ge=0.0)
+    whole_common_cut: bool = Field(
+        True, description="fov whole: on each side where a placed shape was cut by its source scan's field of "
+                          "view, end the grid at the innermost such cut (never inside a complete organ), as one "
+                          "scan cuts every tube at one plane")
 
     @field_validator("shape")
     @classmethod

@@ -159,3 +159,43 @@ def test_cli_synth_graph_and_preview(tmp_path, repo_root):
     assert res.exit_code == 1 and not (tmp_path / "x").exists()
     res = runner.invoke(app, ["preview", str(tmp_path / "nothing"), "--out", str(tmp_path / "q.png")])
     assert res.exit_code == 1
+
+
+def _placed(organ: str, lo: tuple[float, float, float], hi: tuple[float, float, float]):
+    from anatomix.scene import PlacedOrgan
+    c = tuple((a + b) / 2 for a, b in zip(lo, hi))
+    return PlacedOrgan(organ=organ, label=1, shape_id=f"{organ}-s", scale=(1, 1, 1), rotation_deg=(0, 0, 0),
+                       translation_mm=c, centroid_mm=c, volume_ml=1.0, organ_min_mm=lo, organ_max_mm=hi)
+
+
+def test_whole_field_of_view_cuts_the_tubes_at_one_plane():
+    """Bank shapes come from scans cut at different heights: an aorta cut 40 mm above an esophagus
+    gave pairs no real scan shows. The whole grid now ends at the lowest top cut, but never inside
+    a complete organ (the liver); sides without a cut keep the margin."""
+    from anatomix.anatomy import choose_grid
+    from anatomix.config import GridConfig
+    from anatomix.scene import Scene
+    organs = (_placed("aorta", (-10, 0, -100), (10, 20, 150)), _placed("esophagus", (-20, 10, 60), (-5, 25, 110)),
+              _placed("liver", (0, -40, -20), (120, 80, 100)), _placed("kidney_left", (-90, -10, -80), (-40, 30, 20)))
+    scene = Scene(placement="t", body_scale=1.0, score_spacing_mm=4.0, organs=organs,
+                  box_min_mm=(-90, -40, -100), box_max_mm=(120, 80, 150))
+    config = GridConfig(fov="whole", spacing_mm=(2.0, 2.0, 2.0), whole_margin_mm=20.0)
+    cuts = {"aorta": ("z+", "z-"), "esophagus": ("z+",)}
+    rng = np.random.default_rng(0)
+    plain = choose_grid(scene, config, rng)
+    cut = choose_grid(scene, config, rng, cuts)
+
+    def z_range(g):
+        return g.origin_mm[2], g.origin_mm[2] + (g.shape[2] - 1) * g.spacing_mm[2]
+
+    assert z_range(plain) == (-120.0, 170.0)
+    lo, hi = z_range(cut)
+    assert 110.0 <= hi < 112.0  # the esophagus' cut, not the aorta's 150 (the liver ends at 100)
+    assert -102.0 < lo <= -100.0  # the aorta's lower cut, no margin below it
+    assert cut.shape[:2] == plain.shape[:2] and cut.origin_mm[:2] == plain.origin_mm[:2]
+    assert choose_grid(scene, config.model_copy(update={"whole_common_cut": False}), rng, cuts) == plain
+    # complete organs beyond the cuts: the grid ends one voxel past them (liver top, kidney bottom)
+    beyond = (*organs[:2], _placed("liver", (0, -40, -20), (120, 80, 130)),
+              _placed("kidney_left", (-90, -10, -110), (-40, 30, 20)))
+    lo, hi = z_range(choose_grid(scene.model_copy(update={"organs": beyond}), config, rng, cuts))
+    assert 132.0 <= hi < 134.0 and -114.0 < lo <= -112.0
