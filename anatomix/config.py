@@ -69,7 +69,13 @@ class PlacementConfig(BaseModel):
     neighbour_spread: float = Field(0.4, gt=0.0, le=2.0,
                                     description="candidate spread around the contact partners' prediction, "
                                                 "in units of the anchor std")
-    position_spread: float = Field(1.0, gt=0.0, le=5.0, description="candidate spread in units of the anchor std")
+    # 0.6: candidates drawn at the full conditional spread, then moved by push-out, contact
+    # refinement and closing, spread organs ~1.3x wider than real subjects (five FLARE22 folds);
+    # retries widen again so that an organ the first draw could not fit still finds room
+    position_spread: float = Field(0.6, gt=0.0, le=5.0,
+                                   description="candidate spread of an organ's first draw, in units of the anchor std")
+    retry_position_spread: float = Field(1.0, gt=0.0, le=5.0,
+                                         description="candidate spread of the draws after the first")
     anchor_source: Literal["shape", "graph"] = Field(
         "shape", description="shape: a bank shape's own body-frame centroid is its anchor (subjects whose "
                              "frame is exact), the graph anchor otherwise; graph: always the graph anchor")

@@ -99,7 +99,8 @@ def place_organ(ctx: Context, info: OrganSpec, bank: ShapeBank, rng: np.random.G
                 no_partner = c_mean is mean
                 mean, a_cov = joint
                 c_mean, c_cov = joint if no_partner else fuse(c_mean, c_cov, *joint)
-        chol = np.linalg.cholesky(c_cov * config.position_spread ** 2 + 1e-6 * np.eye(3))
+        spread = config.position_spread if attempt == 1 else config.retry_position_spread
+        chol = np.linalg.cholesky(c_cov * spread ** 2 + 1e-6 * np.eye(3))
         lat = organ_lattice(fld, h, config.lattice_margin_mm)
         z = rng.normal(size=(n_cand, 3))
         if lat is None:
