@@ -292,8 +292,8 @@ def synth_command(
         fail("give --graph NAME|FILE (e.g. abdomen) or --config NAME|FILE (e.g. fdif); "
              "`anatomix resources` lists the shipped ones")
     if not 0 <= n <= MAX_CASES:
-        fail(f"-n: expected 0 to {MAX_CASES:,} cases, found {n:,}; write larger sets in several "
-             "output folders")
+        fail(f"-n: expected 0 to {MAX_CASES:,} cases, found {n:,}; " + (
+            "write larger sets in several output folders (--shard k/n)" if n > 0 else "give a case count"))
     bad_out = check_output_path(out, "--out", folder=True)
     if bad_out:
         fail(bad_out)
