@@ -28,7 +28,7 @@ import numpy as np
 
 from anatomix.anatomy import AnatomyGenerator
 from anatomix.config import MODES
-from anatomix.errors import AnatomixError
+from anatomix.errors import AnatomixError, Interrupted
 from anatomix.record import Pins, pin_changes
 from anatomix.sample import Sample, image_to_write
 from anatomix.sdf.generator import FdifGenerator
@@ -431,7 +431,6 @@ def _iterate_cases(generator: SampleGenerator, out: Path, todo: list[int], worke
     each written atomically) and raises :class:`anatomix.errors.Interrupted` saying what was
     kept and how to resume.
     """
-    from anatomix.errors import Interrupted
     from anatomix.progress import progress_bar
 
     note = f"resuming: {skipped} finished case(s) kept" if skipped else None

@@ -15,7 +15,7 @@ from anatomix.evaluate.reference import (
     fit_reference,
 )
 from anatomix.evaluate.summary import EvaluationError, MapSummary, Settings
-from anatomix.labels import body_side
+from anatomix.labels import body_side, mirror_organ, organ_side
 
 REPORT_FORMAT_VERSION = 1
 
@@ -54,8 +54,6 @@ def midline_x(centroids: Mapping[str, Sequence[float]]) -> tuple[float, str]:
 def swapped_lateral_pairs(summary: MapSummary) -> dict[str, str]:
     """Every left/right pair of one map ("kidney_left/kidney_right") -> "" when its left organ lies
     left of its mate (RAS: smaller x is the subject's left), else where the two lie."""
-    from anatomix.labels import mirror_organ, organ_side
-
     c = summary.centroids_mm
     pairs = [(o, m) for o in sorted(c) if organ_side(o) == "left" and (m := mirror_organ(o)) is not None and m in c]
     return {f"{a}/{b}": (f"{a} at x={c[a][0]:.1f} mm, {b} at x={c[b][0]:.1f} mm" if c[a][0] > c[b][0] else "")

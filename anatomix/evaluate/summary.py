@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from anatomix.errors import AnatomixError, InputError
-from anatomix.io import LABEL_SUFFIXES
+from anatomix import io
+from anatomix.io import LABEL_SUFFIXES, resample_label_map
 
 
 class EvaluationError(InputError):
@@ -187,8 +188,6 @@ def summarise_label_map(
         border.update(int(v) for v in np.unique(f) if v != 0)
     # the crop onto the isotropic evaluation grid (io.resample_label_map: thin organs kept)
     target = float(settings.eval_spacing_mm)
-    from anatomix.io import resample_label_map
-
     n_out = [len(_nearest_indices(crop.shape[k], float(spacing[k]), target)) for k in range(3)]
     res = [resample_label_map(layer, spacing.tolist(), (0.0, 0.0, 0.0), (target,) * 3, (0.0, 0.0, 0.0), n_out)
            for layer in layers]
@@ -269,7 +268,6 @@ def load_label_set(
     Raises:
         EvaluationError: missing paths, no label maps, unreadable files, unnamed labels (all listed).
     """
-    from anatomix import io
     from anatomix.label_tables import parse_label_entries
 
     if isinstance(inputs, (str, Path)):

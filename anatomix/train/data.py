@@ -29,7 +29,7 @@ from monai.transforms.transform import Randomizable
 from torch.utils.data import IterableDataset, get_worker_info
 
 from anatomix.errors import ConfigError
-from anatomix.io import IMAGE_SUFFIXES
+from anatomix.io import IMAGE_SUFFIXES, is_dicom_folder, resample_label_map
 from anatomix.rng import sample_rng
 
 __all__ = [
@@ -579,8 +579,6 @@ class _RemapLabeld:
 def _predict_files(spec: str | Sequence[str]) -> list[str]:
     """Expand ``predict_files``: files, globs, DICOM-series folders (one image each) and folders of
     images (each image file and each DICOM-series sub-folder)."""
-    from anatomix.io import is_dicom_folder
-
     items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
     out: list[str] = []
     for item in items:
@@ -608,8 +606,6 @@ class _LabelToImageGridd:
 
     def __call__(self, data: dict) -> dict:
         from monai.data import MetaTensor
-
-        from anatomix.io import resample_label_map
 
         d = dict(data)
         img, lab = d["image"], d["label"]

@@ -18,6 +18,7 @@ from monai.data.image_reader import ImageReader
 from monai.utils import MetaKeys, SpaceKeys
 
 from anatomix.errors import InputError
+from anatomix import io
 from anatomix.io import LABEL_SUFFIXES, is_dicom_folder
 
 __all__ = ["AnatomixReader", "READABLE_SUFFIXES"]
@@ -48,8 +49,6 @@ class AnatomixReader(ImageReader):
         return all(str(n).lower().endswith(READABLE_SUFFIXES) or is_dicom_folder(n) for n in names)
 
     def read(self, data: Sequence[str | os.PathLike[Any]] | str | os.PathLike[Any], **kwargs: Any) -> Any:
-        from anatomix import io
-
         names = [data] if isinstance(data, (str, os.PathLike)) else list(data)
         if len(names) != 1:
             if self.kind == "label":
