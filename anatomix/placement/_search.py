@@ -354,6 +354,27 @@ def neighbour_prediction(ctx: Context, info: OrganSpec, anchor: np.ndarray, from
     return np.mean(preds, axis=0)
 
 
+def _toward_surface(a_start: tuple[int, ...], la: Lattice, other: Placed) -> np.ndarray | None:
+    """Direction from organ ``a`` toward the nearest surface of ``other``: minus ``other``'s SDF
+    gradient where the two surfaces are closest (None when their boxes do not meet)."""
+    box = rel.offset_common_box(a_start, la.sdf.shape, other.start_t, other.lat.sdf.shape)
+    if box is None:
+        return None
+    total = la.outside_sdf[box[0]] + other.lat.outside_sdf[box[1]]
+    if not np.isfinite(total).any():
+        return None
+    i = np.unravel_index(int(np.argmin(total)), total.shape)
+    sdf = other.lat.sdf
+    p = [int(s.start) + int(k) for s, k in zip(box[1], i)]
+    g = np.zeros(3)
+    for d in range(3):
+        lo, hi = list(p), list(p)
+        lo[d], hi[d] = max(0, p[d] - 1), min(sdf.shape[d] - 1, p[d] + 1)
+        if hi[d] > lo[d]:
+            g[d] = (float(sdf[tuple(hi)]) - float(sdf[tuple(lo)])) / (hi[d] - lo[d])
+    return -g if np.linalg.norm(g) > 1e-9 else None
+
+
 def refine_contacts(ctx: Context, info: OrganSpec, lat: Lattice, m: np.ndarray, rels: list[Relation],
                      config: PlacementConfig) -> np.ndarray:
     """Move towards unmet contact partners one lattice step at a time while hard relations hold."""
@@ -375,7 +396,11 @@ def refine_contacts(ctx: Context, info: OrganSpec, lat: Lattice, m: np.ndarray, 
         cen = m * h + lat.centroid_off
         d = np.zeros(3)
         for other, gap in unmet:
-            v = other.centroid(h) - cen
+            # toward the partner's nearest surface (its SDF gradient at the closest pair of points),
+            # not its centroid: a tube beside the aorta moves across, not along, it
+            v = _toward_surface(tuple(int(v) for v in start), lat, other)
+            if v is None:
+                v = other.centroid(h) - cen
             d += v / (np.linalg.norm(v) + 1e-9)
         if np.linalg.norm(d) < 1e-9:
             break
