@@ -220,3 +220,31 @@ def test_candidates_drawn_inside_the_hard_directions_after_a_failed_draw(anatomy
     monkeypatch.setattr(solver, "direction_box", lambda *args: None)
     assert all("kidney_left" in sample_scene(graph, anatomy_bank, np.random.default_rng(i), cfg).failed
                for i in range(8))
+
+
+def test_contact_refinement_pulls_toward_the_nearest_surface_not_the_centroid():
+    """refine_contacts stepped toward an unmet partner's centroid: an esophagus beside the upper
+    aorta was pulled down along it (~14 mm in fold graphs) instead of across to it. The pull now
+    follows the partner's SDF gradient where the two surfaces are closest."""
+    from anatomix.placement._lattice import Placed, lattice_of
+    from anatomix.placement._search import _toward_surface
+
+    h = 4.0
+    g = np.mgrid[0:24, 0:12, 0:60].astype(np.float32) * h  # the box reaches past the ball (a lattice margin)
+    # a vertical tube (radius 12 mm) along z, 240 mm long, centroid at z = 118 mm
+    tube = np.sqrt((g[0] - 24.0) ** 2 + (g[1] - 24.0) ** 2) - 12.0
+    aorta = Placed(None, lattice_of(tube, np.zeros(3, int), h), np.zeros(3, int), {})  # type: ignore[arg-type]
+    # a ball of radius 8 mm, 20 mm beside the tube's surface in x, 80 mm above its centroid
+    b = np.mgrid[0:8, 0:8, 0:8].astype(np.float32) * h
+    ball = np.sqrt(((b - 14.0) ** 2).sum(axis=0)) - 8.0
+    lat = lattice_of(ball, np.zeros(3, int), h)
+    start = (int((24 + 12 + 20 + 8 - 14) / h), int((24 - 14) / h), int((198 - 14) / h))
+    d = _toward_surface(start, lat, aorta)
+    assert d is not None
+    d = d / np.linalg.norm(d)
+    assert d[0] < -0.9 and abs(d[2]) < 0.3  # across to the tube (-x), hardly along it
+    to_centroid = aorta.centroid(h) - (np.array(start) * h + lat.centroid_off)
+    to_centroid /= np.linalg.norm(to_centroid)
+    assert to_centroid[2] < -0.8  # what the centroid rule did: mostly down the tube
+    # boxes that do not meet: no surface direction (the caller falls back to the centroid)
+    assert _toward_surface((100, 100, 100), lat, aorta) is None
