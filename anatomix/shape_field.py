@@ -4,12 +4,15 @@ Each placed organ is a function of world position ``x`` (mm, body frame, RAS):
 
     u = diag(1 / scale) @ R.T @ (x - translation)       shape frame, mm, about the shape centroid
     v = u + sum_k a_k * sin(2 pi f_k . u + phi_k)        smooth elastic deformation
-    sdf(x) = s_geo * ((1 - w) * SDF_A(c_A + v) + w * SDF_B(c_B + v))
+    sdf(x) = s_geo * ((1 - w) * SDF_A(c_A + v) + w * SDF_B(c_B + v) - level)
              - sum_j d_j * exp(-|x - translation - o_j|^2 / (2 r_j^2))   surface bulges
 
 ``SDF_A``/``SDF_B`` are the bank's stored signed distance crops of two subjects' shapes of the
 same organ, aligned about their centroids ``c_A``/``c_B`` and blended with weight ``w`` (``w = 0``:
-one shape). They are resampled with torch ``grid_sample`` (trilinear) only on a requested box,
+one shape). Averaging two SDFs keeps little more than where both shapes agree, so a blend of
+two thin or differently bent shapes (adrenals, pancreas, aorta) loses much of their volume;
+``level`` (mm, shape frame) moves the blend's surface so that it keeps ``(1 - w) V_A + w V_B``
+(:func:`blend_level`). They are resampled with torch ``grid_sample`` (trilinear) only on a requested box,
 never over a whole grid; outside a crop the value is the crop border's value (positive: the
 bank's crops keep a margin of >= 8 voxels around the organ).
 
@@ -78,6 +81,7 @@ class OrganField:
         s_geo: geometric mean scale (SDF values are multiplied by it).
         elastic: list of (amplitude (3,), frequency (3,), phase) terms.
         parts: the bank crops and their blend weights.
+        level_mm: the blend's iso-level in the shape frame (0 for one shape; :func:`blend_level`).
         bulges: list of (centre offset from ``translation`` (3,) mm, radius mm, depth mm): the
             contact-closing bulges (:class:`anatomix.scene.SurfaceBulge`), in world mm.
     """
@@ -90,6 +94,7 @@ class OrganField:
     parts: list[_Part]
     elastic_max_mm: float = 0.0
     bulges: list[tuple[np.ndarray, float, float]] = field(default_factory=list)
+    level_mm: float = 0.0
     _tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
@@ -101,7 +106,8 @@ class OrganField:
         """Shape-frame box (mm, about the centroid) holding every part's organ, grown by ``margin_mm``."""
         # a bulge moves the surface outward by at most its depth (world mm, like the margin)
         world = margin_mm + max((d for _, _, d in self.bulges), default=0.0)
-        grow = self.elastic_max_mm + world / float(np.min(np.diag(self.forward.T @ self.forward)) ** 0.5)
+        grow = self.elastic_max_mm + max(0.0, self.level_mm) \
+            + world / float(np.min(np.diag(self.forward.T @ self.forward)) ** 0.5)
         lo = np.min([p.lo_mm for p in self.parts], axis=0) - grow
         hi = np.max([p.hi_mm for p in self.parts], axis=0) + grow
         return lo, hi
@@ -158,6 +164,8 @@ class OrganField:
                 val = val * part.weight
             out = val if out is None else out + val
         assert out is not None
+        if self.level_mm != 0.0:
+            out = out - self.level_mm
         out = out * self.s_geo if self.s_geo != 1.0 else out
         for offset, radius, depth in self.bulges:
             out = out - bulge_bump(offset, radius, depth, start, step, shape, dev).to(out.dtype)
@@ -246,6 +254,63 @@ def _crop_tensor(bank: ShapeSource, shape_id: str, cache: dict[Any, Any] | None,
     return entry
 
 
+#: grid points at most (per blend) that :func:`blend_level` measures the volumes on
+BLEND_LEVEL_POINTS = 20_000
+
+
+def blend_level(parts: Sequence[_Part], spacing_mm: np.ndarray) -> float:
+    """The iso-level (mm) at which the blend ``sum_i w_i SDF_i`` of centroid-aligned crops holds
+    ``sum_i w_i V_i``, the weighted volume of the shapes themselves.
+
+    Measured on one shape-frame grid over the parts' boxes (plus 10 mm), at the bank spacing or
+    coarser (at most :data:`BLEND_LEVEL_POINTS` points). Volumes are sub-voxel: each point counts
+    by how far inside it lies, a linear ramp one grid step wide in space (value / gradient), so a
+    thin organ's volume does not jump with the grid; the shapes are measured on the same grid, so
+    its bias cancels. The
+    level is found by bisection (the blend's volume grows with it). On the CPU, so a case is the
+    same on every device.
+    """
+    if any(p.weight <= 0.0 for p in parts):
+        return 0.0
+    lo = np.min([p.lo_mm for p in parts], axis=0) - 10.0
+    hi = np.max([p.hi_mm for p in parts], axis=0) + 10.0
+    step = max(float(np.min(spacing_mm)), float(np.prod(hi - lo) / BLEND_LEVEL_POINTS) ** (1.0 / 3.0))
+    n = np.maximum(np.ceil((hi - lo) / step).astype(int) + 1, 2)
+    eye = np.eye(3)
+
+    def ramp(sdf: torch.Tensor) -> torch.Tensor:
+        # a blend of SDFs is no SDF (its gradient is shorter where the parts disagree): the ramp
+        # spans one grid step in space, not in value
+        gx, gy, gz = torch.gradient(sdf, spacing=step)
+        return (gx * gx + gy * gy + gz * gz).sqrt_().clamp_min_(0.05) * step
+
+    def volume(sdf: torch.Tensor, width: torch.Tensor, level: float) -> float:
+        return float(torch.clamp(0.5 - (sdf - level) / width, 0.0, 1.0).sum())
+
+    blend: torch.Tensor | None = None
+    target = 0.0
+    for part in parts:
+        one = OrganField(matrix=eye, forward=eye, translation=np.zeros(3), s_geo=1.0, elastic=[],
+                         parts=[_Part(part.volume.cpu(), part.centroid_idx, part.spacing, part.size, 1.0,
+                                      part.lo_mm, part.hi_mm)])
+        v = one.eval_box(lo, np.full(3, step), n).to(torch.float64)
+        target += part.weight * volume(v, torch.tensor(step), 0.0)  # an SDF: unit gradient
+        blend = v * part.weight if blend is None else blend + v * part.weight
+    assert blend is not None
+    if target <= 0.0:
+        return 0.0
+    width = ramp(blend)
+    # the blend never lies farther outside than its farthest part: the level is within that
+    low, high = -10.0, 10.0
+    for _ in range(24):  # 20 mm / 2^24: far below a voxel
+        mid = (low + high) / 2.0
+        if volume(blend, width, mid) < target:
+            low = mid
+        else:
+            high = mid
+    return round((low + high) / 2.0, 6)
+
+
 def _rec(record: Any, name: str) -> Any:
     return record[name] if isinstance(record, dict) else getattr(record, name)
 
@@ -301,6 +366,15 @@ def organ_field(
             lo_mm=(box_lo - 1 - c_idx) * sp,
             hi_mm=(box_hi + 1 - c_idx) * sp,
         ))
+    level = 0.0
+    if len(parts) > 1:  # derived from the shapes and the weight alone: cached per pair and weight
+        key = f"blend_level:{shape_id}:{blend_shape_id}:{float(blend_weight)!r}"
+        if cache is not None and key in cache:
+            level = cache[key]
+        else:
+            level = blend_level(parts, sp)
+            if cache is not None:
+                cache[key] = level
     s = np.asarray(scale, dtype=np.float64)
     r = rotation_matrix(rotation_deg)
     terms = []
@@ -316,7 +390,7 @@ def organ_field(
     return OrganField(matrix=np.diag(1.0 / s) @ r.T, forward=r @ np.diag(s),
                       translation=np.asarray(translation_mm, dtype=np.float64),
                       s_geo=float(np.prod(s) ** (1.0 / 3.0)), elastic=terms, parts=parts,
-                      elastic_max_mm=emax,
+                      elastic_max_mm=emax, level_mm=level,
                       bulges=[(np.asarray(o, dtype=np.float64), float(r_), float(d)) for o, r_, d in bulges])
 
 

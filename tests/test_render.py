@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from anatomix.placement import sample_scene
 from anatomix.render import Grid, label_precedence, render_scene, scene_grid
@@ -120,3 +121,58 @@ def test_preview_reads_label_maps_without_interpolation(tmp_path):
     arr, sp = _read_labels(tmp_path / "oblique.nii.gz")
     assert set(np.unique(arr).tolist()) <= {0, 1, 6} and {1, 6} <= set(np.unique(arr).tolist())
     assert len(sp) == 3
+
+
+def _count_ml(f, lo: np.ndarray, hi: np.ndarray, step: float = 0.77) -> float:
+    """Volume (ml) of ``sdf <= 0`` on a fine grid off the crops' lattice (a sample on a voxel face
+    of a mask's SDF reads exactly 0)."""
+    lo = lo - 0.31
+    n = np.ceil((hi - lo) / step).astype(int) + 1
+    return float(np.count_nonzero(f.eval_box(lo, np.full(3, step), n).numpy() <= 0)) * step ** 3 / 1000.0
+
+
+class _Rods:
+    """Two shapes of one organ: a rod along x and a rod along y (thin ellipsoids; 2 mm crops, one
+    centroid)."""
+
+    spacing_mm = (2.0, 2.0, 2.0)
+
+    def __init__(self) -> None:
+        from scipy.ndimage import distance_transform_edt
+
+        g = np.mgrid[0:40, 0:40, 0:20] * 2.0 - np.array([39.0, 39.0, 19.0])[:, None, None, None]
+        self._sdf = {}
+        for name, (a, b) in {"x": (0, 1), "y": (1, 0)}.items():
+            mask = (g[a] / 30.0) ** 2 + (g[b] / 7.0) ** 2 + (g[2] / 7.0) ** 2 <= 1.0  # a thin ellipsoid
+            self._sdf[name] = (distance_transform_edt(~mask, sampling=2.0)
+                               - distance_transform_edt(mask, sampling=2.0)).astype(np.float32)
+
+    def sdf(self, shape_id: str) -> np.ndarray:
+        return self._sdf[shape_id]
+
+    def record(self, shape_id: str) -> dict:
+        return {"origin_mm": (0.0, 0.0, 0.0), "centroid_mm": (39.0, 39.0, 19.0)}
+
+
+def test_a_blend_of_two_shapes_keeps_their_weighted_volume():
+    """Averaging two SDFs keeps little more than where both shapes agree: blends of FLARE22
+    adrenals kept 43-77 % of the shapes' volume and 39 % of synthetic organ volumes fell below the
+    real subjects' range. The blend's iso-level now restores the weighted volume."""
+    from anatomix.shape_field import organ_field
+
+    rods = _Rods()
+
+    def volume(weight: float, level: bool = True) -> float:
+        f = organ_field(rods, "x", "y", weight, (1, 1, 1), (0, 0, 0), (0, 0, 0), spacing_mm=(2.0, 2.0, 2.0))
+        if not level:
+            f.level_mm = 0.0
+        return _count_ml(f, *f.offset_box(4.0))
+
+    one = volume(0.0)
+    assert volume(1.0) == pytest.approx(one, rel=0.03)  # the other rod alone: the same volume
+    assert volume(0.5, level=False) < 0.5 * one  # the plain average: the rods' crossing and a bit
+    for w in (0.3, 0.5, 0.8):
+        assert volume(w) == pytest.approx(one, rel=0.06)
+    # a scaled blend keeps the scaled volume (the level is in the shape frame)
+    f = organ_field(rods, "x", "y", 0.5, (1.2, 1.0, 0.9), (0, 0, 30), (0, 0, 0), spacing_mm=(2.0, 2.0, 2.0))
+    assert _count_ml(f, *f.offset_box(4.0)) == pytest.approx(one * 1.08, rel=0.06)
