@@ -12,7 +12,7 @@ same organ, aligned about their centroids ``c_A``/``c_B`` and blended with weigh
 one shape). Averaging two SDFs keeps little more than where both shapes agree, so a blend of
 two thin or differently bent shapes (adrenals, pancreas, aorta) loses much of their volume;
 ``level`` (mm, shape frame) moves the blend's surface so that it keeps ``(1 - w) V_A + w V_B``
-(:func:`blend_level`). They are resampled with torch ``grid_sample`` (trilinear) only on a requested box,
+(:func:`blend_levels`). They are resampled with torch ``grid_sample`` (trilinear) only on a requested box,
 never over a whole grid; outside a crop the value is the crop border's value (positive: the
 bank's crops keep a margin of >= 8 voxels around the organ).
 
@@ -81,7 +81,7 @@ class OrganField:
         s_geo: geometric mean scale (SDF values are multiplied by it).
         elastic: list of (amplitude (3,), frequency (3,), phase) terms.
         parts: the bank crops and their blend weights.
-        level_mm: the blend's iso-level in the shape frame (0 for one shape; :func:`blend_level`).
+        level_mm: the blend's iso-level in the shape frame (0 for one shape; :func:`blend_levels`).
         bulges: list of (centre offset from ``translation`` (3,) mm, radius mm, depth mm): the
             contact-closing bulges (:class:`anatomix.scene.SurfaceBulge`), in world mm.
     """
@@ -254,61 +254,60 @@ def _crop_tensor(bank: ShapeSource, shape_id: str, cache: dict[Any, Any] | None,
     return entry
 
 
-#: grid points at most (per blend) that :func:`blend_level` measures the volumes on
+#: grid points at most (per pair of shapes) that :func:`blend_levels` measures the volumes on
 BLEND_LEVEL_POINTS = 20_000
+#: blend weights at which :func:`blend_levels` finds the level; others interpolate linearly
+BLEND_KNOTS = np.linspace(0.0, 1.0, 9)
 
 
-def blend_level(parts: Sequence[_Part], spacing_mm: np.ndarray) -> float:
-    """The iso-level (mm) at which the blend ``sum_i w_i SDF_i`` of centroid-aligned crops holds
-    ``sum_i w_i V_i``, the weighted volume of the shapes themselves.
+def blend_levels(a: _Part, b: _Part, spacing_mm: np.ndarray, weights: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The iso-levels (mm, shape frame) at which the blends ``(1 - w) SDF_A + w SDF_B`` of two
+    centroid-aligned crops hold ``(1 - w) V_A + w V_B``, the weighted volume of the shapes
+    themselves, for each ``w`` of ``weights`` (0 at w = 0 and 1).
 
-    Measured on one shape-frame grid over the parts' boxes (plus 10 mm), at the bank spacing or
-    coarser (at most :data:`BLEND_LEVEL_POINTS` points). Volumes are sub-voxel: each point counts
-    by how far inside it lies, a linear ramp one grid step wide in space (value / gradient), so a
-    thin organ's volume does not jump with the grid; the shapes are measured on the same grid, so
-    its bias cancels. The
-    level is found by bisection (the blend's volume grows with it). On the CPU, so a case is the
-    same on every device.
+    Measured on one shape-frame grid over both boxes (plus 10 mm), at the bank spacing or coarser
+    (at most :data:`BLEND_LEVEL_POINTS` points). Volumes are sub-voxel: each point counts by how
+    far inside it lies, a linear ramp one grid step wide in space (value / gradient), so a thin
+    organ's volume does not jump with the grid; the shapes are measured on the same grid, so its
+    bias cancels. Each level is found by bisection (a blend's volume grows with its level). On the
+    CPU, so a case is the same on every device.
     """
-    if any(p.weight <= 0.0 for p in parts):
-        return 0.0
-    lo = np.min([p.lo_mm for p in parts], axis=0) - 10.0
-    hi = np.max([p.hi_mm for p in parts], axis=0) + 10.0
+    lo = np.minimum(a.lo_mm, b.lo_mm) - 10.0
+    hi = np.maximum(a.hi_mm, b.hi_mm) + 10.0
     step = max(float(np.min(spacing_mm)), float(np.prod(hi - lo) / BLEND_LEVEL_POINTS) ** (1.0 / 3.0))
     n = np.maximum(np.ceil((hi - lo) / step).astype(int) + 1, 2)
     eye = np.eye(3)
 
-    def ramp(sdf: torch.Tensor) -> torch.Tensor:
-        # a blend of SDFs is no SDF (its gradient is shorter where the parts disagree): the ramp
-        # spans one grid step in space, not in value
-        gx, gy, gz = torch.gradient(sdf, spacing=step)
-        return (gx * gx + gy * gy + gz * gz).sqrt_().clamp_min_(0.05) * step
-
-    def volume(sdf: torch.Tensor, width: torch.Tensor, level: float) -> float:
-        return float(torch.clamp(0.5 - (sdf - level) / width, 0.0, 1.0).sum())
-
-    blend: torch.Tensor | None = None
-    target = 0.0
-    for part in parts:
+    def sdf(part: _Part) -> torch.Tensor:
         one = OrganField(matrix=eye, forward=eye, translation=np.zeros(3), s_geo=1.0, elastic=[],
                          parts=[_Part(part.volume.cpu(), part.centroid_idx, part.spacing, part.size, 1.0,
                                       part.lo_mm, part.hi_mm)])
-        v = one.eval_box(lo, np.full(3, step), n).to(torch.float64)
-        target += part.weight * volume(v, torch.tensor(step), 0.0)  # an SDF: unit gradient
-        blend = v * part.weight if blend is None else blend + v * part.weight
-    assert blend is not None
-    if target <= 0.0:
-        return 0.0
-    width = ramp(blend)
-    # the blend never lies farther outside than its farthest part: the level is within that
-    low, high = -10.0, 10.0
-    for _ in range(24):  # 20 mm / 2^24: far below a voxel
-        mid = (low + high) / 2.0
-        if volume(blend, width, mid) < target:
-            low = mid
-        else:
-            high = mid
-    return round((low + high) / 2.0, 6)
+        return one.eval_box(lo, np.full(3, step), n).to(torch.float64)
+
+    def volume(v: torch.Tensor, width: torch.Tensor | float, level: float) -> float:
+        return float(torch.clamp(0.5 - (v - level) / width, 0.0, 1.0).sum())
+
+    va, vb = sdf(a), sdf(b)
+    vol_a, vol_b = volume(va, step, 0.0), volume(vb, step, 0.0)  # SDFs: unit gradient
+    levels = np.zeros(len(weights))
+    for k, w in enumerate(float(x) for x in weights):
+        target = (1.0 - w) * vol_a + w * vol_b
+        if not 0.0 < w < 1.0 or target <= 0.0:
+            continue
+        blend = (1.0 - w) * va + w * vb
+        # a blend of SDFs is no SDF (its gradient is shorter where the parts disagree): the ramp
+        # spans one grid step in space, not in value
+        gx, gy, gz = torch.gradient(blend, spacing=step)
+        width = (gx * gx + gy * gy + gz * gz).sqrt_().clamp_min_(0.05) * step
+        low, high = -10.0, 10.0  # mm: a blend lies no farther outside than its farther part
+        for _ in range(24):  # 20 mm / 2^24: far below a voxel
+            mid = (low + high) / 2.0
+            if volume(blend, width, mid) < target:
+                low = mid
+            else:
+                high = mid
+        levels[k] = round((low + high) / 2.0, 6)
+    return levels
 
 
 def _rec(record: Any, name: str) -> Any:
@@ -367,14 +366,14 @@ def organ_field(
             hi_mm=(box_hi + 1 - c_idx) * sp,
         ))
     level = 0.0
-    if len(parts) > 1:  # derived from the shapes and the weight alone: cached per pair and weight
-        key = f"blend_level:{shape_id}:{blend_shape_id}:{float(blend_weight)!r}"
-        if cache is not None and key in cache:
-            level = cache[key]
-        else:
-            level = blend_level(parts, sp)
+    if len(parts) > 1:  # derived from the two shapes (levels at BLEND_KNOTS, cached per pair) and the weight
+        key = f"blend_levels:{shape_id}:{blend_shape_id}"
+        knots = cache.get(key) if cache is not None else None
+        if knots is None:
+            knots = blend_levels(parts[0], parts[1], sp, BLEND_KNOTS)
             if cache is not None:
-                cache[key] = level
+                cache[key] = knots
+        level = float(np.interp(float(blend_weight), BLEND_KNOTS, knots))
     s = np.asarray(scale, dtype=np.float64)
     r = rotation_matrix(rotation_deg)
     terms = []
