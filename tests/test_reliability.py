@@ -240,7 +240,10 @@ class SlowGen:
 '''
 
 _PARENT = '''
-import os, sys
+import os, signal, sys
+# a shell starts background jobs with SIGINT ignored, and the ignore is inherited: a suite run in
+# the background would see Ctrl-C do nothing. Ctrl-C as in a terminal:
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from slowgen import SlowGen
 from anatomix.errors import Interrupted
