@@ -84,12 +84,12 @@ def _common_cut(grid: Grid, scene: Scene, cut_faces: Mapping[str, Sequence[str]]
     sp = np.asarray(grid.spacing_mm)
     lo = np.asarray(grid.origin_mm, dtype=np.float64)
     hi = lo + (np.asarray(grid.shape) - 1) * sp
+    whole = [o for o in scene.organs if not cut_faces.get(o.organ)]
     for axis, name in enumerate("xyz"):
         for sign in "+-":
             cut = [o for o in scene.organs if f"{name}{sign}" in cut_faces.get(o.organ, ())]
             if not cut:
                 continue
-            whole = [o for o in scene.organs if o.organ not in cut_faces or not cut_faces[o.organ]]
             if sign == "+":
                 plane = min(o.organ_max_mm[axis] for o in cut)
                 plane = max([plane, *(o.organ_max_mm[axis] + sp[axis] for o in whole)])

@@ -93,16 +93,13 @@ def embedded_share(subj: BankSubject, a: str, b: str, radius_mm: float, step_mm:
         return 0.0
     sp = np.asarray(subj.spacing_mm, dtype=np.float64)
     pad = np.ceil(3.0 * radius_mm / sp).astype(int)
-    lo = np.array([s.start for s in sa]) - pad
-    hi = np.array([s.stop for s in sa]) + pad
-    b_lo = np.array([s.start for s in sb])
-    src = tuple(slice(max(0, int(start - bl)), max(0, min(mb.shape[d], int(stop - bl))))
-                for d, (start, stop, bl) in enumerate(zip(lo, hi, b_lo)))
-    if any(s.stop <= s.start for s in src):
+    box_start = tuple(int(x.start - p) for x, p in zip(sa, pad))
+    box_shape = tuple(int(n + 2 * p) for n, p in zip(ma.shape, pad))
+    common = rel.offset_common_box(box_start, box_shape, tuple(int(x.start) for x in sb), mb.shape)
+    if common is None:
         return 0.0
-    large = np.zeros(tuple(int(v) for v in hi - lo), dtype=bool)
-    large[tuple(slice(int(bl + s.start - start), int(bl + s.stop - start))
-                for s, start, bl in zip(src, lo, b_lo))] = mb[src]
+    large = np.zeros(box_shape, dtype=bool)
+    large[common[0]] = mb[common[1]]
     small = np.zeros_like(large)
     small[tuple(slice(int(p), int(p) + n) for p, n in zip(pad, ma.shape))] = ma
     k = np.maximum(1, np.floor(step_mm / sp)).astype(int)
