@@ -44,14 +44,8 @@ def _cli_class():
                 from anatomix.train.checkpoint import check_lightning_checkpoint
 
                 check_lightning_checkpoint(ckpt)
-            model_cfg = sub_cfg.get("model") if sub_cfg is not None else None
-            pretrained = None
-            if model_cfg is not None and hasattr(model_cfg, "get"):
-                pretrained = model_cfg.get("pretrained")
-            if pretrained:  # unreadable weights fail here, before Lightning writes config.yaml
-                from anatomix.train.checkpoint import read_state_dict
-
-                read_state_dict(pretrained)
+            # --model.pretrained is checked when the module is built (checkpoint.check_pretrained),
+            # also before Lightning writes config.yaml
             super()._parse_ckpt_path()
 
     return AnatomixCLI
