@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from anatomix.errors import AnatomixError
 from anatomix.grid import Grid
+from anatomix.upsample import trilinear_box
 
 __all__ = ["WALL_NAMES", "ContextConfig", "ContextMap", "ContextSubject", "apply_context_labels",
            "context_label_names", "default_context_bank_path", "load_context_subject", "render_context",
@@ -188,17 +189,26 @@ class ContextMap:
     structures: frozenset[int]
 
 
-def _smooth(shape: Sequence[int], seed: int, n: int, coarse: int = 4) -> np.ndarray:
-    """``n`` smooth fields in [-1, 1] on ``shape``: coarse uniform noise, upsampled trilinearly
-    (torch's ``interpolate`` values, :func:`anatomix.upsample.trilinear_box`), (n, x, y, z)."""
-    from anatomix.upsample import trilinear_box
-
+def _coarse_noise(seed: int, n: int, coarse: int = 4) -> np.ndarray:
+    """The control values of :func:`_smooth`'s ``n`` fields: (n, coarse, coarse, coarse) float32."""
     g = np.random.Generator(np.random.PCG64(seed))
-    c = g.uniform(-1.0, 1.0, size=(n, coarse, coarse, coarse)).astype(np.float32)
-    out = np.empty((n, *(int(s) for s in shape)), dtype=np.float32)
+    return g.uniform(-1.0, 1.0, size=(n, coarse, coarse, coarse)).astype(np.float32)
+
+
+def _smooth(shape: Sequence[int], seed: int, n: int, coarse: int = 4,
+            box: Sequence[slice] | None = None) -> np.ndarray:
+    """``n`` smooth fields in [-1, 1] on ``shape`` (or its ``box``): coarse uniform noise, upsampled
+    trilinearly (torch's ``interpolate`` values, :func:`anatomix.upsample.trilinear_box`), (n, x, y, z)."""
+    c = _coarse_noise(seed, n, coarse)
+    box = tuple(box) if box is not None else tuple(slice(0, int(s)) for s in shape)
+    out = np.empty((n, *(b.stop - b.start for b in box)), dtype=np.float32)
     for k in range(n):
-        trilinear_box(c[k], shape, out=out[k])
+        trilinear_box(c[k], shape, box, out=out[k])
     return out
+
+
+#: voxels per slab of :func:`render_context` (its float64 and index temporaries stay this small)
+_SLAB_VOXELS = 1 << 17
 
 
 def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
@@ -213,20 +223,44 @@ def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
             become visceral fat.
     """
     shape = tuple(int(s) for s in grid.shape)
+    names_all = context_label_names(subject, ())
+    ex = set(exclude)
+    lut = np.zeros(256, dtype=np.uint8)
+    for k, n in enumerate(subject.names, start=1):
+        lut[k] = 0 if n in ex else k
+    nb = len(subject.names)
+    gen = np.empty(shape, dtype=np.uint8)
+    # slab by slab along x: every value is per voxel, and a whole-abdomen volume of float64
+    # temporaries (32 MB each) would be fresh memory from the OS on every case
+    step = max(1, _SLAB_VOXELS // max(1, shape[1] * shape[2]))
+    for x0 in range(0, shape[0], step):
+        box = (slice(x0, min(shape[0], x0 + step)), slice(0, shape[1]), slice(0, shape[2]))
+        gen[box[0]] = _context_slab(params, grid, subject, box, lut, nb)
+    names = {k: n for k, n in enumerate(names_all[:nb], start=1) if n not in ex}
+    names.update({nb + 1 + k: n for k, n in enumerate(WALL_NAMES)})
+    structures = frozenset(k for k, n in names.items() if n not in WALL_NAMES)
+    return ContextMap(gen, names, structures)
+
+
+def _context_slab(params: dict[str, Any], grid: Grid, subject: ContextSubject, box: tuple[slice, ...],
+                  lut: np.ndarray, nb: int) -> np.ndarray:
+    """:func:`render_context`'s generation labels on ``box`` of the grid."""
+    shape = tuple(int(s) for s in grid.shape)
+    bshape = tuple(b.stop - b.start for b in box)
     sp = np.asarray(grid.spacing_mm, float)
-    axes = [grid.origin_mm[a] + np.arange(shape[a]) * sp[a] for a in range(3)]
+    axes = [(grid.origin_mm[a] + np.arange(shape[a]) * sp[a])[box[a]] for a in range(3)]
     s = np.asarray(params["scale"], float)
     t = np.asarray(params["translation_mm"], float)
     disp = None
     if params["elastic_mm"] > 0:
-        disp = _smooth(shape, params["elastic_seed"], 3)
+        disp = _smooth(shape, params["elastic_seed"], 3, box=box)
         disp *= np.float32(params["elastic_mm"])
     # the subject voxel of every grid voxel, as one flat index (one gather per subject array);
     # the arithmetic is the per-axis float32 body-frame position, then float64 subject index
     for a in range(3):
         q = (axes[a] - t[a]) / s[a]
         shp = [1, 1, 1]
-        shp[a] = shape[a]
+        shp[a] = bshape[a]
         qa = q.reshape(shp).astype(np.float32)
         if disp is not None:
             np.divide(disp[a], np.float32(s[a]), out=disp[a])
@@ -238,25 +272,18 @@ def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
         np.clip(i, 0, subject.ids.shape[a] - 1, out=i)
         if a == 0:
             flat = i
-        elif flat.shape == np.broadcast_shapes(flat.shape, i.shape):  # in place (elastic: full volume)
+        elif flat.shape == np.broadcast_shapes(flat.shape, i.shape):  # in place (elastic: full slab)
             flat *= subject.ids.shape[a]
             flat += i
         else:
             flat = flat * subject.ids.shape[a] + i
-    where = np.broadcast_to(flat, shape).astype(np.intp).reshape(-1)
-    comp = np.take(subject.ids.reshape(-1), where).reshape(shape)
-    names_all = context_label_names(subject, ())
-    ex = set(exclude)
-    lut = np.zeros(256, dtype=np.uint8)
-    for k, n in enumerate(subject.names, start=1):
-        lut[k] = 0 if n in ex else k
-    gen = lut[comp]
-    nb = len(subject.names)
+    where = np.broadcast_to(flat, bshape).astype(np.intp).reshape(-1)
+    gen = lut[np.take(subject.ids.reshape(-1), where)]
     vf, mu, sf, sk = nb + 1, nb + 2, nb + 3, nb + 4
     # body wall layers on the voxels no structure took, by distance outside the body hull
-    free = np.flatnonzero(gen.reshape(-1) == 0)
+    free = np.flatnonzero(gen == 0)
     outside = np.take(subject.outside_mm.reshape(-1), where[free]).astype(np.float32)
-    fat = np.float32(params["subcutaneous_fat_mm"]) * (1.0 + 0.35 * _smooth(shape, params["fat_seed"], 1)[0])
+    fat = np.float32(params["subcutaneous_fat_mm"]) * (1.0 + 0.35 * _smooth(shape, params["fat_seed"], 1, box=box)[0])
     m1 = np.float32(params["muscle_mm"])
     m2 = m1 + np.take(fat.reshape(-1), free)
     m3 = m2 + np.float32(params["skin_mm"])
@@ -265,11 +292,8 @@ def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
     layer[(outside > 0) & (outside <= m1)] = mu
     layer[(outside > m1) & (outside <= m2)] = sf
     layer[(outside > m2) & (outside <= m3)] = sk
-    gen.reshape(-1)[free] = layer
-    names = {k: n for k, n in enumerate(names_all[:nb], start=1) if n not in ex}
-    names.update({vf: WALL_NAMES[0], mu: WALL_NAMES[1], sf: WALL_NAMES[2], sk: WALL_NAMES[3]})
-    structures = frozenset(k for k, n in names.items() if n not in WALL_NAMES)
-    return ContextMap(gen, names, structures)
+    gen[free] = layer
+    return gen.reshape(bshape)
 
 
 def apply_context_labels(label: np.ndarray, context: ContextMap, config: ContextConfig,
