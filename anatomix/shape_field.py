@@ -189,9 +189,8 @@ class OrganField:
         if tuple(coarse) == shape:
             return d.permute(0, 2, 3, 4, 1)
         if d.device.type == "cpu":  # torch's values at a third of its cost (one thread)
-            c = d[0].numpy()
-            up = np.stack([trilinear_box(c[k], shape) for k in range(3)], axis=-1)
-            return torch.from_numpy(up)[None]
+            up = trilinear_box(d[0].numpy(), shape)  # (3, X, Y, Z), each channel as its own call
+            return torch.from_numpy(np.moveaxis(up, 0, -1))[None]
         d = F.interpolate(d, size=shape, mode="trilinear", align_corners=True)
         return d.permute(0, 2, 3, 4, 1)
 

@@ -40,46 +40,68 @@ def trilinear_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np
     return i0, i1, (f32(1.0) - w1).astype(f32), w1
 
 
+#: output voxels up to which :func:`trilinear_box` makes the first axis in one step (above: slab by slab)
+_ONE_STEP_VOXELS = 1 << 20
+
+
 def trilinear_box(coarse: np.ndarray, size: Sequence[int], box: Sequence[slice] | None = None,
                   out: np.ndarray | None = None) -> np.ndarray:
     """``coarse`` (3D float32) upsampled trilinearly (corners aligned) to ``size``, on ``box`` only.
 
     Args:
-        coarse: (cx, cy, cz) float32 control values.
+        coarse: (cx, cy, cz) float32 control values, or (c, cx, cy, cz): ``c`` fields at once
+            (each channel's values are those of its own call).
         size: the full output shape the field is defined on.
         box: slices of the output (steps of 1) to evaluate; None: all of it.
-        out: a float32 array of the box's shape to write into (e.g. one channel of a stack).
+        out: a float32 array of the box's shape (with the leading channels, if any) to write into
+            (e.g. one channel of a stack).
 
     Returns:
-        float32 array of the box's shape: the same box of torch's ``interpolate`` output (byte
-        for byte where torch's kernel fuses multiply-adds).
+        float32 array of the box's shape (channels first): the same box of torch's ``interpolate``
+        output (byte for byte where torch's kernel fuses multiply-adds).
     """
     c = np.asarray(coarse, dtype=np.float32)
+    lead = c.ndim - 3  # 0, or 1 with a channel axis
+    if lead not in (0, 1):
+        raise ValueError(f"trilinear_box: coarse of 3 or 4 dimensions, found shape {c.shape}")
     if box is None:
         box = tuple(slice(0, int(n)) for n in size)
     field = c
     for axis in (2, 1):  # torch's order: the last axis innermost
-        i0, i1, w0, w1 = _box_weights(c.shape[axis], int(size[axis]), box[axis])
-        shape = [1, 1, 1]
-        shape[axis] = -1
-        upper = np.take(field, i1, axis=axis)
+        i0, i1, w0, w1 = _box_weights(c.shape[lead + axis], int(size[axis]), box[axis])
+        shape = [1] * c.ndim
+        shape[lead + axis] = -1
+        upper = np.take(field, i1, axis=lead + axis)
         upper *= w1.reshape(shape)  # float32 product, rounded (the kernel's t1 * w1)
-        acc = np.take(field, i0, axis=axis).astype(np.float64)
+        acc = np.take(field, i0, axis=lead + axis).astype(np.float64)
         acc *= w0.reshape(shape)  # exact: float32 x float32 fits in float64
         acc += upper  # one rounding to float32 below: the fused multiply-add
         field = acc.astype(np.float32)
-    # the first axis makes the output: one slab at a time (two source slabs, two weights), so the
-    # float64 intermediate is one slab, not the whole volume
-    i0, i1, w0, w1 = _box_weights(c.shape[0], int(size[0]), box[0])
-    src64 = field.astype(np.float64)
-    res = np.empty((len(i0),) + field.shape[1:], dtype=np.float32) if out is None else out
-    upper = np.empty(field.shape[1:], dtype=np.float32)
-    acc = np.empty(field.shape[1:], dtype=np.float64)
-    for k in range(len(i0)):
-        np.multiply(field[i1[k]], w1[k], out=upper)
-        np.multiply(src64[i0[k]], np.float64(w0[k]), out=acc)
+    i0, i1, w0, w1 = _box_weights(c.shape[lead], int(size[0]), box[0])
+    res_shape = field.shape[:lead] + (len(i0),) + field.shape[lead + 1:]
+    res = np.empty(res_shape, dtype=np.float32) if out is None else out
+    if int(np.prod(res_shape)) <= _ONE_STEP_VOXELS:  # small: the first axis in one step
+        shape = [1] * c.ndim
+        shape[lead] = -1
+        upper = np.take(field, i1, axis=lead)
+        upper *= w1.reshape(shape)
+        acc = np.take(field, i0, axis=lead).astype(np.float64)
+        acc *= w0.astype(np.float64).reshape(shape)
         acc += upper
-        res[k] = acc
+        res[...] = acc
+        return res
+    # large: the first axis makes the output one slab at a time (two source slabs, two weights),
+    # so the float64 intermediate is one slab, not the whole volume
+    chans = [(field, res)] if lead == 0 else list(zip(field, res))
+    for f, r in chans:
+        src64 = f.astype(np.float64)
+        upper = np.empty(f.shape[1:], dtype=np.float32)
+        acc = np.empty(f.shape[1:], dtype=np.float64)
+        for k in range(len(i0)):
+            np.multiply(f[i1[k]], w1[k], out=upper)
+            np.multiply(src64[i0[k]], np.float64(w0[k]), out=acc)
+            acc += upper
+            r[k] = acc
     return res
 
 

@@ -69,3 +69,22 @@ def test_trilinear_box_writes_into_out_and_covers_a_whole_abdomen_grid() -> None
     assert got is stack[1] or np.shares_memory(got, stack)
     np.testing.assert_allclose(stack[1], ref, rtol=0, atol=1e-6)
     assert not stack[0].any()
+
+
+def test_trilinear_box_channels_and_both_first_axis_paths_give_the_same_bytes() -> None:
+    # (c, cx, cy, cz) at once equals c calls; a box small enough for the one-step first axis equals
+    # the same box of an output large enough for the slab-by-slab path
+    rng = np.random.default_rng(5)
+    coarse = rng.standard_normal(size=(3, 6, 5, 4)).astype(np.float32)
+    size = (120, 100, 90)  # 1.08 M voxels per channel: slab by slab
+    whole = [trilinear_box(coarse[k], size) for k in range(3)]
+    stacked = trilinear_box(coarse, size)
+    assert stacked.shape == (3, *size)
+    for k in range(3):
+        assert stacked[k].tobytes() == whole[k].tobytes()
+    box = (slice(7, 40), slice(20, 61), slice(3, 33))  # 40 k voxels: one step
+    small = trilinear_box(coarse, size, box)
+    for k in range(3):
+        assert small[k].tobytes() == np.ascontiguousarray(whole[k][box]).tobytes()
+    with pytest.raises(ValueError, match="3 or 4 dimensions"):
+        trilinear_box(coarse[None], size)
