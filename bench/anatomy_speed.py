@@ -53,12 +53,23 @@ class _OneSample:
         return getattr(self._generator, name)
 
 
+def _config(fov: str, graph: str, bank: str | None) -> Any:
+    """The default config with ``fov`` window or whole, or ``tiny``: configs/tiny.yaml's stream grid
+    (48^3 at 4 mm, the window field of view)."""
+    from anatomix.config import anatomy_config
+
+    if fov != "tiny":
+        return anatomy_config(None, graph=graph, bank=bank, fov=fov)
+    cfg = anatomy_config(None, graph=graph, bank=bank)
+    return cfg.model_copy(update={"grid": cfg.grid.model_copy(update={"shape": (48, 48, 48),
+                                                                        "spacing_mm": (4.0, 4.0, 4.0)})})
+
+
 def case_times(fov: str, n: int, graph: str, bank: str | None, first: int = 0) -> dict[str, list[float]]:
     """CPU and wall seconds of ``n`` cases of ``fov``: generation, and generation plus writing."""
-    from anatomix.config import anatomy_config
     from anatomix.synth import _write_case, build_generator
 
-    gen = build_generator(anatomy_config(None, graph=graph, bank=bank, fov=fov), seed=0)
+    gen = build_generator(_config(fov, graph, bank), seed=0)
     # steady state: every bank SDF once up front (a long run amortises it), a few cases to fill caches
     for organ in gen.bank.organs:
         for rec in gen.bank.shapes(organ):
@@ -95,10 +106,9 @@ def profile(fov: str, n: int, graph: str, bank: str | None, top: int = 25) -> No
     import cProfile
     import pstats
 
-    from anatomix.config import anatomy_config
     from anatomix.synth import build_generator
 
-    gen = build_generator(anatomy_config(None, graph=graph, bank=bank, fov=fov), seed=0)
+    gen = build_generator(_config(fov, graph, bank), seed=0)
     gen.sample(10_000)
     pr = cProfile.Profile()
     pr.enable()
@@ -109,14 +119,15 @@ def profile(fov: str, n: int, graph: str, bank: str | None, top: int = 25) -> No
     pstats.Stats(pr).sort_stats("cumulative").print_stats(top)
 
 
-def against(other: str, rounds: int, n: int, n_whole: int, graph: str, core: int | None) -> None:
+def against(other: str, rounds: int, n: int, n_whole: int, n_tiny: int, graph: str, core: int | None) -> None:
     """Interleaved subprocess runs of this checkout and ``other``; medians over all rounds."""
     runs: dict[str, dict[str, dict[str, list[float]]]] = {}
     trees = {"before": str(Path(other).resolve()), "after": str(ROOT)}
     for r in range(rounds):
         for name, tree in trees.items():
             cmd = [sys.executable, str(ROOT / "bench" / "anatomy_speed.py"), "--cases-only", "--graph", graph,
-                   "--n", str(n), "--n-whole", str(n_whole), "--first", str(r * max(n, n_whole))]
+                   "--n", str(n), "--n-whole", str(n_whole), "--n-tiny", str(n_tiny),
+                   "--first", str(r * max(n, n_whole, n_tiny))]
             if core is not None:
                 cmd = ["taskset", "-c", str(core), *cmd]
             env = dict(os.environ, PYTHONPATH=tree)
@@ -130,7 +141,9 @@ def against(other: str, rounds: int, n: int, n_whole: int, graph: str, core: int
     print(f"side by side, CPU-time medians over {rounds} interleaved rounds:")
     print("| case | before | after | before / after |")
     print("|---|---:|---:|---:|")
-    for fov in ("window", "whole"):
+    for fov in ("window", "whole", "tiny"):
+        if fov not in runs["after"]:
+            continue
         for key, what in (("gen_cpu", "generation only"), ("all_cpu", "with writing")):
             b, a = _median(runs["before"][fov][key]), _median(runs["after"][fov][key])
             print(f"| {fov} {what} | {b:.3f} s | {a:.3f} s | {b / a:.2f}x |")
@@ -142,6 +155,7 @@ def main() -> None:
     ap.add_argument("--bank", default=None)
     ap.add_argument("--n", type=int, default=12, help="96^3 window cases")
     ap.add_argument("--n-whole", type=int, default=6, help="whole-abdomen cases")
+    ap.add_argument("--n-tiny", type=int, default=0, help="tiny-config cases (48^3 at 4 mm)")
     ap.add_argument("--first", type=int, default=0, help="index of the first timed case")
     ap.add_argument("--scenes", type=int, default=200)
     ap.add_argument("--profile", type=int, default=0, help="cProfile this many cases of each fov")
@@ -152,14 +166,18 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.against:
-        against(args.against, args.rounds, args.n, args.n_whole, args.graph, args.core)
+        against(args.against, args.rounds, args.n, args.n_whole, args.n_tiny, args.graph, args.core)
         return
     if args.cases_only:
         res = {"window": case_times("window", args.n, args.graph, args.bank, args.first),
                "whole": case_times("whole", args.n_whole, args.graph, args.bank, args.first)}
+        if args.n_tiny:
+            res["tiny"] = case_times("tiny", args.n_tiny, args.graph, args.bank, args.first)
         print(json.dumps(res))
         return
-    for fov, n in (("window", args.n), ("whole", args.n_whole)):
+    for fov, n in (("window", args.n), ("whole", args.n_whole), ("tiny", args.n_tiny)):
+        if not n:
+            continue
         print_cases("", fov, case_times(fov, n, args.graph, args.bank, args.first))
         if args.profile:
             profile(fov, args.profile, args.graph, args.bank)
