@@ -3,11 +3,17 @@
     .venv/bin/python bench/train_throughput.py                       # anatomy stream, 2 workers, 96^3
     .venv/bin/python bench/train_throughput.py --mode fdif --samples 20
     .venv/bin/python bench/train_throughput.py --skip-real           # no SwinUNETR-48 step (21 s each on CPU)
+    taskset -c 1 .venv/bin/python bench/train_throughput.py --tiny-per-core 12   # issue 14's tiny-scale arithmetic
 
 Prints: samples/s of the stream (DataLoader with ``--workers`` processes, one thread each, 96^3
 patches), the tiny UNETR step time (32^3, batch 2) and the real-size SwinUNETR step time
 (feature 48, 96^3, batch 1), and how many samples/s each step rate consumes. The generator
 is not the bottleneck when the stream's samples/s exceeds the consumption.
+
+``--tiny-per-core N``: configs/tiny.yaml as it trains, on one core and one thread: the CPU time of
+one stream sample (its data module in the main process, batches of 2 drawn and cropped as in
+training) and of one step of its UNETR on such a batch, interleaved (batch, step, batch, ...) for
+``N`` rounds; medians, and samples/s made and consumed per core.
 """
 
 from __future__ import annotations
@@ -68,6 +74,45 @@ def step_time(device: str, network: str, size: int, batch: int, steps: int, **kw
     return statistics.median(times)
 
 
+def tiny_per_core(rounds: int) -> None:
+    import yaml
+
+    from anatomix.train.data import SynthDataModule
+    from anatomix.train.module import SegmentationModule
+
+    torch.set_num_threads(1)
+    cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    data = dict(cfg["data"]["init_args"])
+    data["synth_config"] = str(REPO / "configs" / data["synth_config"])
+    data["overrides"] = dict(data["overrides"], graph=str(REPO / "graphs" / "abdomen.yaml"))
+    data.update(num_workers=0, val_samples=0)
+    dm = SynthDataModule(**data)
+    model = SegmentationModule(**cfg["model"])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    it = iter(dm.train_dataloader())
+    sample_s, step_s = [], []
+    for i in range(rounds + 1):
+        c = time.process_time()
+        batch = next(it)
+        made = time.process_time() - c
+        c = time.process_time()
+        loss = model.loss_fn(model(batch["image"]), batch["label"])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        took = time.process_time() - c
+        if i:  # the first round is warm-up
+            sample_s.append(made / data["batch_size"])
+            step_s.append(took)
+    per_sample, per_step = statistics.median(sample_s), statistics.median(step_s)
+    b = data["batch_size"]
+    print(f"tiny stream (configs/tiny.yaml, one core, one thread, medians of {rounds}): {per_sample:.3f} s CPU "
+          f"per sample -> {1 / per_sample:.1f} samples/s per core")
+    print(f"tiny UNETR step (batch {b}, same core): {per_step:.3f} s CPU -> consumes {b / per_step:.1f} samples/s")
+    print("per core, the stream is " + ("faster than" if 1 / per_sample > b / per_step else "SLOWER than")
+          + " the network it feeds")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=["anatomy", "fdif"], default="anatomy")
@@ -76,7 +121,12 @@ def main() -> None:
     ap.add_argument("--shape", type=int, default=96)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--tiny-per-core", type=int, default=0, metavar="N",
+                    help="only configs/tiny.yaml's stream against its network, one core, N rounds")
     args = ap.parse_args()
+    if args.tiny_per_core:
+        tiny_per_core(args.tiny_per_core)
+        return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"device {device}, torch threads {torch.get_num_threads()}")
     rate = stream_rate(args.mode, args.workers, args.samples, args.shape)
