@@ -423,7 +423,9 @@ def render_hu(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
     acq = params["acquisition"]
     if acq["bias"] > 0:
         bias = np.exp(np.float32(acq["bias"]) * _smooth_field(shape, acq["bias_seed"], coarse=4))
-        img = (img - AIR_HU) * bias + AIR_HU
+        img -= AIR_HU  # in place: the values of (img - AIR_HU) * bias + AIR_HU
+        img *= bias
+        img += AIR_HU
     sig = np.full(3, acq["blur_sigma_mm"]) / sp
     sig[2] = math.hypot(sig[2], acq["slice_thickness_mm"] / 2.355 / sp[2])
     res = np.asarray(acq.get("resolution_mm", (0.0, 0.0, 0.0)), float) / 2.355 / sp

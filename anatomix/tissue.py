@@ -199,7 +199,9 @@ def correlated_noise(shape: Sequence[int], spacing_mm: Sequence[float] | np.ndar
         sd = float(n.std())
         if sd > 0:
             n *= np.float32(1.0 / sd)
-    return (n * np.float32(std)).astype(np.float32, copy=False)
+    if std != 1.0:  # in place: the values of n * std, without a second volume
+        n *= np.float32(std)
+    return n
 
 
 def partial_volume(hu: np.ndarray, spacing_mm: Sequence[float], sigma_mm: float | Sequence[float]) -> np.ndarray:
