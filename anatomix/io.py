@@ -785,6 +785,40 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, write)
 
 
+def _nifti_gz_bytes(array: np.ndarray, spacing_mm: Sequence[float], origin_mm: Sequence[float]) -> bytes:
+    """The .nii.gz file of :func:`write_volume`: the header SimpleITK writes for the same image
+    (qform and sform scanner, RAS affine diag(spacing) + origin, mm), gzip with ISA-L's igzip.
+
+    Why not SimpleITK: its gzip (zlib, a fixed level) costs about 30 ms for a 96^3 int16 CT, the
+    largest share of writing a case; igzip level 2 takes 4 ms for a file 2 % larger. The gzip
+    header's time stamp is 0 (as SimpleITK's), so the same array gives the same bytes. Without
+    the ``isal`` package, the standard library's zlib at level 1.
+    """
+    import nibabel as nib
+
+    a = np.asarray(array)
+    if a.dtype == bool:
+        a = a.astype(np.uint8)
+    if a.dtype == np.float16:
+        a = a.astype(np.float32)
+    affine = np.diag([*(float(v) for v in spacing_mm), 1.0])
+    affine[:3, 3] = [float(v) for v in origin_mm]
+    img = nib.Nifti1Image(a, affine, dtype=a.dtype)
+    img.header.set_qform(affine, code=1)
+    img.header.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["pixdim"][4:] = 0.0  # no time axis (nibabel writes 1)
+    img.header["regular"] = b"r"  # the ANALYZE field as SimpleITK sets it
+    raw = img.to_bytes()
+    try:
+        from isal import igzip
+    except ImportError:
+        import gzip
+
+        return gzip.compress(raw, compresslevel=1, mtime=0)
+    return igzip.compress(raw, 2, mtime=0)
+
+
 def write_volume(path: str | os.PathLike, array: np.ndarray, spacing_mm: Sequence[float],
                  origin_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> Path:
     """Write a RAS (x, y, z) array as NIfTI (.nii/.nii.gz), NRRD (.nrrd) or MHA/MHD, atomically.
@@ -811,6 +845,9 @@ def write_volume(path: str | os.PathLike, array: np.ndarray, spacing_mm: Sequenc
     a = np.asarray(array)
     if a.ndim != 3:
         raise InputError([_problem(p, "a 3D (x, y, z) array", f"shape {a.shape}")], what="output")
+    if suf == ".nii.gz":
+        data = _nifti_gz_bytes(a, spacing_mm, origin_mm)
+        return atomic_write(p, lambda tmp: tmp.write_bytes(data), suffix=".tmp.nii.gz")
     img = _volume_to_sitk(a, spacing_mm, origin_mm)
     if suf != ".mhd":
         # ".tmp" keeps the temp name matched by synth's resume clean-up (".*.tmp*"); the real

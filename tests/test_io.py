@@ -94,6 +94,39 @@ def test_write_volume_affine_is_ras_for_nibabel(tmp_path: Path) -> None:
     assert np.array_equal(np.asarray(img.dataobj), _phantom())
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float32, bool])
+@pytest.mark.parametrize("gzip_module", ["isal", "stdlib"])
+def test_nii_gz_has_simpleitks_geometry_and_header_and_same_bytes_each_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: type, gzip_module: str) -> None:
+    # write_volume writes .nii.gz itself (fast gzip): what SimpleITK reads back, and the header
+    # fields readers use, are those of SimpleITK's own writer; no time stamp, so equal bytes
+    import sys
+
+    nib = pytest.importorskip("nibabel")
+    if gzip_module == "stdlib":
+        monkeypatch.setitem(sys.modules, "isal", None)  # import fails: the stdlib fallback
+    else:
+        pytest.importorskip("isal")
+    arr = (_phantom() * 3).astype(dtype)
+    spacing, origin = (1.5, 1.25, 2.5), (3.0, -4.0, 5.5)
+    ours = io.write_volume(tmp_path / "ours.nii.gz", arr, spacing, origin)
+    ref = tmp_path / "ref.nii.gz"
+    sitk.WriteImage(io._volume_to_sitk(arr, spacing, origin), str(ref), True)
+    a, b = sitk.ReadImage(str(ours)), sitk.ReadImage(str(ref))
+    assert (a.GetSpacing(), a.GetOrigin(), a.GetDirection(), a.GetPixelID()) == \
+        (b.GetSpacing(), b.GetOrigin(), b.GetDirection(), b.GetPixelID())
+    assert np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+    ha, hb = nib.load(str(ours)).header, nib.load(str(ref)).header
+    for field in ("dim", "pixdim", "datatype", "bitpix", "qform_code", "sform_code", "quatern_b", "quatern_c",
+                  "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z",
+                  "xyzt_units", "intent_code", "regular", "magic"):
+        assert np.array_equal(ha[field], hb[field]), field
+    again = io.write_volume(tmp_path / "again.nii.gz", arr, spacing, origin)
+    assert again.read_bytes() == ours.read_bytes()
+    with gzip.open(ours) as f:  # a plain gzip stream any reader opens
+        assert len(f.read()) == 352 + arr.size * np.dtype(np.uint8 if dtype is bool else dtype).itemsize
+
+
 def test_oblique_is_resampled_to_axis_aligned(tmp_path: Path) -> None:
     arr = np.zeros((20, 20, 20), dtype=np.uint8)
     arr[8:12, 8:12, 8:12] = 1
