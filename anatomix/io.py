@@ -847,7 +847,11 @@ def write_volume(path: str | os.PathLike, array: np.ndarray, spacing_mm: Sequenc
         raise InputError([_problem(p, "a 3D (x, y, z) array", f"shape {a.shape}")], what="output")
     if suf == ".nii.gz":
         data = _nifti_gz_bytes(a, spacing_mm, origin_mm)
-        return atomic_write(p, lambda tmp: tmp.write_bytes(data), suffix=".tmp.nii.gz")
+
+        def write_gz(tmp: Path) -> None:
+            tmp.write_bytes(data)
+
+        return atomic_write(p, write_gz, suffix=".tmp.nii.gz")
     img = _volume_to_sitk(a, spacing_mm, origin_mm)
     if suf != ".mhd":
         # ".tmp" keeps the temp name matched by synth's resume clean-up (".*.tmp*"); the real
