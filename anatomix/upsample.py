@@ -20,6 +20,7 @@ float32 and any device, the bytes of torch's CPU kernel at a fraction of its cos
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -28,16 +29,23 @@ import torch
 __all__ = ["trilinear_box", "trilinear_weights", "upsample_twice"]
 
 
+@functools.lru_cache(maxsize=4096)
 def trilinear_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(lower index, upper index, lower weight, upper weight) of every output position of one axis,
-    computed as torch does (float32 scale ``(n_in - 1) / (n_out - 1)`` times the output index)."""
+    computed as torch does (float32 scale ``(n_in - 1) / (n_out - 1)`` times the output index).
+
+    Memoised (a case asks for the same few axis lengths hundreds of times): the arrays are read-only.
+    """
     f32 = np.float32
     scale = f32(n_in - 1) / f32(n_out - 1) if n_out > 1 else f32(0.0)
     real = scale * np.arange(n_out, dtype=f32)
     i0 = np.floor(real).astype(np.int64)
     w1 = np.clip(real - i0.astype(f32), f32(0.0), f32(1.0)).astype(f32)
     i1 = np.minimum(i0 + 1, n_in - 1)
-    return i0, i1, (f32(1.0) - w1).astype(f32), w1
+    out = (i0, i1, (f32(1.0) - w1).astype(f32), w1)
+    for a in out:
+        a.setflags(write=False)
+    return out
 
 
 #: output voxels up to which :func:`trilinear_box` makes the first axis in one step (above: slab by slab)
