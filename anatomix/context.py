@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from anatomix.errors import AnatomixError
 from anatomix.grid import Grid
-from anatomix.upsample import trilinear_box
+from anatomix.upsample import TrilinearField
 
 __all__ = ["WALL_NAMES", "ContextConfig", "ContextMap", "ContextSubject", "apply_context_labels",
            "context_label_names", "default_context_bank_path", "load_context_subject", "render_context",
@@ -190,21 +190,15 @@ class ContextMap:
 
 
 def _coarse_noise(seed: int, n: int, coarse: int = 4) -> np.ndarray:
-    """The control values of :func:`_smooth`'s ``n`` fields: (n, coarse, coarse, coarse) float32."""
+    """The control values of :func:`_smooth_fields`' ``n`` fields: (n, coarse, coarse, coarse) float32."""
     g = np.random.Generator(np.random.PCG64(seed))
     return g.uniform(-1.0, 1.0, size=(n, coarse, coarse, coarse)).astype(np.float32)
 
 
-def _smooth(shape: Sequence[int], seed: int, n: int, coarse: int = 4,
-            box: Sequence[slice] | None = None) -> np.ndarray:
-    """``n`` smooth fields in [-1, 1] on ``shape`` (or its ``box``): coarse uniform noise, upsampled
-    trilinearly (torch's ``interpolate`` values, :func:`anatomix.upsample.trilinear_box`), (n, x, y, z)."""
-    c = _coarse_noise(seed, n, coarse)
-    box = tuple(box) if box is not None else tuple(slice(0, int(s)) for s in shape)
-    out = np.empty((n, *(b.stop - b.start for b in box)), dtype=np.float32)
-    for k in range(n):
-        trilinear_box(c[k], shape, box, out=out[k])
-    return out
+def _smooth_fields(shape: Sequence[int], seed: int, n: int) -> TrilinearField:
+    """``n`` smooth fields in [-1, 1] on ``shape``: coarse uniform noise (4^3 values each),
+    upsampled trilinearly (torch's ``interpolate`` values), to be evaluated slab by slab."""
+    return TrilinearField(_coarse_noise(seed, n), shape)
 
 
 #: voxels per slab of :func:`render_context` (its float64 and index temporaries stay this small)
@@ -232,28 +226,31 @@ def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
     gen = np.empty(shape, dtype=np.uint8)
     # slab by slab along x: every value is per voxel, and a whole-abdomen volume of float64
     # temporaries (32 MB each) would be fresh memory from the OS on every case
+    elastic = _smooth_fields(shape, params["elastic_seed"], 3) if params["elastic_mm"] > 0 else None
+    fat = _smooth_fields(shape, params["fat_seed"], 1)
     step = max(1, _SLAB_VOXELS // max(1, shape[1] * shape[2]))
     for x0 in range(0, shape[0], step):
-        box = (slice(x0, min(shape[0], x0 + step)), slice(0, shape[1]), slice(0, shape[2]))
-        gen[box[0]] = _context_slab(params, grid, subject, box, lut, nb)
+        xs = slice(x0, min(shape[0], x0 + step))
+        gen[xs] = _context_slab(params, grid, subject, xs, lut, nb, elastic, fat)
     names = {k: n for k, n in enumerate(names_all[:nb], start=1) if n not in ex}
     names.update({nb + 1 + k: n for k, n in enumerate(WALL_NAMES)})
     structures = frozenset(k for k, n in names.items() if n not in WALL_NAMES)
     return ContextMap(gen, names, structures)
 
 
-def _context_slab(params: dict[str, Any], grid: Grid, subject: ContextSubject, box: tuple[slice, ...],
-                  lut: np.ndarray, nb: int) -> np.ndarray:
-    """:func:`render_context`'s generation labels on ``box`` of the grid."""
+def _context_slab(params: dict[str, Any], grid: Grid, subject: ContextSubject, xs: slice, lut: np.ndarray,
+                  nb: int, elastic: TrilinearField | None, fat_field: TrilinearField) -> np.ndarray:
+    """:func:`render_context`'s generation labels on the x-slices ``xs`` of the grid."""
     shape = tuple(int(s) for s in grid.shape)
+    box = (xs, slice(0, shape[1]), slice(0, shape[2]))
     bshape = tuple(b.stop - b.start for b in box)
     sp = np.asarray(grid.spacing_mm, float)
     axes = [(grid.origin_mm[a] + np.arange(shape[a]) * sp[a])[box[a]] for a in range(3)]
     s = np.asarray(params["scale"], float)
     t = np.asarray(params["translation_mm"], float)
     disp = None
-    if params["elastic_mm"] > 0:
-        disp = _smooth(shape, params["elastic_seed"], 3, box=box)
+    if elastic is not None:
+        disp = elastic.slab(xs)
         disp *= np.float32(params["elastic_mm"])
     # the subject voxel of every grid voxel, as one flat index (one gather per subject array);
     # the arithmetic is the per-axis float32 body-frame position, then float64 subject index
@@ -283,7 +280,7 @@ def _context_slab(params: dict[str, Any], grid: Grid, subject: ContextSubject, b
     # body wall layers on the voxels no structure took, by distance outside the body hull
     free = np.flatnonzero(gen == 0)
     outside = np.take(subject.outside_mm.reshape(-1), where[free]).astype(np.float32)
-    fat = np.float32(params["subcutaneous_fat_mm"]) * (1.0 + 0.35 * _smooth(shape, params["fat_seed"], 1, box=box)[0])
+    fat = np.float32(params["subcutaneous_fat_mm"]) * (1.0 + 0.35 * fat_field.slab(xs)[0])
     m1 = np.float32(params["muscle_mm"])
     m2 = m1 + np.take(fat.reshape(-1), free)
     m3 = m2 + np.float32(params["skin_mm"])

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["trilinear_box", "trilinear_weights", "upsample_twice"]
+__all__ = ["TrilinearField", "trilinear_box", "trilinear_weights", "upsample_twice"]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -68,49 +68,72 @@ def trilinear_box(coarse: np.ndarray, size: Sequence[int], box: Sequence[slice] 
         float32 array of the box's shape (channels first): the same box of torch's ``interpolate``
         output (byte for byte where torch's kernel fuses multiply-adds).
     """
-    c = np.asarray(coarse, dtype=np.float32)
-    lead = c.ndim - 3  # 0, or 1 with a channel axis
-    if lead not in (0, 1):
-        raise ValueError(f"trilinear_box: coarse of 3 or 4 dimensions, found shape {c.shape}")
     if box is None:
         box = tuple(slice(0, int(n)) for n in size)
-    field = c
-    for axis in (2, 1):  # torch's order: the last axis innermost
-        i0, i1, w0, w1 = _box_weights(c.shape[lead + axis], int(size[axis]), box[axis])
-        shape = [1] * c.ndim
-        shape[lead + axis] = -1
-        upper = np.take(field, i1, axis=lead + axis)
-        upper *= w1.reshape(shape)  # float32 product, rounded (the kernel's t1 * w1)
-        acc = np.take(field, i0, axis=lead + axis).astype(np.float64)
-        acc *= w0.reshape(shape)  # exact: float32 x float32 fits in float64
-        acc += upper  # one rounding to float32 below: the fused multiply-add
-        field = acc.astype(np.float32)
-    i0, i1, w0, w1 = _box_weights(c.shape[lead], int(size[0]), box[0])
-    res_shape = field.shape[:lead] + (len(i0),) + field.shape[lead + 1:]
-    res = np.empty(res_shape, dtype=np.float32) if out is None else out
-    if int(np.prod(res_shape)) <= _ONE_STEP_VOXELS:  # small: the first axis in one step
-        shape = [1] * c.ndim
-        shape[lead] = -1
-        upper = np.take(field, i1, axis=lead)
-        upper *= w1.reshape(shape)
-        acc = np.take(field, i0, axis=lead).astype(np.float64)
-        acc *= w0.astype(np.float64).reshape(shape)
-        acc += upper
-        res[...] = acc
-        return res
-    # large: the first axis makes the output one slab at a time (two source slabs, two weights),
-    # so the float64 intermediate is one slab, not the whole volume
-    chans = [(field, res)] if lead == 0 else list(zip(field, res))
-    for f, r in chans:
-        src64 = f.astype(np.float64)
-        upper = np.empty(f.shape[1:], dtype=np.float32)
-        acc = np.empty(f.shape[1:], dtype=np.float64)
-        for k in range(len(i0)):
-            np.multiply(f[i1[k]], w1[k], out=upper)
-            np.multiply(src64[i0[k]], np.float64(w0[k]), out=acc)
+    return TrilinearField(coarse, size, box[1:]).slab(box[0], out=out)
+
+
+class TrilinearField:
+    """:func:`trilinear_box` of one coarse field, made slab by slab along the first axis.
+
+    The last two axes are interpolated once, on the (y, z) part of the output asked for
+    (``yz_box``); each :meth:`slab` interpolates the first axis from them. A caller that walks
+    a large volume in slabs (context anatomy) so pays for the last two axes once, not per slab;
+    the values are those of :func:`trilinear_box` on the same box.
+    """
+
+    def __init__(self, coarse: np.ndarray, size: Sequence[int], yz_box: Sequence[slice] | None = None) -> None:
+        c = np.asarray(coarse, dtype=np.float32)
+        self.lead = c.ndim - 3  # 0, or 1 with a channel axis
+        if self.lead not in (0, 1):
+            raise ValueError(f"trilinear_box: coarse of 3 or 4 dimensions, found shape {c.shape}")
+        self.size = tuple(int(n) for n in size)
+        self.n_in = c.shape[self.lead]
+        yz = tuple(yz_box) if yz_box is not None else (slice(0, self.size[1]), slice(0, self.size[2]))
+        field = c
+        for axis in (2, 1):  # torch's order: the last axis innermost
+            i0, i1, w0, w1 = _box_weights(c.shape[self.lead + axis], self.size[axis], yz[axis - 1])
+            shape = [1] * c.ndim
+            shape[self.lead + axis] = -1
+            upper = np.take(field, i1, axis=self.lead + axis)
+            upper *= w1.reshape(shape)  # float32 product, rounded (the kernel's t1 * w1)
+            acc = np.take(field, i0, axis=self.lead + axis).astype(np.float64)
+            acc *= w0.reshape(shape)  # exact: float32 x float32 fits in float64
+            acc += upper  # one rounding to float32 below: the fused multiply-add
+            field = acc.astype(np.float32)
+        self.field = field  # ([c,] cx, ny, nz)
+        self._field64: np.ndarray | None = None
+
+    def slab(self, xs: slice, out: np.ndarray | None = None) -> np.ndarray:
+        """The output on x-slices ``xs`` (steps of 1) and the (y, z) box: ([c,] nx, ny, nz) float32."""
+        lead, field = self.lead, self.field
+        i0, i1, w0, w1 = _box_weights(self.n_in, self.size[0], xs)
+        res_shape = field.shape[:lead] + (len(i0),) + field.shape[lead + 1:]
+        res = np.empty(res_shape, dtype=np.float32) if out is None else out
+        if int(np.prod(res_shape)) <= _ONE_STEP_VOXELS:  # small: the first axis in one step
+            shape = [1] * field.ndim
+            shape[lead] = -1
+            upper = np.take(field, i1, axis=lead)
+            upper *= w1.reshape(shape)
+            acc = np.take(field, i0, axis=lead).astype(np.float64)
+            acc *= w0.astype(np.float64).reshape(shape)
             acc += upper
-            r[k] = acc
-    return res
+            res[...] = acc
+            return res
+        # large: one output slab at a time (two source slabs, two weights), so the float64
+        # intermediate is one slab, not the whole volume
+        if self._field64 is None:
+            self._field64 = field.astype(np.float64)
+        chans = [(field, self._field64, res)] if lead == 0 else list(zip(field, self._field64, res))
+        for f, f64, r in chans:
+            upper = np.empty(f.shape[1:], dtype=np.float32)
+            acc = np.empty(f.shape[1:], dtype=np.float64)
+            for k in range(len(i0)):
+                np.multiply(f[i1[k]], w1[k], out=upper)
+                np.multiply(f64[i0[k]], np.float64(w0[k]), out=acc)
+                acc += upper
+                r[k] = acc
+        return res
 
 
 def _box_weights(n_in: int, n_out: int, sl: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -88,3 +88,16 @@ def test_trilinear_box_channels_and_both_first_axis_paths_give_the_same_bytes() 
         assert small[k].tobytes() == np.ascontiguousarray(whole[k][box]).tobytes()
     with pytest.raises(ValueError, match="3 or 4 dimensions"):
         trilinear_box(coarse[None], size)
+
+
+def test_trilinear_field_slabs_are_the_boxes_of_trilinear_box() -> None:
+    # context anatomy walks a volume in x-slabs from one TrilinearField: each slab is that box
+    from anatomix.upsample import TrilinearField
+
+    rng = np.random.default_rng(7)
+    coarse = rng.uniform(-1.0, 1.0, size=(3, 4, 4, 4)).astype(np.float32)
+    size = (150, 90, 80)
+    whole = trilinear_box(coarse, size)
+    field = TrilinearField(coarse, size)
+    for xs in (slice(0, 17), slice(17, 150), slice(149, 150)):
+        assert field.slab(xs).tobytes() == np.ascontiguousarray(whole[:, xs]).tobytes()
