@@ -106,7 +106,8 @@ def _block_offsets(b: int, device: torch.device | str) -> torch.Tensor:
     return torch.stack([g.reshape(-1) for g in torch.meshgrid(r, r, r, indexing="ij")])
 
 
-def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=BLOCK_SIZES, weight=1.0):
+def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=BLOCK_SIZES, weight=1.0, pose=None,
+                             compiled=None):
     """Hierarchical (block) evaluation of one object; adds its mapped values (times ``weight``)
     to ``image_flat`` and returns the flat indices of its inside voxels.
 
@@ -118,11 +119,11 @@ def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=BLOCK_SI
     exactly those the truncated mapper (:func:`apply_mapper_truncated`) sets to 0, so the image
     equals the dense reference up to float rounding.
     """
-    pose = pose_matrices(obj["pose"])
+    pose = pose_matrices(obj["pose"]) if pose is None else pose
     box = _object_box(obj, grid, pose)
     if box is None:
         return torch.zeros(0, dtype=torch.int64, device=device)
-    f = _CompiledObject(obj, grid, torch.float32, device, pose)
+    f = _CompiledObject(obj, grid, torch.float32, device, pose) if compiled is None else compiled
     nx, ny, nz = grid.shape
     sp_list = grid.spacing_mm
     sp = torch.tensor(sp_list, dtype=torch.float32, device=device)[:, None]
@@ -221,8 +222,20 @@ def add_mapped_objects(objects: Sequence[dict[str, Any]], weights: Sequence[floa
     ``grid``, contiguous), in place, with the culled block evaluation of :func:`render_objects`.
     """
     flat = image.view(-1)
-    for obj, w in zip(objects, weights):
-        _object_inside_and_image(obj, grid, flat, image.device, weight=float(w))
+    for obj, w, (pose, f) in zip(objects, weights, _compiled(objects, grid, image.device)):
+        _object_inside_and_image(obj, grid, flat, image.device, weight=float(w), pose=pose, compiled=f)
+
+
+def _compiled(objects: Sequence[dict[str, Any]], grid: Grid, device: torch.device | str
+              ) -> list[tuple[tuple[np.ndarray, np.ndarray, float], _CompiledObject]]:
+    """Every object's pose matrices and compiled SDF, up front: LAPACK's 3x3 inverse and norm and
+    the many small tensors of a compiled object cost several times more each when made between
+    two objects' evaluations (their code and data are out of the caches)."""
+    out = []
+    for obj in objects:
+        pose = pose_matrices(obj["pose"])
+        out.append((pose, _CompiledObject(obj, grid, torch.float32, device, pose)))
+    return out
 
 
 def render_objects(
@@ -259,7 +272,8 @@ def render_objects(
         return _render_dense(objects, labels, grid, clip=clip, quantize=quantize, device=device)
     n = grid.shape[0] * grid.shape[1] * grid.shape[2]
     image = torch.zeros(n, dtype=torch.float32, device=device)
-    insides = [_object_inside_and_image(obj, grid, image, device) for obj in objects]
+    insides = [_object_inside_and_image(obj, grid, image, device, pose=pose, compiled=f)
+               for obj, (pose, f) in zip(objects, _compiled(objects, grid, device))]
     volumes = [int(t.numel()) for t in insides]
     image.clamp_(clip[0], clip[1])
     if quantize:
