@@ -1,12 +1,13 @@
-"""Separable Gaussian filtering of float32 volumes: scipy's ``gaussian_filter``, faster along the first axis.
+"""Separable Gaussian filtering of float32 volumes: scipy's ``gaussian_filter``, faster along the first two axes.
 
 Texture and acquisition noise fields and the acquisition blur filter whole volumes. scipy filters
-the first axis of a C-ordered volume along lines whose points are a whole slab apart, at two to
-three times the cost of the last axis. :func:`gaussian_filter` filters that axis as a sum of
-shifted slabs instead (symmetric kernel: ``w0 * x + sum_k wk * (x[i - k] + x[i + k])``, in float32)
-and leaves the other two axes to scipy. The kernel is scipy's (``exp(-x^2 / 2 sigma^2)``,
-normalised, radius ``int(truncate * sigma + 0.5)``); the sums round in float32 where scipy sums in
-float64, so values agree to about 1e-6 of the field's scale (tests/test_filters.py).
+an axis of a C-ordered volume along lines whose points are a whole slab (first axis) or a whole
+row (middle axis) apart, at up to three times the cost of the last axis. :func:`gaussian_filter`
+filters those two axes as sums of shifted slices instead (symmetric kernel: ``w0 * x + sum_k wk
+* (x[i - k] + x[i + k])``, in float32) and leaves the last axis to scipy. The kernel is scipy's
+(``exp(-x^2 / 2 sigma^2)``, normalised, radius ``int(truncate * sigma + 0.5)``); the sums round in
+float32 where scipy sums in float64, so values agree to about 1e-6 of the field's scale
+(tests/test_filters.py).
 """
 
 from __future__ import annotations
@@ -30,17 +31,22 @@ def _source(i: int, n: int, mode: str) -> int:
     return i % n if mode == "wrap" else min(max(i, 0), n - 1)
 
 
-def _filter_first_axis(x: np.ndarray, sigma: float, mode: str, truncate: float) -> np.ndarray:
-    n = x.shape[0]
+def _filter_axis(x: np.ndarray, sigma: float, mode: str, truncate: float, axis: int) -> np.ndarray:
+    """One axis of the filter as a sum of shifted slices of ``x`` (float32)."""
+    n = x.shape[axis]
     radius = int(truncate * sigma + 0.5)
     w = _kernel(sigma, radius)
+
+    def at(i: int | slice) -> tuple[int | slice, ...]:
+        return (slice(None),) * axis + (i,)
+
     out = x * np.float32(w[radius])
     tmp = np.empty_like(x)
     for k in range(1, radius + 1):
-        if n > 2 * k:  # interior rows: both neighbours inside
-            np.add(x[: n - 2 * k], x[2 * k:], out=tmp[k: n - k])
-        for i in [*range(min(k, n)), *range(max(n - k, k), n)]:  # rows whose neighbours wrap or clamp
-            np.add(x[_source(i - k, n, mode)], x[_source(i + k, n, mode)], out=tmp[i])
+        if n > 2 * k:  # interior positions: both neighbours inside
+            np.add(x[at(slice(0, n - 2 * k))], x[at(slice(2 * k, None))], out=tmp[at(slice(k, n - k))])
+        for i in [*range(min(k, n)), *range(max(n - k, k), n)]:  # positions whose neighbours wrap or clamp
+            np.add(x[at(_source(i - k, n, mode))], x[at(_source(i + k, n, mode))], out=tmp[at(i)])
         tmp *= np.float32(w[radius + k])
         out += tmp
     return out
@@ -68,9 +74,9 @@ def gaussian_filter(x: np.ndarray, sigma: float | Sequence[float] | np.ndarray, 
         raise ValueError(f"gaussian_filter: a 3D volume, found shape {a.shape}")
     sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (3,))
     out = a
-    if sig[0] > 0 and int(truncate * sig[0] + 0.5) > 0:
-        out = _filter_first_axis(out, float(sig[0]), mode, truncate)
-    for axis in (1, 2):
-        if sig[axis] > 0:
-            out = gaussian_filter1d(out, float(sig[axis]), axis=axis, mode=mode, truncate=truncate)
+    for axis in (0, 1):  # shifted slices; the last axis, contiguous lines, is scipy's own fast case
+        if sig[axis] > 0 and int(truncate * sig[axis] + 0.5) > 0:
+            out = _filter_axis(out, float(sig[axis]), mode, truncate, axis)
+    if sig[2] > 0:
+        out = gaussian_filter1d(out, float(sig[2]), axis=2, mode=mode, truncate=truncate)
     return out if out is not a else a.copy()

@@ -1,4 +1,4 @@
-"""anatomix.filters.gaussian_filter: scipy's Gaussian filter, its first axis as shifted slabs."""
+"""anatomix.filters.gaussian_filter: scipy's Gaussian filter, its first two axes as shifted slices."""
 
 import numpy as np
 import pytest
