@@ -825,6 +825,8 @@ def write_volume(path: str | os.PathLike, array: np.ndarray, spacing_mm: Sequenc
 
     The file's affine is diag(spacing) + origin in RAS (what nibabel, nnU-Net and MONAI read):
     SimpleITK writes it as an LPS direction diag(-1, -1, 1), which NIfTI stores as that RAS affine.
+    ``.nii.gz`` is written without SimpleITK, with the same header fields and a faster gzip
+    (:func:`_nifti_gz_bytes`); the other formats by SimpleITK.
 
     Args:
         path: output file; its suffix picks the format.
