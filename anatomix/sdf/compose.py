@@ -29,7 +29,8 @@ from anatomix.sdf.primitives import PrimitiveSDF, local_half_extent
 __all__ = ["Grid", "add_mapped_objects", "object_box", "object_sdf", "render_objects"]
 
 CHUNK = 1 << 16  # points per evaluation: fewer, larger ops (1 << 15: 3-5 % slower, 1 << 17: no better)
-BLOCK_SIZES = (8, 4, 2)  # culling levels (voxels per block side; a 16 level costs more fixed per-op time than it saves)
+# culling levels (voxels per block side): under inference mode (8, 4, 2) is 5 % slower at 64-96^3
+BLOCK_SIZES = (4, 2)
 
 
 def object_box(obj: dict[str, Any], grid: Grid) -> tuple[slice, slice, slice] | None:
