@@ -790,7 +790,8 @@ def _nifti_gz_bytes(array: np.ndarray, spacing_mm: Sequence[float], origin_mm: S
     (qform and sform scanner, RAS affine diag(spacing) + origin, mm), gzip with ISA-L's igzip.
 
     Why not SimpleITK: its gzip (zlib, a fixed level) costs about 30 ms for a 96^3 int16 CT, the
-    largest share of writing a case; igzip level 2 takes 4 ms for a file 2 % larger. The gzip
+    largest share of writing a case; igzip level 2 compresses it in about 5 ms (7 ms with the
+    header and serialisation) into a file 2 % larger. The gzip
     header's time stamp is 0 (as SimpleITK's), so the same array gives the same bytes. Without
     the ``isal`` package, the standard library's zlib at level 1.
     """
@@ -847,6 +848,13 @@ def write_volume(path: str | os.PathLike, array: np.ndarray, spacing_mm: Sequenc
     a = np.asarray(array)
     if a.ndim != 3:
         raise InputError([_problem(p, "a 3D (x, y, z) array", f"shape {a.shape}")], what="output")
+    sp, org = np.asarray(spacing_mm, dtype=np.float64), np.asarray(origin_mm, dtype=np.float64)
+    if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise InputError([_problem(p, "3 finite voxel sizes > 0 mm", f"spacing {tuple(spacing_mm)}",
+                                   "the grid's spacing_mm is wrong")], what="output")
+    if org.shape != (3,) or not np.all(np.isfinite(org)):
+        raise InputError([_problem(p, "3 finite origin coordinates (mm)", f"origin {tuple(origin_mm)}",
+                                   "the grid's origin_mm is wrong")], what="output")
     if suf == ".nii.gz":
         data = _nifti_gz_bytes(a, spacing_mm, origin_mm)
 

@@ -127,6 +127,16 @@ def test_nii_gz_has_simpleitks_geometry_and_header_and_same_bytes_each_time(
         assert len(f.read()) == 352 + arr.size * np.dtype(np.uint8 if dtype is bool else dtype).itemsize
 
 
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".mha"])
+@pytest.mark.parametrize("spacing,origin", [((-1.0, 2.0, 3.0), (0, 0, 0)), ((0.0, 1.0, 1.0), (0, 0, 0)),
+                                            ((1.0, float("nan"), 1.0), (0, 0, 0)), ((1, 1, 1), (0, float("inf"), 0))])
+def test_write_volume_refuses_bad_geometry_in_every_format(tmp_path: Path, suffix: str, spacing, origin) -> None:
+    # a negative spacing would silently flip the .nii.gz affine; every format refuses it alike
+    with pytest.raises(InputError, match="out" + suffix.replace(".", r"\.") + ".*expected 3 finite"):
+        io.write_volume(tmp_path / f"out{suffix}", np.zeros((2, 2, 2), np.uint8), spacing, origin)
+    assert not list(tmp_path.iterdir())
+
+
 def test_oblique_is_resampled_to_axis_aligned(tmp_path: Path) -> None:
     arr = np.zeros((20, 20, 20), dtype=np.uint8)
     arr[8:12, 8:12, 8:12] = 1
