@@ -107,10 +107,10 @@ def _block_offsets(b: int, device: torch.device | str) -> torch.Tensor:
     return torch.stack([g.reshape(-1) for g in torch.meshgrid(r, r, r, indexing="ij")])
 
 
-def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=BLOCK_SIZES, weight=1.0, pose=None,
-                             compiled=None):
-    """Hierarchical (block) evaluation of one object; adds its mapped values (times ``weight``)
-    to ``image_flat`` and returns the flat indices of its inside voxels.
+def _object_inside_and_image(obj, grid, image_flat, device, pose, f, block_sizes=BLOCK_SIZES, weight=1.0):
+    """Hierarchical (block) evaluation of one object (its pose matrices and compiled SDF ``f``
+    from :func:`_compiled`); adds its mapped values (times ``weight``) to ``image_flat`` and
+    returns the flat indices of its inside voxels.
 
     Blocks are classified with the undisplaced SDF at their centre (1-Lipschitz, so every voxel
     of a block lies within the centre value +- the block's half-diagonal, +- the displacement
@@ -120,11 +120,9 @@ def _object_inside_and_image(obj, grid, image_flat, device, block_sizes=BLOCK_SI
     exactly those the truncated mapper (:func:`apply_mapper_truncated`) sets to 0, so the image
     equals the dense reference up to float rounding.
     """
-    pose = pose_matrices(obj["pose"]) if pose is None else pose
     box = _object_box(obj, grid, pose)
     if box is None:
         return torch.zeros(0, dtype=torch.int64, device=device)
-    f = _CompiledObject(obj, grid, torch.float32, device, pose) if compiled is None else compiled
     nx, ny, nz = grid.shape
     sp_list = grid.spacing_mm
     sp = torch.tensor(sp_list, dtype=torch.float32, device=device)[:, None]
@@ -224,7 +222,7 @@ def add_mapped_objects(objects: Sequence[dict[str, Any]], weights: Sequence[floa
     """
     flat = image.view(-1)
     for obj, w, (pose, f) in zip(objects, weights, _compiled(objects, grid, image.device)):
-        _object_inside_and_image(obj, grid, flat, image.device, weight=float(w), pose=pose, compiled=f)
+        _object_inside_and_image(obj, grid, flat, image.device, pose, f, weight=float(w))
 
 
 def _compiled(objects: Sequence[dict[str, Any]], grid: Grid, device: torch.device | str
@@ -273,7 +271,7 @@ def render_objects(
         return _render_dense(objects, labels, grid, clip=clip, quantize=quantize, device=device)
     n = grid.shape[0] * grid.shape[1] * grid.shape[2]
     image = torch.zeros(n, dtype=torch.float32, device=device)
-    insides = [_object_inside_and_image(obj, grid, image, device, pose=pose, compiled=f)
+    insides = [_object_inside_and_image(obj, grid, image, device, pose, f)
                for obj, (pose, f) in zip(objects, _compiled(objects, grid, device))]
     volumes = [int(t.numel()) for t in insides]
     image.clamp_(clip[0], clip[1])
