@@ -706,15 +706,21 @@ def resample_to_reference(volume: Volume, reference: "sitk.Image", nearest: bool
     return sitk.Resample(img, reference, sitk.Transform(), interp, 0.0, img.GetPixelID())
 
 
+def _storable(array: np.ndarray) -> np.ndarray:
+    """The array in a dtype every output format stores: bool as uint8, float16 as float32."""
+    a = np.asarray(array)
+    if a.dtype == bool:
+        return a.astype(np.uint8)
+    if a.dtype == np.float16:
+        return a.astype(np.float32)
+    return a
+
+
 def _volume_to_sitk(array: np.ndarray, spacing_mm: Sequence[float],
                     origin_mm: Sequence[float], affine_ras: np.ndarray | None = None) -> "sitk.Image":
     import SimpleITK as sitk
 
-    a = np.asarray(array)
-    if a.dtype == bool:
-        a = a.astype(np.uint8)
-    if a.dtype == np.float16:
-        a = a.astype(np.float32)
+    a = _storable(array)
     img = sitk.GetImageFromArray(np.ascontiguousarray(a.transpose(2, 1, 0)))
     if affine_ras is not None:
         # RAS -> LPS: world x and y reversed; columns of the 3x3 are the voxel axes (spacing x direction)
@@ -797,11 +803,7 @@ def _nifti_gz_bytes(array: np.ndarray, spacing_mm: Sequence[float], origin_mm: S
     """
     import nibabel as nib
 
-    a = np.asarray(array)
-    if a.dtype == bool:
-        a = a.astype(np.uint8)
-    if a.dtype == np.float16:
-        a = a.astype(np.float32)
+    a = _storable(array)
     affine = np.diag([*(float(v) for v in spacing_mm), 1.0])
     affine[:3, 3] = [float(v) for v in origin_mm]
     img = nib.Nifti1Image(a, affine, dtype=a.dtype)
