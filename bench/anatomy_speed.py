@@ -54,15 +54,18 @@ class _OneSample:
 
 
 def _config(fov: str, graph: str, bank: str | None) -> Any:
-    """The default config with ``fov`` window or whole, or ``tiny``: configs/tiny.yaml's stream grid
-    (48^3 at 4 mm, the window field of view)."""
+    """The default config with ``fov`` window or whole, or ``tiny``: the grid configs/tiny.yaml's
+    stream draws (48^3 at 4 mm, the window field of view)."""
     from anatomix.config import anatomy_config
 
     if fov != "tiny":
         return anatomy_config(None, graph=graph, bank=bank, fov=fov)
+    import yaml
+
+    tiny = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())["data"]["init_args"]["overrides"]["grid"]
     cfg = anatomy_config(None, graph=graph, bank=bank)
-    return cfg.model_copy(update={"grid": cfg.grid.model_copy(update={"shape": (48, 48, 48),
-                                                                        "spacing_mm": (4.0, 4.0, 4.0)})})
+    return cfg.model_copy(update={"grid": cfg.grid.model_copy(update={"shape": tuple(tiny["shape"]),
+                                                                        "spacing_mm": tuple(tiny["spacing_mm"])})})
 
 
 def case_times(fov: str, n: int, graph: str, bank: str | None, first: int = 0) -> dict[str, list[float]]:
