@@ -13,7 +13,9 @@ is not the bottleneck when the stream's samples/s exceeds the consumption.
 ``--tiny-per-core N``: configs/tiny.yaml as it trains, on one core and one thread: the CPU time of
 one stream sample (its data module in the main process, batches of 2 drawn and cropped as in
 training) and of one step of its UNETR on such a batch, interleaved (batch, step, batch, ...) for
-``N`` rounds; medians, and samples/s made and consumed per core.
+``N`` rounds; medians, and samples/s made and consumed per core. ``--num-samples K`` crops K
+patches from each generated sample (``data.num_samples``; the step then trains on batch_size * K
+patches), and the rates are in patches.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def step_time(device: str, network: str, size: int, batch: int, steps: int, **kw
     return statistics.median(times)
 
 
-def tiny_per_core(rounds: int) -> None:
+def tiny_per_core(rounds: int, num_samples: int = 1) -> None:
     import yaml
 
     from anatomix.train.data import SynthDataModule
@@ -85,7 +87,7 @@ def tiny_per_core(rounds: int) -> None:
     data = dict(cfg["data"]["init_args"])
     data["synth_config"] = str(REPO / "configs" / data["synth_config"])
     data["overrides"] = dict(data["overrides"], graph=str(REPO / "graphs" / "abdomen.yaml"))
-    data.update(num_workers=0, val_samples=0)
+    data.update(num_workers=0, val_samples=0, num_samples=num_samples)
     dm = SynthDataModule(**data)
     model = SegmentationModule(**cfg["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -101,15 +103,16 @@ def tiny_per_core(rounds: int) -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
         took = time.process_time() - c
+        b = int(batch["image"].shape[0])  # batch_size * num_samples patches
         if i:  # the first round is warm-up
-            sample_s.append(made / data["batch_size"])
+            sample_s.append(made / b)
             step_s.append(took)
-    per_sample, per_step = statistics.median(sample_s), statistics.median(step_s)
-    b = data["batch_size"]
-    print(f"tiny stream (configs/tiny.yaml, one core, one thread, medians of {rounds}): {per_sample:.3f} s CPU "
-          f"per sample -> {1 / per_sample:.1f} samples/s per core")
-    print(f"tiny UNETR step (batch {b}, same core): {per_step:.3f} s CPU -> consumes {b / per_step:.1f} samples/s")
-    print("per core, the stream is " + ("faster than" if 1 / per_sample > b / per_step else "SLOWER than")
+    per_patch, per_step = statistics.median(sample_s), statistics.median(step_s)
+    what = "sample" if num_samples == 1 else f"patch ({num_samples} patches per generated sample)"
+    print(f"tiny stream (configs/tiny.yaml, one core, one thread, medians of {rounds}): {per_patch:.3f} s CPU "
+          f"per {what} -> {1 / per_patch:.1f}/s per core")
+    print(f"tiny UNETR step (batch {b}, same core): {per_step:.3f} s CPU -> consumes {b / per_step:.1f}/s")
+    print("per core, the stream is " + ("faster than" if 1 / per_patch > b / per_step else "SLOWER than")
           + " the network it feeds")
 
 
@@ -123,9 +126,11 @@ def main() -> None:
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--tiny-per-core", type=int, default=0, metavar="N",
                     help="only configs/tiny.yaml's stream against its network, one core, N rounds")
+    ap.add_argument("--num-samples", type=int, default=1, metavar="K",
+                    help="with --tiny-per-core: patches cropped from each generated sample")
     args = ap.parse_args()
     if args.tiny_per_core:
-        tiny_per_core(args.tiny_per_core)
+        tiny_per_core(args.tiny_per_core, args.num_samples)
         return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"device {device}, torch threads {torch.get_num_threads()}")

@@ -194,6 +194,27 @@ def test_stream_workers_draw_disjoint_indices() -> None:
     assert torch.equal(ref["image"], again["image"])
 
 
+def test_stream_num_samples_crops_each_sample_several_times() -> None:
+    one = _synth_dm(seed=3, patch_size=(24, 24, 24), batch_size=1, num_workers=0, val_samples=0)
+    three = _synth_dm(seed=3, patch_size=(24, 24, 24), batch_size=2, num_workers=0, val_samples=0, num_samples=3)
+    it = iter(three.stream())
+    got = [next(it) for _ in range(6)]
+    assert [(x["index"], x["patch"]) for x in got] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    # the first patch of a sample is the num_samples=1 patch; the others are other crops of it
+    ref = one.stream().item(1)
+    assert torch.equal(got[3]["image"], ref["image"]) and torch.equal(got[3]["label"], ref["label"])
+    assert not torch.equal(got[3]["image"], got[4]["image"])
+    # a step trains batch_size whole samples of num_samples patches each
+    batch = next(iter(three.train_dataloader()))
+    assert batch["image"].shape == (6, 1, 24, 24, 24)
+    assert batch["index"].tolist() == [0, 0, 0, 1, 1, 1] and batch["patch"].tolist() == [0, 1, 2] * 2
+    assert three.state_dict() == _synth_dm(seed=3, patch_size=(24, 24, 24), batch_size=2, num_workers=0,
+                                           val_samples=0).state_dict()  # samples per step, as before
+    for bad in (0, 1.5, "2"):
+        with pytest.raises(AnatomixError, match="data.num_samples: expected a whole number"):
+            _synth_dm(seed=3, num_samples=bad)
+
+
 # ---- module: training lowers the loss, fine-tuning, prediction ---------------------------------
 
 @pytest.fixture(scope="module")

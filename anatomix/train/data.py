@@ -223,6 +223,13 @@ def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str,
     return out
 
 
+def _patches_per_sample(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError(f"data.num_samples: expected a whole number of patches per generated sample, "
+                          f">= 1; found {n!r}")
+    return int(n)
+
+
 class SynthStream(IterableDataset):
     """Endless stream of synthetic patches generated on the fly.
 
@@ -239,12 +246,15 @@ class SynthStream(IterableDataset):
         lut: label look-up table to the fine-tuning class set, or None.
         pos_fraction: probability of a foreground-centred crop.
         intensity: see :func:`scale_intensity`.
+        num_samples: patches cropped from each generated sample, one after another (MONAI's
+            ``num_samples``): they come from one crop stream of the sample, so its first patch is
+            the patch of ``num_samples=1``.
     """
 
     def __init__(self, factory: Callable[[], Any], seed: int, patch_size: Sequence[int],
                  start_index: int = 0, rank: int = 0, world_size: int = 1,
                  lut: np.ndarray | None = None, pos_fraction: float = 0.5,
-                 intensity: Intensity = "auto") -> None:
+                 intensity: Intensity = "auto", num_samples: int = 1) -> None:
         super().__init__()
         self.factory = factory
         self.seed = int(seed)
@@ -255,6 +265,7 @@ class SynthStream(IterableDataset):
         self.lut = lut
         self.pos_fraction = float(pos_fraction)
         self.intensity = intensity
+        self.num_samples = _patches_per_sample(num_samples)
         self._generator = None
 
     @property
@@ -269,25 +280,34 @@ class SynthStream(IterableDataset):
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         return self.rank * nw + wid, self.world_size * nw
 
-    def item(self, index: int) -> dict[str, Any]:
-        """The patch of sample ``index`` as a dict of channels-first tensors."""
+    def items(self, index: int) -> list[dict[str, Any]]:
+        """The ``num_samples`` patches of sample ``index``, each a dict of channels-first tensors
+        (``index``: the sample, ``patch``: which of its patches)."""
         s = self.generator.sample(int(index))
         image = scale_intensity(s.image, self.intensity)
         label = apply_lut(np.asarray(s.label), self.lut).astype(np.uint8)
         rng = sample_rng(self.seed, int(index), CROP_STREAM)
-        image, label = crop_or_pad(image, label, self.patch_size, rng, self.pos_fraction)
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None],
-            "label": torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))[None],
-            "index": int(index),
-        }
+        out = []
+        for k in range(self.num_samples):
+            im, lb = crop_or_pad(image, label, self.patch_size, rng, self.pos_fraction)
+            out.append({
+                "image": torch.from_numpy(np.ascontiguousarray(im, dtype=np.float32))[None],
+                "label": torch.from_numpy(np.ascontiguousarray(lb).astype(np.int64))[None],
+                "index": int(index),
+                "patch": k,
+            })
+        return out
+
+    def item(self, index: int) -> dict[str, Any]:
+        """The first patch of sample ``index`` (the patch of ``num_samples=1``)."""
+        return self.items(index)[0]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if get_worker_info() is not None:
             torch.set_num_threads(1)  # one core per worker process
         g, total = self.worker_position()
         for index in stream_indices(self.start_index, g, total):
-            yield self.item(index)
+            yield from self.items(index)
 
 
 class _SynthVolumes(torch.utils.data.Dataset):
@@ -325,7 +345,11 @@ class SynthDataModule(pl.LightningDataModule):
         seed: synthesis seed; (seed, index) decides every sample.
         start_index: first sample index (continue a run without repeating samples).
         patch_size: (x, y, z) patch, the same as the fine-tuning patch.
-        batch_size: patches per step and rank.
+        batch_size: generated samples per step and rank (each gives ``num_samples`` patches).
+        num_samples: patches cropped from each generated sample (as ``RealDataModule``'s
+            ``num_samples``): a step trains on ``batch_size * num_samples`` patches. Above 1 it
+            reuses each sample, which pays where the grid is larger than the patch (a whole-abdomen
+            field of view) and generation is the bottleneck; patches of one sample are correlated.
         num_workers: DataLoader workers generating samples (each uses one thread).
         classes: map the generator's label names to this class set (organs not listed become
             background); None keeps the generator's label values.
@@ -354,6 +378,7 @@ class SynthDataModule(pl.LightningDataModule):
         val_samples: int = 2,
         device: str = "cpu",
         overrides: dict[str, Any] | None = None,
+        num_samples: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -365,6 +390,7 @@ class SynthDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.patch_size: expected three sizes (x, y, z), found {list(patch_size)}")
         self.patch_size: tuple[int, int, int] = (int(patch_size[0]), int(patch_size[1]), int(patch_size[2]))
         self.batch_size = int(batch_size)
+        self.num_samples = _patches_per_sample(num_samples)
         self.num_workers = int(num_workers)
         self.classes = list(classes) if classes else None
         self._num_classes = num_classes
@@ -382,7 +408,8 @@ class SynthDataModule(pl.LightningDataModule):
                 classes=self.classes, source_labels=str(Path(files) / "dataset.json")
                 if self.classes and (Path(files) / "dataset.json").is_file() else None,
                 num_classes=num_classes, patch_size=self.patch_size, spacing_mm=None, ct_window=None,
-                batch_size=batch_size, num_samples=1, num_workers=num_workers, seed=seed, augment=False)
+                batch_size=batch_size, num_samples=self.num_samples, num_workers=num_workers, seed=seed,
+                augment=False)
 
     # -- stream pieces --
     def factory(self) -> _GeneratorFactory:
@@ -431,7 +458,8 @@ class SynthDataModule(pl.LightningDataModule):
         return SynthStream(
             self.factory(), self.seed, self.patch_size, start_index=self.start_index,
             rank=r if rank is None else rank, world_size=w if world_size is None else world_size,
-            lut=self.lut(), pos_fraction=self.pos_fraction, intensity=self.intensity)
+            lut=self.lut(), pos_fraction=self.pos_fraction, intensity=self.intensity,
+            num_samples=self.num_samples)
 
     # -- Lightning hooks --
     def setup(self, stage: str | None = None) -> None:
@@ -443,8 +471,9 @@ class SynthDataModule(pl.LightningDataModule):
         if self._files_dm is not None:
             return self._files_dm.train_dataloader()
         r, _ = self._rank()
+        # a worker batches its own items: batch_size * num_samples of them are batch_size whole samples
         return torch.utils.data.DataLoader(
-            self.stream(), batch_size=self.batch_size, num_workers=self.num_workers,
+            self.stream(), batch_size=self.batch_size * self.num_samples, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
             generator=_seeded_loader_generator(self.seed, r))
 
