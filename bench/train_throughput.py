@@ -108,10 +108,11 @@ def tiny_per_core(rounds: int, num_samples: int = 1) -> None:
             sample_s.append(made / b)
             step_s.append(took)
     per_patch, per_step = statistics.median(sample_s), statistics.median(step_s)
-    what = "sample" if num_samples == 1 else f"patch ({num_samples} patches per generated sample)"
+    what, unit = ("sample", "samples") if num_samples == 1 else (
+        f"patch ({num_samples} patches per generated sample)", "patches")
     print(f"tiny stream (configs/tiny.yaml, one core, one thread, medians of {rounds}): {per_patch:.3f} s CPU "
-          f"per {what} -> {1 / per_patch:.1f}/s per core")
-    print(f"tiny UNETR step (batch {b}, same core): {per_step:.3f} s CPU -> consumes {b / per_step:.1f}/s")
+          f"per {what} -> {1 / per_patch:.1f} {unit}/s per core")
+    print(f"tiny UNETR step (batch {b}, same core): {per_step:.3f} s CPU -> consumes {b / per_step:.1f} {unit}/s")
     print("per core, the stream is " + ("faster than" if 1 / per_patch > b / per_step else "SLOWER than")
           + " the network it feeds")
 

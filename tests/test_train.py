@@ -213,6 +213,31 @@ def test_stream_num_samples_crops_each_sample_several_times() -> None:
     for bad in (0, 1.5, "2"):
         with pytest.raises(AnatomixError, match="data.num_samples: expected a whole number"):
             _synth_dm(seed=3, num_samples=bad)
+    # samples no larger than the patch would give the same patch K times: an error, not wasted steps
+    whole = _synth_dm(seed=3, patch_size=(36, 36, 36), batch_size=1, num_workers=0, val_samples=0, num_samples=2)
+    with pytest.raises(AnatomixError, match=r"would all be the whole sample.*use num_samples 1"):
+        next(iter(whole.stream()))
+
+
+def test_stream_resume_counts_accumulated_batches_and_only_this_runs_steps() -> None:
+    from types import SimpleNamespace
+
+    def trainer(step: int, accumulate: int = 1) -> SimpleNamespace:
+        return SimpleNamespace(global_step=step, accumulate_grad_batches=accumulate, global_rank=0, world_size=2)
+
+    dm = _synth_dm(seed=3, patch_size=PATCH, batch_size=2, num_workers=3, val_samples=0, start_index=100)
+    dm.trainer = trainer(10, accumulate=4)
+    saved = dm.state_dict()
+    # 10 steps of 4 batches, 6 batches prefetched by 3 workers, 2 samples per batch, 2 ranks
+    assert saved == {"next_index": 100 + (10 * 4 + 6) * 2 * 2, "step": 10}
+    again = _synth_dm(seed=3, patch_size=PATCH, batch_size=2, num_workers=3, val_samples=0)
+    again.load_state_dict(saved)
+    again.trainer = trainer(15, accumulate=4)  # 5 more steps after the resume, not 15
+    assert again.state_dict() == {"next_index": saved["next_index"] + (5 * 4 + 6) * 2 * 2, "step": 15}
+    old = _synth_dm(seed=3, patch_size=PATCH, batch_size=2, num_workers=3, val_samples=0)
+    old.load_state_dict({"next_index": 500})  # a checkpoint without "step": counts from 0, skips more
+    old.trainer = trainer(15)
+    assert old.state_dict()["next_index"] == 500 + (15 + 6) * 2 * 2
 
 
 # ---- module: training lowers the loss, fine-tuning, prediction ---------------------------------

@@ -284,6 +284,11 @@ class SynthStream(IterableDataset):
         """The ``num_samples`` patches of sample ``index``, each a dict of channels-first tensors
         (``index``: the sample, ``patch``: which of its patches)."""
         s = self.generator.sample(int(index))
+        if self.num_samples > 1 and all(n <= p for n, p in zip(s.image.shape, self.patch_size)):
+            raise ConfigError(
+                f"data.num_samples: {self.num_samples} patches of {list(self.patch_size)} from samples of "
+                f"{list(s.image.shape)} would all be the whole sample, the same patch {self.num_samples} times; "
+                f"use num_samples 1, or a grid larger than the patch (e.g. data.overrides grid fov whole)")
         image = scale_intensity(s.image, self.intensity)
         label = apply_lut(np.asarray(s.label), self.lut).astype(np.uint8)
         rng = sample_rng(self.seed, int(index), CROP_STREAM)
@@ -401,6 +406,7 @@ class SynthDataModule(pl.LightningDataModule):
         self.overrides = overrides
         self._files_dm: RealDataModule | None = None
         self._label_names: dict[int, str] | None = None
+        self._resumed_step = 0  # the trainer's step when start_index was set from a checkpoint
         if files is not None:
             self._files_dm = RealDataModule(
                 datalist=str(Path(files) / "datalist.json") if (Path(files) / "datalist.json").is_file() else None,
@@ -487,15 +493,23 @@ class SynthDataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints: where a resumed run continues the stream (approximately: the
-        samples prefetched by the workers are skipped, never repeated)."""
+        samples prefetched by the workers, two batches each, are skipped, never repeated).
+
+        An optimiser step trains ``accumulate_grad_batches`` batches of ``batch_size`` samples per
+        rank; only the steps since this run started from ``start_index`` are counted (``step``
+        is saved too, so a second resume does not count the first run's steps again).
+        """
         t = getattr(self, "trainer", None)
         step = int(t.global_step) if t is not None else 0
+        accumulate = max(1, int(getattr(t, "accumulate_grad_batches", 1) or 1)) if t is not None else 1
         _, w = self._rank()
-        return {"next_index": self.start_index + (step + 2 * max(1, self.num_workers)) * self.batch_size * w}
+        batches = (step - self._resumed_step) * accumulate + 2 * max(1, self.num_workers)
+        return {"next_index": self.start_index + batches * self.batch_size * w, "step": step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "next_index" in state:
             self.start_index = int(state["next_index"])
+            self._resumed_step = int(state.get("step", 0))  # older checkpoints: 0 (skips more, never repeats)
 
 
 # ---- real data ------------------------------------------------------------------------------
