@@ -521,7 +521,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in LIGHTNING_COMMANDS:
         from anatomix.train.cli import lightning_main
 
-        lightning_main(sys.argv[1:])
+        lightning_main()  # reads sys.argv, as the console script it is
         return
     app()
 

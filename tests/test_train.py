@@ -330,16 +330,22 @@ def test_finetune_on_real_ct_then_predict_in_input_geometry(train_pretrained: di
             "patch_size": list(PATCH), "spacing_mm": [6.0, 6.0, 6.0], "num_samples": 1, "num_workers": 0}},
         "prediction_writer": {"output_dir": str(tmp_path / "pred")},
     }
+    # initialised from a copy of the pre-trained checkpoint, which is gone when predicting: the
+    # fine-tuned --ckpt_path holds every weight (its saved hyper-parameters still name the copy)
+    pre = tmp_path / "pre.ckpt"
+    pre.write_bytes(Path(train_pretrained["ckpt"]).read_bytes())
+    cfg["model"]["pretrained"] = str(pre)
     config = _write_yaml(tmp_path / "ft.yaml", cfg)
     with caplog.at_level("INFO"):
         lightning_main(["fit", "--config", str(config)])
+    pre.unlink()
     assert "2 new" in caplog.text and "out.conv.conv.weight" in caplog.text  # the load report
     ckpts = sorted(tmp_path.rglob("*.ckpt"))
     assert ckpts, "fit wrote no checkpoint"
     ckpt = ckpts[-1]
     assert (tmp_path / "config.yaml").is_file() or list(tmp_path.rglob("config.yaml"))
     inputs = [TS / "example_ct.nii.gz", train_formats["ct_mha"], train_formats["ct_nrrd"], train_formats["ct_dicom"]]
-    lightning_main(["predict", "--config", str(config), "--ckpt_path", str(ckpt), "--model.pretrained", "null",
+    lightning_main(["predict", "--config", str(config), "--ckpt_path", str(ckpt),
                     "--data.init_args.predict_files", json.dumps([str(p) for p in inputs])])
     from anatomix.io import read_image_sitk, to_ras
 

@@ -47,6 +47,11 @@ def _cli_class():
             # --model.pretrained is checked when the module is built (checkpoint.check_pretrained),
             # also before Lightning writes config.yaml
             super()._parse_ckpt_path()
+            if ckpt is not None and sub_cfg is not None:
+                # every weight comes from --ckpt_path; the pre-training checkpoint a fine-tuned
+                # model was initialised from (saved among its hyper-parameters, which Lightning
+                # has just applied over the command line) is neither needed nor required to exist
+                self.config[sub].model.pretrained = None
 
     return AnatomixCLI
 
@@ -70,15 +75,17 @@ def lightning_main(argv: Sequence[str] | None = None) -> None:
 
     args = list(sys.argv[1:] if argv is None else argv)
     cls = _cli_class()
+    saved_argv = sys.argv
     try:
         # `--config tiny` (a shipped name) or a path; its input paths resolve relative to it
         args = lightning_argv(args)
+        if argv is None:  # the console script: LightningCLI reads sys.argv itself (no "args and argv" warning)
+            sys.argv = [saved_argv[0], *args]
         cls(
             SegmentationModule,
             pl.LightningDataModule,
             subclass_mode_data=True,
-            # the console script: let LightningCLI read sys.argv itself (no "args and argv" warning)
-            args=None if args == sys.argv[1:] else args,
+            args=None if argv is None else args,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=False,  # no global seeding: data and init are seeded explicitly
         )
@@ -89,4 +96,6 @@ def lightning_main(argv: Sequence[str] | None = None) -> None:
 
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
+    finally:
+        sys.argv = saved_argv
 
