@@ -2,11 +2,14 @@
 
 ``from anatomix import ShapeBank, OrganGraph, Synthesizer``. :class:`Synthesizer` wraps
 :func:`anatomix.synth.load_synth_config` / :func:`anatomix.synth.build_generator` and the name
-resolution of :mod:`anatomix.resources` (``"abdomen"``, ``"default"``, ``"fdif"`` or paths); it adds
-no behaviour of its own, so a case from the API is byte-identical to the same case written by
-``anatomix synth`` with the same seed.
+resolution of :mod:`anatomix.resources` (``"abdomen"``, ``"default"``, ``"fdif"`` or paths). Its
+cases are those ``anatomix synth`` writes with the same seed, in the written label values: the
+label map is the bytes of ``labelsTr/<case>.nii.gz``'s array, :meth:`Synthesizer.label_names` is
+dataset.json's table, and :func:`anatomix.sample.image_to_write` of a sample is the array of
+``imagesTr/<case>_0000.nii.gz`` (int16 HU for CT-like cases).
 
 Example:
+    >>> import numpy as np
     >>> from anatomix import Synthesizer
     >>> synth = Synthesizer("abdomen", seed=0)          # the shipped graph and the embedded bank
     >>> sample = synth.sample(0)                         # deterministic in (seed, index)
@@ -16,7 +19,8 @@ Example:
     (0, (1.5, 1.5, 2.0))
     >>> bool((sample.label == 0).any()) and synth.label_names()[1]
     'spleen'
-    >>> import numpy as np
+    >>> set(map(int, np.unique(sample.label))) <= {0, *synth.label_names()}   # the written values
+    True
     >>> np.array_equal(Synthesizer("abdomen", seed=0).sample(0).label, sample.label)
     True
     >>> image, label = synth.tensors(0)                  # torch, channels first: (1, x, y, z)
@@ -81,7 +85,7 @@ class Synthesizer:
         config: synthesis config, a shipped name (``"synth"``, ``"fdif"``) or a path; alone it
             selects its own mode (``Synthesizer(config="fdif")``).
         bank: shape bank folder or ``"default"`` (the embedded bank).
-        seed: run seed; case ``i`` of seed ``s`` is the same bytes as ``anatomix synth --seed s``.
+        seed: run seed; case ``i`` of seed ``s`` is case ``i`` of ``anatomix synth --seed s``.
         device: torch device of the generation work.
         fov: ``"whole"`` (the whole abdomen) or ``"window"`` (the config's fixed grid).
     """
@@ -89,16 +93,23 @@ class Synthesizer:
     def __init__(self, graph: str | os.PathLike[str] | None = None, *,
                  config: str | os.PathLike[str] | None = None, bank: str | os.PathLike[str] | None = None,
                  seed: int = 0, device: str = "cpu", fov: str | None = None) -> None:
-        from anatomix.synth import build_generator
+        from anatomix.synth import build_generator, output_label_lut
 
         self.config = synth_config(graph=graph, config=config, bank=bank, fov=fov)
         self.seed = int(seed)
         self.generator = build_generator(self.config, seed=self.seed, device=device)
+        self._lut = output_label_lut(self.generator)  # generator values -> written values
 
     def sample(self, index: int) -> Any:
-        """Case ``index``: an :class:`anatomix.synth.Sample` with ``image`` (float32, (x, y, z)),
-        ``label`` (uint8, same shape), ``spacing_mm``, ``origin_mm`` and the replayable ``record``."""
-        return self.generator.sample(int(index))
+        """Case ``index``: an :class:`anatomix.synth.Sample` with ``image`` (float32, (x, y, z),
+        what training sees), ``label`` (uint8, same shape, the written values of
+        :meth:`label_names`), ``image_hu`` (int16, CT-like cases: the written image),
+        ``spacing_mm``, ``origin_mm`` and the replayable ``record`` (in the generator's own label
+        values, as ``self.generator.sample`` returns them)."""
+        import dataclasses
+
+        s = self.generator.sample(int(index))
+        return s if self._lut is None else dataclasses.replace(s, label=self._lut[s.label])
 
     def tensors(self, index: int) -> tuple[Any, Any]:
         """Case ``index`` as torch tensors, channels first: image (1, x, y, z) float32, label (1, x, y, z) int64."""
@@ -108,8 +119,11 @@ class Synthesizer:
         return torch.from_numpy(s.image)[None], torch.from_numpy(s.label.astype("int64"))[None]
 
     def label_names(self) -> dict[int, str]:
-        """Label value -> organ (or class) name of the cases."""
-        return dict(self.generator.label_names())
+        """Label value -> organ (or class) name: the classes the cases can hold, consecutive from 1,
+        as in the written files' dataset.json (graph organs without a bank shape left out)."""
+        from anatomix.synth import written_label_names
+
+        return written_label_names(self.generator)
 
     def __repr__(self) -> str:
         return f"Synthesizer(mode={getattr(self.config, 'mode', None)!r}, seed={self.seed})"

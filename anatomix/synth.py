@@ -41,7 +41,9 @@ __all__ = [
     "SynthError",
     "build_generator",
     "case_name",
+    "output_label_lut",
     "write_dataset",
+    "written_label_names",
 ]
 
 CASE_PREFIX = "anatomix"
@@ -138,7 +140,7 @@ def _write_case(generator: SampleGenerator, out: Path, index: int) -> dict[str, 
     image_path, label_path, record_path = _case_paths(out, case)
     sample = generator.sample(index)
     _write_nifti(image_path, image_to_write(sample), sample.spacing_mm, sample.origin_mm)
-    lut = _output_lut(generator)  # consecutive label values, as dataset.json declares
+    lut = output_label_lut(generator)  # consecutive label values, as dataset.json declares
     _write_nifti(label_path, sample.label if lut is None else lut[sample.label], sample.spacing_mm,
                  sample.origin_mm)
     record: dict[str, Any] = {"case": case, "image": f"imagesTr/{case}_0000.nii.gz",
@@ -238,7 +240,7 @@ def _produced_labels(generator: SampleGenerator) -> dict[int, str]:
             if int(v) != 0 and str(n) not in missing}
 
 
-def _output_lut(generator: SampleGenerator) -> np.ndarray | None:
+def output_label_lut(generator: SampleGenerator) -> np.ndarray | None:
     """Look-up table generator value -> written value (consecutive 1..N, nnU-Net v2); None: identity."""
     produced = _produced_labels(generator)
     if list(produced) == list(range(1, len(produced) + 1)):
@@ -249,12 +251,17 @@ def _output_lut(generator: SampleGenerator) -> np.ndarray | None:
     return lut
 
 
+def written_label_names(generator: SampleGenerator) -> dict[int, str]:
+    """Written label value -> name: the classes the run can produce, consecutive from 1 (the values
+    of the label files, dataset.json's ``labels``)."""
+    return {new: name for new, name in enumerate(_produced_labels(generator).values(), start=1)}
+
+
 def _labels_table(generator: SampleGenerator) -> dict[str, int]:
     """dataset.json ``labels``: background 0, then only the classes the run can produce, consecutive
-    (the label files are written through :func:`_output_lut`)."""
+    (the label files are written through :func:`output_label_lut`)."""
     table: dict[str, int] = {"background": 0}
-    for new, name in enumerate(_produced_labels(generator).values(), start=1):
-        table[name] = new
+    table.update({name: new for new, name in written_label_names(generator).items()})
     return table
 
 
@@ -284,7 +291,7 @@ def _write_indexes(generator: SampleGenerator, out: Path, seed: int) -> list[dic
             "description": f"anatomix synthetic volumes (seed {seed})",
             "channel_names": {"0": _channel_name(generator)},
             "labels": _labels_table(generator),
-            # generator value of each written class (written values are consecutive, see _output_lut)
+            # generator value of each written class (written values are consecutive, see output_label_lut)
             "anatomix_source_values": {n: v for v, n in _produced_labels(generator).items()},
             "numTraining": len(records),
             "file_ending": ".nii.gz",

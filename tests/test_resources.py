@@ -152,6 +152,29 @@ def test_dataset_json_ct_channel_and_consecutive_producible_labels(tmp_path: Pat
     assert json.loads((tmp_path / "m/dataset.json").read_text())["channel_names"] == {"0": "MR"}
 
 
+@pytest.mark.parametrize("config", [None, "fdif"])
+def test_api_cases_are_the_written_cases(tmp_path: Path, config: str | None) -> None:
+    """Synthesizer(...).sample(i) holds the arrays of case i as written: label values, image bytes."""
+    from anatomix.api import Synthesizer
+    from anatomix.sample import image_to_write
+    from anatomix.synth import write_dataset
+
+    synth = Synthesizer("abdomen", seed=3) if config is None else Synthesizer(config=config, seed=3)
+    write_dataset(synth.generator, tmp_path / "o", n=2, seed=3, workers=1, progress=False)
+    ds = json.loads((tmp_path / "o/dataset.json").read_text())
+    assert synth.label_names() == {v: n for n, v in ds["labels"].items() if v}
+    for case in (0, 1):
+        sample = synth.sample(case)
+        label = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"o/labelsTr/anatomix_{case:06d}.nii.gz")))
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"o/imagesTr/anatomix_{case:06d}_0000.nii.gz")))
+        assert np.array_equal(label.transpose(2, 1, 0), sample.label)
+        written = image_to_write(sample)
+        assert image.dtype == written.dtype and np.array_equal(image.transpose(2, 1, 0), written)
+    if config is None:  # the embedded bank has no esophagus: the written values are renumbered
+        assert "esophagus" not in synth.label_names().values()
+        assert not np.array_equal(synth.sample(0).label, synth.generator.sample(0).label)
+
+
 def test_fdif_dataset_json_is_not_ct(tmp_path: Path) -> None:
     from anatomix.api import synth_config
     from anatomix.synth import build_generator, write_dataset
