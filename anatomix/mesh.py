@@ -14,6 +14,8 @@ default: negate x and y (or export in RAS).
 
 from __future__ import annotations
 
+import math
+
 import os
 from pathlib import Path
 from typing import Sequence
@@ -138,8 +140,11 @@ def read_mesh_subject(path: str | os.PathLike[str], spacing_mm: float | Sequence
         solids.append((name, centres))
     if problems:
         raise InputError(problems)
-    lo = np.min([c.min(axis=0) for _, c in solids], axis=0)
-    hi = np.max([c.max(axis=0) for _, c in solids], axis=0)
+    # a closed mesh is a whole organ: leave empty voxels around the union (two bank voxels), or
+    # every organ touching the grid's faces would be taken as cut by a field of view
+    pad = pitch * math.ceil(2.0 * float(np.max(np.atleast_1d(np.asarray(spacing_mm, float)))) / pitch)
+    lo = np.min([c.min(axis=0) for _, c in solids], axis=0) - pad
+    hi = np.max([c.max(axis=0) for _, c in solids], axis=0) + pad
     shape = tuple(int(s) for s in np.rint((hi - lo) / pitch).astype(int) + 1)
     layers = np.zeros(shape + (len(solids),), dtype=np.uint8)
     names: dict[int, str] = {}

@@ -217,6 +217,9 @@ def test_strict_and_truncated_policies(tmp_path: Path) -> None:
         m = ingest_masks([f], tmp_path / "d", labels="flare22", spacing_mm=2.0,
                          truncated="drop", organs=["aorta", "liver", "kidney_left", "right_kidney"])
     assert sorted(r.organ for r in m.shapes) == ["kidney_left", "kidney_right", "liver"]
+    with pytest.raises(InputError, match=r"--truncated drop: expected shapes left to write, found none"):
+        ingest_masks([f], tmp_path / "e", labels="flare22", spacing_mm=2.0, truncated="drop", organs=["aorta"])
+    assert not (tmp_path / "e").exists()  # no empty bank
 
 
 def test_label_file_and_auto(tmp_path: Path) -> None:

@@ -41,6 +41,10 @@ def test_folder_of_meshes_is_one_subject(tmp_path: Path) -> None:
     assert np.allclose(got["kidney_right"].extents_mm, (20, 30, 24), atol=1.6)   # within a voxel
     # kidneys 90 mm apart along x: the body frame puts them symmetric about x = 0
     assert got["kidney_right"].centroid_mm[0] - got["kidney_left"].centroid_mm[0] == pytest.approx(90.0, abs=1.5)
+    # closed meshes are whole organs: none is taken as cut by the grid's faces, alone or together
+    assert not any(r.truncated for r in manifest.shapes), [(r.organ, r.truncated_faces) for r in manifest.shapes]
+    one = ingest_masks([folder / "liver.stl"], tmp_path / "bank1", spacing_mm=3.0, truncated="drop")
+    assert [(r.organ, r.truncated) for r in one.shapes] == [("liver", False)]
 
 
 def test_a_hole_is_filled_and_an_open_mesh_is_refused(tmp_path: Path) -> None:

@@ -324,6 +324,11 @@ def ingest_masks(
     if problems:
         raise InputError(problems)
     manifest, files, qc_warnings = _assemble(subjects, sp, truncated)
+    if not manifest.shapes:  # --truncated drop removed every shape: no bank rather than an empty one
+        cut = sum(len(sub.shapes) for sub in subjects)
+        raise InputError([f"--truncated {truncated}: expected shapes left to write, found none: all {cut} "
+                          f"shape(s) of {len(subjects)} subject(s) are cut by their field of view; "
+                          "keep them flagged with --truncated keep (the default)"])
     for c in caught:
         qc_warnings.insert(0, str(c.message))
     if strict and qc_warnings:
