@@ -400,6 +400,9 @@ def resources_command() -> None:
     use = {"graph": "--graph", "bank": "--bank", "config": "--config"}
     for kind, name, path in listing():
         typer.echo(f"  {kind:<7} {name:<14} {use[kind] + ' ' + name:<24} {path}")
+    ct = resource_root() / "tests" / "fixtures" / "totalsegmentator" / "example_ct.nii.gz"
+    if ct.is_file():  # the tiny demo's predict input (configs/tiny_finetune.yaml fine-tunes on it)
+        typer.echo(f"  example CT (TotalSegmentator excerpt, Apache-2.0; a path, not a name): {ct}")
 
 
 # ---- evaluate (anatomical realism) ----------------------------------------------------------

@@ -58,6 +58,16 @@ def test_learn_prior_on_the_committed_totalsegmentator_pair(tmp_path):
     assert load_prior(str(out))["liver"]["mean_hu"] == st["liver"]["mean_hu"]
 
 
+def test_the_shipped_prior_is_rebuilt_from_the_committed_pair_byte_for_byte(tmp_path):
+    """anatomix/data/ct_prior.json is what the README's `appearance learn` command writes."""
+    out = tmp_path / "ct_prior.json"
+    r = subprocess.run([sys.executable, "-m", "anatomix.cli", "appearance", "learn", "--images",
+                        str(TS / "example_ct_sm.nii.gz"), "--labels", str(TS / "example_seg.nii.gz"),
+                        "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == (REPO / "anatomix" / "data" / "ct_prior.json").read_bytes()
+
+
 def test_learn_prior_errors(tmp_path):
     ip, lp, table = _pair(tmp_path)
     with pytest.raises(AnatomixError, match="one label map per image"):
