@@ -21,6 +21,19 @@ from anatomix.cli_checks import (
     violating_cases,
 )
 
+def _help_width() -> None:
+    """Piped or captured help (``--help | less``, a log) is drawn 120 columns wide: at the 80 a
+    non-terminal gets by default, rich cuts long option names (``--anatomical-parents``)."""
+    import os
+
+    import typer.rich_utils
+
+    if typer.rich_utils.MAX_WIDTH is None and not os.environ.get("COLUMNS") and not sys.stdout.isatty():
+        typer.rich_utils.MAX_WIDTH = 120
+
+
+_help_width()
+
 app = typer.Typer(
     name="anatomix",
     help="Synthetic, fully labelled 3D volumes with correct anatomy, for segmentation pre-training.",
@@ -151,6 +164,10 @@ def bank_info_command(
         fail(str(e))
         return
     Console().print(bank_table(bank))
+    if verify:  # a failed check has ended above, with the file and what differs
+        n = len(bank.manifest.shapes)
+        typer.echo(f"verified: the manifest's content hash and every file's SHA-256 match, and all {n} "
+                   "shape mask(s) decode and hold their organ")
 
 
 # ---- graph (organ graph) --------------------------------------------------------------------

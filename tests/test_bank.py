@@ -385,7 +385,9 @@ def test_real_fixture_end_to_end_cli(tmp_path: Path) -> None:
     assert not _only(b, "kidney_left").truncated and not _only(b, "gallbladder").truncated
     assert 900 < liver.volume_ml < 1400
     res = runner.invoke(app, ["bank", "info", str(out)])
-    assert res.exit_code == 0 and "liver" in res.output and "T" in res.output
+    assert res.exit_code == 0 and "liver" in res.output and "T" in res.output and "verified" not in res.output
+    res = runner.invoke(app, ["bank", "info", str(out), "--verify"])
+    assert res.exit_code == 0 and f"all {len(b.manifest.shapes)} shape mask(s) decode" in res.output
     res = runner.invoke(app, ["ingest-masks", str(TS / "example_seg.nii.gz"), "--out",
                               str(tmp_path / "x"), "--labels", "flare22"])
     assert res.exit_code == 1 and "not in the label table" in res.output

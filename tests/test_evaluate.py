@@ -379,3 +379,20 @@ def test_pair_table_points_at_the_wrong_pairs(eval_real, eval_baseline):
     # the same anatomy drawn again: no pair is badly off
     same = ev.compare(eval_real, toy_set(1, 6), baseline=eval_baseline)["pair_table"]
     assert np.median([r["offset_ratio"] for r in same]) < 1.6
+
+
+def test_figure_draws_only_the_organs_both_sets_have(eval_real, eval_baseline, tmp_path):
+    """Real maps labelling more structures (TotalSegmentator's ribs, vertebrae) than synthesis makes:
+    the figure's pairs and volumes are those of the organs compared, the report keeps the rest."""
+    from anatomix.evaluate.report import _plotted, plot_report
+
+    few = [ev.MapSummary(**{**vars(s), "volumes_ml": {o: v for o, v in s.volumes_ml.items()
+                                                      if o not in ("pancreas", "aorta")}})
+           for s in toy_set(1, 3)]
+    report = ev.compare(eval_real, few, baseline=eval_baseline)
+    assert report["inputs"]["organs_only_real"] == ["aorta", "pancreas"]
+    pairs, organs = _plotted(report)
+    assert organs == sorted(set(TOY) - {"aorta", "pancreas"})
+    assert len(pairs) == 6 * 5 // 2 and not any("aorta" in p or "pancreas" in p for p in pairs)
+    assert len(report["real_loo"]["mahalanobis_per_pair_median"]) == len(TOY) * (len(TOY) - 1) // 2
+    assert plot_report(report, tmp_path / "f.png").stat().st_size > 10_000

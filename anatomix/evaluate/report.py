@@ -50,11 +50,23 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{float(v):.2f}"
 
 
+def _plotted(report: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The organ pairs (sorted by the real baseline's median) and organs a figure draws: those of
+    the organs both sets have (real maps may label far more, e.g. TotalSegmentator's 117)."""
+    base = report["real_loo"]
+    compared = set(report.get("inputs", {}).get("organs_compared") or base["volume_ml"])
+    per_pair = base["mahalanobis_per_pair_median"]
+    pairs = sorted((p for p in per_pair if set(p.split("|")) <= compared), key=lambda p: per_pair[p] or 0.0)
+    return pairs, sorted(o for o in base["volume_ml"] if o in compared)
+
+
 def plot_reports(reports: Mapping[str, Mapping[str, Any]], path: str | Path, title: str | None = None) -> Path:
     """One figure comparing synthetic sets with the real leave-one-out baseline (taken from the first).
 
     Panels: per-pair Mahalanobis medians (pairs sorted by the real baseline), contact F1 per case,
-    organ volume distributions (log scale), and a table of headline numbers.
+    organ volume distributions (log scale), and a table of headline numbers. Pairs and volumes are
+    drawn for the organs both sets have (the first report's ``organs_compared``); the table's
+    numbers are the report's, over every real organ.
     """
     import matplotlib
 
@@ -76,9 +88,9 @@ def plot_reports(reports: Mapping[str, Mapping[str, Any]], path: str | Path, tit
     ax_vol = fig.add_subplot(gs[1, 0])
     ax_tab = fig.add_subplot(gs[1, 2])
 
+    pairs, organs = _plotted(first)
+
     # per-pair Mahalanobis medians
-    pairs = sorted(base["mahalanobis_per_pair_median"],
-                   key=lambda p: base["mahalanobis_per_pair_median"][p] or 0.0)
     x = np.arange(len(pairs))
     for (name, s), col in zip(sets, colours):
         y = [s["mahalanobis_per_pair_median"].get(p) for p in pairs]
@@ -107,7 +119,6 @@ def plot_reports(reports: Mapping[str, Mapping[str, Any]], path: str | Path, tit
     ax_f1.set_title("Contact graph vs real majority: F1 per case")
 
     # volume distributions
-    organs = sorted(base["volume_ml"])
     width = 0.8 / len(sets)
     for k, ((name, s), col) in enumerate(zip(sets, colours)):
         vals = [s["volume_ml"].get(o, {}).get("values", []) for o in organs]
