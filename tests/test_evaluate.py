@@ -381,9 +381,10 @@ def test_pair_table_points_at_the_wrong_pairs(eval_real, eval_baseline):
     assert np.median([r["offset_ratio"] for r in same]) < 1.6
 
 
-def test_figure_draws_only_the_organs_both_sets_have(eval_real, eval_baseline, tmp_path):
+def test_sets_are_scored_on_the_organs_both_have(eval_real, eval_baseline, tmp_path):
     """Real maps labelling more structures (TotalSegmentator's ribs, vertebrae) than synthesis makes:
-    the figure's pairs and volumes are those of the organs compared, the report keeps the rest."""
+    synthetic and real leave-one-out figures are over the same organs and pairs (and the figure
+    draws those); the others are listed in the report's inputs."""
     from anatomix.evaluate.report import _plotted, plot_report
 
     few = [ev.MapSummary(**{**vars(s), "volumes_ml": {o: v for o, v in s.volumes_ml.items()
@@ -394,5 +395,10 @@ def test_figure_draws_only_the_organs_both_sets_have(eval_real, eval_baseline, t
     pairs, organs = _plotted(report)
     assert organs == sorted(set(TOY) - {"aorta", "pancreas"})
     assert len(pairs) == 6 * 5 // 2 and not any("aorta" in p or "pancreas" in p for p in pairs)
-    assert len(report["real_loo"]["mahalanobis_per_pair_median"]) == len(TOY) * (len(TOY) - 1) // 2
+    assert set(report["real_loo"]["mahalanobis_per_pair_median"]) == set(pairs)
+    assert set(report["synthetic"]["mahalanobis_per_pair_median"]) <= set(pairs)
+    assert set(report["synthetic"]["presence"]) == set(organs)  # absent organs are not "0 % present"
+    same = ev.real_baseline([s.restricted(organs) for s in eval_real])
+    assert report["summary"]["mahalanobis_median"]["real_loo"] == same["mahalanobis_median"]
+    assert report["summary"]["mahalanobis_median"]["real_loo"] != eval_baseline["mahalanobis_median"]
     assert plot_report(report, tmp_path / "f.png").stat().st_size > 10_000

@@ -361,13 +361,22 @@ def compare(
         problems.append("synthetic set: expected at least 1 label map; found none")
     if problems:
         raise EvaluationError(problems)
-    model = fit_reference(real, settings)
-    shared = sorted(set(model.organs) & {o for s in synthetic for o in s.volumes_ml})
+    real_organs = sorted({o for s in real for o in s.volumes_ml})
+    syn_organs = sorted({o for s in synthetic for o in s.volumes_ml})
+    shared = sorted(set(real_organs) & set(syn_organs))
     if not shared:
         raise EvaluationError([
-            f"synthetic set: expected organs in common with the real set ({', '.join(model.organs)}); "
-            f"found {', '.join(sorted({o for s in synthetic for o in s.volumes_ml}))} (wrong label table?)"
+            f"synthetic set: expected organs in common with the real set ({', '.join(real_organs)}); "
+            f"found {', '.join(syn_organs)} (wrong label table?)"
         ])
+    if shared != real_organs or shared != syn_organs:
+        # both sets scored on the organs both have, so that synthetic and real leave-one-out figures
+        # are medians over the same pairs (real maps may label far more: TotalSegmentator's 117);
+        # the others are listed in the report's inputs
+        real = [s.restricted(shared) for s in real]
+        synthetic = [s.restricted(shared) for s in synthetic]
+        baseline = None  # a precomputed baseline covers every real organ
+    model = fit_reference(real, settings)
     syn = score_set(model, synthetic, records, settings)
     base = baseline if baseline is not None else real_baseline(real, settings)
     headline: dict[str, Any] = {k: {"synthetic": syn.get(k), "real_loo": base.get(k)} for k in _HEADLINE}
@@ -383,8 +392,8 @@ def compare(
             "real": {"n": len(real), "cases": [s.case_id for s in real]},
             "synthetic": {"n": len(synthetic), "cases": [s.case_id for s in synthetic]},
             "organs_compared": shared,
-            "organs_only_real": sorted(set(model.organs) - set(shared)),
-            "organs_only_synthetic": sorted({o for s in synthetic for o in s.volumes_ml} - set(model.organs)),
+            "organs_only_real": sorted(set(real_organs) - set(shared)),
+            "organs_only_synthetic": sorted(set(syn_organs) - set(shared)),
         },
         "summary": headline,
         "pair_table": pair_table(model, syn, base),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,16 @@ class MapSummary:
     @property
     def organs(self) -> list[str]:
         return sorted(self.volumes_ml)
+
+    def restricted(self, organs: Iterable[str]) -> MapSummary:
+        """The summary of only ``organs`` (volumes, centroids, contacts among them, truncation)."""
+        keep = set(organs)
+        return MapSummary(
+            case_id=self.case_id, source=self.source, spacing_mm=self.spacing_mm,
+            volumes_ml={o: v for o, v in self.volumes_ml.items() if o in keep},
+            centroids_mm={o: c for o, c in self.centroids_mm.items() if o in keep},
+            contacts=frozenset(p for p in self.contacts if p <= keep),
+            truncated=frozenset(self.truncated & keep))
 
 
 # ---- label tables ------------------------------------------------------------------------------
