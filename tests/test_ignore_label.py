@@ -89,3 +89,44 @@ def test_fit_step_on_stream_with_ignored_context_is_finite() -> None:
     loss = m.loss_fn(m(b["image"]), b["label"])
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_written_ignore_label_is_nnunet_s_and_read_back_as_ignored(tmp_path: Path) -> None:
+    """`anatomix synth` writes the ignore label as N + 1, declared `ignore` in dataset.json (nnU-Net
+    v2: the highest value); replay writes the same bytes, and the data modules skip it again."""
+    import json
+
+    import SimpleITK as sitk
+
+    from anatomix.api import synth_config
+    from anatomix.replay import replay_to_folder
+    from anatomix.synth import build_generator, write_dataset
+
+    cfg = synth_config(graph="abdomen")
+    cfg = cfg.model_copy(update={"context": cfg.context.model_copy(update={"labels": "ignore"}),
+                                 "grid": cfg.grid.model_copy(update={"shape": (40, 40, 40),
+                                                                     "spacing_mm": (4.0, 4.0, 4.0)})})
+    gen = build_generator(cfg, seed=0)
+    out = tmp_path / "synth"
+    write_dataset(gen, out, n=1, seed=0, workers=1, progress=False)
+    labels = json.loads((out / "dataset.json").read_text())["labels"]
+    ignore = labels["ignore"]
+    assert ignore == max(labels.values()) == len(labels) - 1  # after background and N classes
+
+    def read(path: Path) -> np.ndarray:
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).transpose(2, 1, 0)
+
+    written = read(out / "labelsTr" / "anatomix_000000.nii.gz")
+    source = gen.sample(0).label
+    assert (source == 255).any() and np.array_equal(written == ignore, source == 255)
+    again = replay_to_folder(out / "records" / "anatomix_000000.json", tmp_path / "replay")
+    assert read(again[1]).tobytes() == written.tobytes()
+
+    with_classes = SynthDataModule(files=str(out), classes=["liver", "spleen"], patch_size=(40, 40, 40),
+                                   batch_size=1, num_workers=0)
+    with_classes.setup("fit")
+    assert with_classes.ignore_index == 255
+    lut = with_classes._files_dm.lut()
+    assert lut[ignore] == 255 and lut[labels["liver"]] == 1 and lut[labels["spleen"]] == 2
+    plain = SynthDataModule(files=str(out), patch_size=(40, 40, 40), batch_size=1, num_workers=0)
+    assert plain.ignore_index == ignore and plain.num_classes == ignore  # classes 0..N, ignore not one

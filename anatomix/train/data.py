@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 CROP_STREAM = 9001
 #: validation samples of the on-the-fly stream use indices from here on (disjoint from training).
 VAL_INDEX_OFFSET = 2**40
+#: a source label named so is nnU-Net v2's ignore label (``anatomix synth`` writes one for
+#: ``context: {labels: ignore}``); mapped onto classes, it becomes IGNORE_INDEX
+IGNORE_NAME = "ignore"
+IGNORE_INDEX = 255
 
 Intensity = Literal["auto", "minmax", "none"]
 
@@ -412,7 +416,7 @@ class SynthDataModule(pl.LightningDataModule):
                 datalist=str(Path(files) / "datalist.json") if (Path(files) / "datalist.json").is_file() else None,
                 nnunet_dir=None if (Path(files) / "datalist.json").is_file() else files,
                 classes=self.classes, source_labels=str(Path(files) / "dataset.json")
-                if self.classes and (Path(files) / "dataset.json").is_file() else None,
+                if (Path(files) / "dataset.json").is_file() else None,
                 num_classes=num_classes, patch_size=self.patch_size, spacing_mm=None, ct_window=None,
                 batch_size=batch_size, num_samples=self.num_samples, num_workers=num_workers, seed=seed,
                 augment=False)
@@ -435,8 +439,11 @@ class SynthDataModule(pl.LightningDataModule):
     @property
     def ignore_index(self) -> int | None:
         """The label value the loss should skip: the synthesis config's ``context.ignore_value``
-        when ``context.labels`` is ``ignore``, else None (also for ``files``)."""
-        if self.synth_config is None or self._files_dm is not None:
+        when ``context.labels`` is ``ignore``, else None; for ``files``, that of their
+        dataset.json's ``ignore`` label (see :attr:`RealDataModule.ignore_index`)."""
+        if self._files_dm is not None:
+            return self._files_dm.ignore_index
+        if self.synth_config is None:
             return None
         ctx = getattr(self.factory().config(), "context", None)  # fdif configs have no context
         return int(ctx.ignore_value) if ctx is not None and ctx.labels == "ignore" else None
@@ -809,6 +816,11 @@ class RealDataModule(pl.LightningDataModule):
         self._lists = lists
         return lists
 
+    def _source_ignore(self) -> int | None:
+        """The source value of an ``ignore`` label (nnU-Net v2's convention), or None."""
+        self._load_lists()
+        return next((int(v) for v, n in (self._source or {}).items() if n == IGNORE_NAME), None)
+
     def lut(self) -> np.ndarray | None:
         self._load_lists()
         if not self.classes:
@@ -816,7 +828,23 @@ class RealDataModule(pl.LightningDataModule):
         if self._source is None:
             raise ConfigError("data.classes needs data.source_labels (a preset such as 'totalsegmentator', "
                               "or a dataset.json) to know which source label is which organ")
-        return build_label_lut(self._source, self.classes)
+        ignore = self._source_ignore()
+        if ignore is None:
+            return build_label_lut(self._source, self.classes)
+        lut = build_label_lut({v: n for v, n in self._source.items() if v != ignore}, self.classes)
+        if len(lut) <= ignore:
+            lut = np.concatenate([lut, np.zeros(ignore + 1 - len(lut), dtype=lut.dtype)])
+        lut[ignore] = IGNORE_INDEX
+        return lut
+
+    @property
+    def ignore_index(self) -> int | None:
+        """The label value the loss should skip: where the source labels have an ``ignore`` label,
+        IGNORE_INDEX (255) once mapped onto ``classes``, else its own value; None without one."""
+        ignore = self._source_ignore()
+        if ignore is None:
+            return None
+        return IGNORE_INDEX if self.classes else ignore
 
     def lateral_swap(self) -> np.ndarray | None:
         """Label value -> its mirror's value (kidney_left <-> kidney_right, every lateral pair of
@@ -838,7 +866,9 @@ class RealDataModule(pl.LightningDataModule):
         if self._num_classes is not None:
             return int(self._num_classes)
         self._load_lists()
-        return max(self._source) + 1 if self._source else None
+        ignore = self._source_ignore()
+        values = [v for v in (self._source or {}) if v != ignore]
+        return max(values) + 1 if values else None
 
     # -- transforms --
     def _base(self, keys: list[str]) -> list[Any]:
