@@ -21,19 +21,6 @@ from anatomix.cli_checks import (
     violating_cases,
 )
 
-def _help_width() -> None:
-    """Piped or captured help (``--help | less``, a log) is drawn 120 columns wide: at the 80 a
-    non-terminal gets by default, rich cuts long option names (``--anatomical-parents``)."""
-    import os
-
-    import typer.rich_utils
-
-    if typer.rich_utils.MAX_WIDTH is None and not os.environ.get("COLUMNS") and not sys.stdout.isatty():
-        typer.rich_utils.MAX_WIDTH = 120
-
-
-_help_width()
-
 app = typer.Typer(
     name="anatomix",
     help="Synthetic, fully labelled 3D volumes with correct anatomy, for segmentation pre-training.",
@@ -463,9 +450,9 @@ def evaluate_command(
     from anatomix.evaluate import Settings, evaluate
 
     console = Console(stderr=True)
-    settings = Settings(eval_spacing_mm=spacing_mm, contact_tolerance_mm=tolerance_mm)
     syn: str | list[str] = synthetic[0] if len(synthetic) == 1 else list(synthetic)
     try:
+        settings = Settings(eval_spacing_mm=spacing_mm, contact_tolerance_mm=tolerance_mm)
         with console.status("reading label maps") as status:
             report = evaluate(real, syn, real_labels=real_labels, synthetic_labels=synthetic_labels,
                               out=out, plot=plot, settings=settings,
@@ -536,8 +523,19 @@ def appearance_learn_command(
     typer.echo(f"wrote {out}: {len(prior['structures'])} structure(s) from {prior['source_pairs']} pair(s)")
 
 
+def _wide_when_piped() -> None:
+    """Output to a pipe, a file or a CI log is drawn 160 columns wide (``COLUMNS``, which rich
+    reads): at the 80 a non-terminal gets by default, rich cuts table cells and option names, so
+    ``adrenal_gland_left`` and ``adrenal_gland_right`` both read ``adrenal_gla…``."""
+    import os
+
+    if "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        os.environ["COLUMNS"] = "160"
+
+
 def main() -> None:
     """Console-script entry point."""
+    _wide_when_piped()
     if len(sys.argv) > 1 and sys.argv[1] in LIGHTNING_COMMANDS:
         from anatomix.train.cli import lightning_main
 

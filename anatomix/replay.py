@@ -61,8 +61,11 @@ def _bank_for(record: dict[str, Any], bank: ShapeBank | str | os.PathLike[str] |
     if isinstance(bank, ShapeBank):
         found = bank
     else:
+        from anatomix.resources import resolve
+
         path = bank if bank is not None else record["config"].get("bank")
-        found = ShapeBank.load(path) if path else ShapeBank.default()
+        # `default` (the embedded bank) or another shipped name, as every other --bank takes
+        found = ShapeBank.load(resolve("bank", path)) if path else ShapeBank.default()
     pinned = record["pins"].get("bank_sha256")
     have = found.manifest.content_hash  # verified when the bank was loaded
     if pinned and have != pinned:
@@ -100,8 +103,8 @@ def replay_to_folder(record_path: str | os.PathLike[str], out_dir: str | os.Path
                      bank: ShapeBank | str | os.PathLike[str] | None = None) -> list[Path]:
     """Replay a record and write ``<case>_0000.nii.gz`` and ``<case>.nii.gz`` into ``out_dir``
     (the names ``anatomix synth`` gives them). Returns the two paths."""
+    sample = replay_record(record_path, bank=bank)  # errors name the record file
     rec = load_record(record_path)
-    sample = replay_record(rec, bank=bank)
     case = str(rec.get("case") or Path(record_path).stem)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

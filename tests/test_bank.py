@@ -207,6 +207,14 @@ def test_wrong_side(tmp_path: Path) -> None:
     assert "wrong_side" not in flags["adrenal_gland_left"]
 
 
+@pytest.mark.parametrize("spacing", [0.0, float("nan"), 0.05, 25.0])
+def test_a_bad_spacing_is_refused_before_any_file_is_read(tmp_path: Path, spacing: float) -> None:
+    f = bank_write(tmp_path / "a.nii.gz", bank_phantom())
+    with pytest.raises(InputError, match=r"--spacing: expected 1 or 3 values from 0.1 to 20 mm") as e:
+        ingest_masks([f], tmp_path / "b", labels="flare22", spacing_mm=spacing)
+    assert len(e.value.problems) == 1 and not (tmp_path / "b").exists()
+
+
 def test_strict_and_truncated_policies(tmp_path: Path) -> None:
     f = bank_write(tmp_path / "a.nii.gz", bank_phantom())
     with pytest.raises(InputError) as e:

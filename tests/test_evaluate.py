@@ -402,3 +402,12 @@ def test_sets_are_scored_on_the_organs_both_have(eval_real, eval_baseline, tmp_p
     assert report["summary"]["mahalanobis_median"]["real_loo"] == same["mahalanobis_median"]
     assert report["summary"]["mahalanobis_median"]["real_loo"] != eval_baseline["mahalanobis_median"]
     assert plot_report(report, tmp_path / "f.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("kw, option", [({"eval_spacing_mm": float("nan")}, "--spacing-mm"),
+                                        ({"eval_spacing_mm": 0.0}, "--spacing-mm"),
+                                        ({"contact_tolerance_mm": float("nan")}, "--contact-tolerance-mm"),
+                                        ({"contact_tolerance_mm": -1.0}, "--contact-tolerance-mm")])
+def test_bad_settings_are_refused_by_name(kw, option):
+    with pytest.raises(ev.EvaluationError, match=f"{option}: expected"):
+        ev.Settings(**kw)

@@ -46,6 +46,10 @@ def test_replay_refuses_another_bank(tmp_path, anatomy_graph, anatomy_bank):
     record = g.sample_record(0)
     with pytest.raises(ReplayError, match="pins shape bank"):
         replay_record(record)  # the embedded bank is not the toy bank the record pins
+    path = tmp_path / "case.json"
+    path.write_text(json.dumps(record))
+    with pytest.raises(ReplayError, match=f"^{path}: the record pins shape bank"):  # names the file
+        replay_to_folder(path, tmp_path / "out")
 
 
 def test_shipped_graph_case_replays_from_its_record_alone(tmp_path, repo_root):
@@ -63,6 +67,11 @@ def test_shipped_graph_case_replays_from_its_record_alone(tmp_path, repo_root):
     assert res.exit_code == 0, res.output
     assert _sha(tmp_path / "r" / "anatomix_000000_0000.nii.gz") == _sha(out / "imagesTr" / "anatomix_000000_0000.nii.gz")
     assert _sha(tmp_path / "r" / "anatomix_000000.nii.gz") == _sha(out / "labelsTr" / "anatomix_000000.nii.gz")
+    # --bank takes `default` (the embedded bank) as every other command does
+    res = runner.invoke(app, ["replay", str(out / "records" / "anatomix_000000.json"), "--out", str(tmp_path / "d"),
+                              "--bank", "default"])
+    assert res.exit_code == 0, res.output
+    assert _sha(tmp_path / "d" / "anatomix_000000.nii.gz") == _sha(out / "labelsTr" / "anatomix_000000.nii.gz")
 
 
 def test_fdif_record_replays(tmp_path):

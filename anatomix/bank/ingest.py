@@ -293,6 +293,7 @@ def ingest_masks(
         spec = resolve_labels(labels)
     except InputError as e:
         problems.extend(e.problems)
+    bad_options = bool(problems)  # no file is read with a bad option (a spacing of 0 would overflow)
     paths: list[Path] = []
     for raw in inputs:  # expand one by one so that a missing path does not hide other problems
         try:
@@ -301,7 +302,7 @@ def ingest_masks(
             problems.extend(e.problems)
     if not inputs:
         problems.append("inputs: expected at least one label map or folder, found none")
-    if spec is None or (problems and not paths):
+    if spec is None or bad_options or (problems and not paths):
         raise InputError(problems)
 
     subjects: list[_Subject] = []

@@ -43,6 +43,17 @@ class Settings:
     min_log_volume_std: float = 0.1
     min_real_support: int = 2
 
+    def __post_init__(self) -> None:
+        problems = []
+        if not (math.isfinite(self.eval_spacing_mm) and 0.5 <= self.eval_spacing_mm <= 10.0):
+            problems.append(f"--spacing-mm: expected an evaluation grid spacing from 0.5 to 10 mm, "
+                            f"found {self.eval_spacing_mm!r}")
+        t = self.contact_tolerance_mm
+        if t is not None and not (math.isfinite(t) and 0.0 <= t <= 50.0):
+            problems.append(f"--contact-tolerance-mm: expected a surface gap from 0 to 50 mm, found {t!r}")
+        if problems:
+            raise EvaluationError(problems, what="evaluation settings")
+
     @property
     def tolerance_mm(self) -> float:
         return float(self.eval_spacing_mm if self.contact_tolerance_mm is None else self.contact_tolerance_mm)
