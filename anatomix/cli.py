@@ -447,16 +447,24 @@ def evaluate_command(
             fail(f"{option} {path}: expected a new file, found it exists; pass --overwrite to replace it")
     from rich.console import Console
 
-    from anatomix.evaluate import Settings, evaluate
+    import warnings
+
+    from anatomix.evaluate import EvaluationWarning, Settings, evaluate
 
     console = Console(stderr=True)
     syn: str | list[str] = synthetic[0] if len(synthetic) == 1 else list(synthetic)
     try:
         settings = Settings(eval_spacing_mm=spacing_mm, contact_tolerance_mm=tolerance_mm)
-        with console.status("reading label maps") as status:
+        with console.status("reading label maps") as status, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", EvaluationWarning)
             report = evaluate(real, syn, real_labels=real_labels, synthetic_labels=synthetic_labels,
                               out=out, plot=plot, settings=settings,
                               progress=lambda name: status.update(f"reading {name}"))
+        for w in caught:
+            if issubclass(w.category, EvaluationWarning):
+                console.print(f"[yellow]warning:[/] {escape(str(w.message))}")
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     except AnatomixError as exc:
         fail(str(exc))
         return

@@ -315,8 +315,8 @@ def test_cli_end_to_end(tmp_path):
     for i in range(2):
         _write(syn / "labelsTr" / f"anatomix_{i:06d}.nii.gz", *toy_subject(9, i, spacing=(1.5, 1.5, 2.0)))
         rep = [{"type": "avoid", "a": "liver", "b": "stomach", "hard": True, "value": 0.3, "holds": i == 0}]
-        (syn / "records" / f"anatomix_{i:06d}.json").write_text(json.dumps({"seed": 0, "index": i,
-                                                                             "constraint_report": rep}))
+        (syn / "records" / f"anatomix_{i:06d}.json").write_text(json.dumps({
+            "seed": 0, "index": i, "constraint_report": rep, "grid": {"fov": "window" if i == 0 else "whole"}}))
     labels = tmp_path / "real_labels.yaml"
     labels.write_text("\n".join(f"{v}: {o}" for o, v in TOY_VALUES.items()))
     out, png = tmp_path / "report.json", tmp_path / "report.png"
@@ -326,6 +326,9 @@ def test_cli_end_to_end(tmp_path):
     report = json.loads(out.read_text())
     assert report["inputs"]["real"]["n"] == 3 and report["inputs"]["synthetic"]["n"] == 2
     assert report["summary"]["impossible_overlaps_total"]["synthetic"] == 1
+    # window cases against whole scans are compared, with a warning that says what to do instead
+    assert "warning: 1 of 2 synthetic case(s) are fixed-size windows" in " ".join(res.output.split())
+    assert "--fov whole" in res.output and report["inputs"]["synthetic"]["window_cases"] == 1
     assert report["synthetic"]["constraint_reports"]["cases_with_report"] == 2
     assert png.stat().st_size > 10_000
     # the per-pair table: every reference pair in the report, the worst ones printed

@@ -58,6 +58,7 @@ from anatomix.evaluate.scoring import (
 from anatomix.labels import MIDLINE_SIDE  # re-exported: the organ fact lives in labels
 from anatomix.evaluate.summary import (
                                        EvaluationError,
+                                       EvaluationWarning,
                                        MapSummary,
                                        Settings,
                                        load_label_set,
@@ -72,6 +73,7 @@ __all__ = [
     "MIDLINE_SIDE",
     "REPORT_FORMAT_VERSION",
     "EvaluationError",
+    "EvaluationWarning",
     "MapSummary",
     "ReferenceModel",
     "Settings",

@@ -13,6 +13,7 @@ import numpy as np
 from anatomix.evaluate.scoring import check_real_laterality, compare
 from anatomix.evaluate.summary import (
     EvaluationError,
+    EvaluationWarning,
     Settings,
     load_label_set,
     load_synthetic_set,
@@ -222,7 +223,16 @@ def evaluate(
         syn_s = load_label_set(synthetic, synthetic_labels, settings=settings, what="synthetic label maps",
                                progress=progress)
         records = {}
+    windowed = sum(1 for r in records.values() if (r.get("grid") or {}).get("fov") == "window")
+    if windowed:
+        import warnings
+
+        warnings.warn(f"{windowed} of {len(records)} synthetic case(s) are fixed-size windows (grid fov "
+                      "window), not whole abdomens: organs the window cuts score as too small or absent, "
+                      "and their offsets and contacts as unrealistic. To compare with whole real scans, "
+                      "synthesise with `anatomix synth --fov whole`", EvaluationWarning, stacklevel=2)
     report = compare(real_s, syn_s, records or None, settings)
+    report["inputs"]["synthetic"]["window_cases"] = windowed
     if plot is not None:
         plot_report(report, plot)
     if out is not None:

@@ -23,6 +23,10 @@ class EvaluationError(InputError):
         super().__init__(problems, what)
 
 
+class EvaluationWarning(UserWarning):
+    """Inputs that evaluate but may not compare like with like (``anatomix evaluate`` prints it)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """How maps are compared. Lengths in mm.
