@@ -73,8 +73,11 @@ def violating_cases(out: str, n: int) -> list[tuple[str, str]]:
         if not isinstance(rec, dict) or int(rec.get("index", -1)) >= n:
             continue
         c = rec.get("constraints") or {}
+        hard = c.get("hard_violations") or []
+        # a required organ that was not placed also makes hard_ok false, with no violation to name
         why = ([f"required organ(s) not placed: {', '.join(c['failed'])}"] if c.get("failed") else []) + \
-            ([f"hard violations: {', '.join(c.get('hard_violations') or ['?'])}"] if c.get("hard_ok") is False else [])
+            ([f"hard violations: {', '.join(hard or ['?'])}"]
+             if c.get("hard_ok") is False and (hard or not c.get("failed")) else [])
         if why:
             bad.append((str(rec.get("case", p.stem)), "; ".join(why)))
     return bad

@@ -644,3 +644,30 @@ def test_learn_takes_anatomical_parents_where_it_knows_them():
                                adrenal.anchor_mean_mm - g.organ("kidney_left").anchor_mean_mm, atol=1.0)
     order = g.placement_order()
     assert order.index("kidney_left") < order.index("adrenal_gland_left")
+
+
+def test_an_organ_name_typo_is_one_problem_pointing_at_the_misspelt_key(tmp_path) -> None:
+    """`pancraes:` under organs: the relations naming `pancreas` are one problem, whose suggestion is
+    the misspelt key (not the first declared names alphabetically)."""
+    from anatomix.graph.files import cross_problems
+
+    raw = {"organs": {"liver": {}, "pancraes": {}, "spleen": {}},
+           "relations": [{"a": "pancreas", "b": "liver", "type": "contact"},
+                         {"a": "spleen", "b": "pancreas", "type": "avoid"}]}
+    problems = cross_problems(raw, "g.yaml")
+    assert [p for p in problems if "relations" in p] == [
+        "g.yaml: relations[0].a, relations[1].b (2 relations): expected an organ declared under `organs` "
+        "(closest declared: pancraes); found 'pancreas'"]
+
+
+def test_violating_cases_name_the_unplaced_organ_without_a_placeholder(tmp_path) -> None:
+    import json
+
+    from anatomix.cli_checks import violating_cases
+
+    (tmp_path / "records").mkdir()
+    for case, c in (("a", {"failed": ["liver"], "hard_ok": False, "hard_violations": []}),
+                    ("b", {"failed": [], "hard_ok": False, "hard_violations": ["avoid liver|stomach"]})):
+        (tmp_path / "records" / f"{case}.json").write_text(json.dumps({"index": 0, "case": case, "constraints": c}))
+    assert violating_cases(str(tmp_path), 1) == [("a", "required organ(s) not placed: liver"),
+                                                 ("b", "hard violations: avoid liver|stomach")]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -147,17 +149,14 @@ def cross_problems(raw: Any, source: str) -> list[str]:
     pair_types: dict[frozenset, dict[str, int]] = {}
     parents: dict[str, tuple[str, int]] = {}
     directions: dict[tuple[str, str, str], int] = {}
+    undeclared: dict[str, list[str]] = {}  # organ name -> the fields naming it (one problem per name)
     for i, r in enumerate(rels):
         if not isinstance(r, dict):
             continue
         a, b, t = r.get("a"), r.get("b"), r.get("type")
         for key, v in (("a", a), ("b", b)):
             if isinstance(v, str) and organs is not None and v not in names:
-                close = [n for n in closest_organs(v) if n in names] or sorted(names)[:3]
-                problems.append(
-                    f"{source}: relations[{i}].{key}: expected an organ declared under `organs` "
-                    f"(closest declared: {', '.join(close)}); found {v!r}"
-                )
+                undeclared.setdefault(v, []).append(f"relations[{i}].{key}")
         if not (isinstance(a, str) and isinstance(b, str) and a != b):
             continue
         pair = frozenset((a, b))
@@ -210,6 +209,14 @@ def cross_problems(raw: Any, source: str) -> list[str]:
                     )
                 break
             chain.append(node)
+    for v, fields in undeclared.items():
+        # the declared name a typo most likely meant (a misspelt key under `organs` too)
+        close = difflib.get_close_matches(v, sorted(names), n=3, cutoff=0.6) or \
+            [n for n in closest_organs(v) if n in names]
+        hint = f" (closest declared: {', '.join(close)})" if close else ""
+        where = fields[0] if len(fields) == 1 else f"{', '.join(fields[:4])}{', ...' if len(fields) > 4 else ''} " \
+                                                    f"({len(fields)} relations)"
+        problems.append(f"{source}: {where}: expected an organ declared under `organs`{hint}; found {v!r}")
     return problems
 
 
