@@ -93,7 +93,8 @@ class Synthesizer:
     def __init__(self, graph: str | os.PathLike[str] | None = None, *,
                  config: str | os.PathLike[str] | None = None, bank: str | os.PathLike[str] | None = None,
                  seed: int = 0, device: str = "cpu", fov: str | None = None) -> None:
-        from anatomix.synth import build_generator, output_label_lut
+        from anatomix.output_labels import output_label_lut
+        from anatomix.synth import build_generator
 
         self.config = synth_config(graph=graph, config=config, bank=bank, fov=fov)
         self.seed = int(seed)
@@ -121,7 +122,7 @@ class Synthesizer:
     def label_names(self) -> dict[int, str]:
         """Label value -> organ (or class) name: the classes the cases can hold, consecutive from 1,
         as in the written files' dataset.json (graph organs without a bank shape left out)."""
-        from anatomix.synth import written_label_names
+        from anatomix.output_labels import written_label_names
 
         return written_label_names(self.generator)
 

@@ -109,7 +109,7 @@ def replay_to_folder(record_path: str | os.PathLike[str], out_dir: str | os.Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     image = write_volume(out / f"{case}_0000.nii.gz", image_to_write(sample), sample.spacing_mm, sample.origin_mm)
-    values = rec.get("label_file_values")  # synth writes consecutive values (anatomix.synth.output_label_lut)
+    values = rec.get("label_file_values")  # synth writes consecutive values (anatomix.output_labels.output_label_lut)
     lab = sample.label
     if values:
         lut = np.zeros(256, dtype=np.uint8)

@@ -29,6 +29,7 @@ import numpy as np
 from anatomix.anatomy import AnatomyGenerator
 from anatomix.config import MODES
 from anatomix.errors import AnatomixError, Interrupted
+from anatomix.output_labels import IGNORE_NAME, ignore_value, labels_table, output_label_lut, produced_labels
 from anatomix.record import Pins, pin_changes
 from anatomix.sample import Sample, image_to_write
 from anatomix.sdf.generator import FdifGenerator
@@ -41,15 +42,10 @@ __all__ = [
     "SynthError",
     "build_generator",
     "case_name",
-    "ignore_value",
-    "output_label_lut",
     "write_dataset",
-    "written_label_names",
 ]
 
 CASE_PREFIX = "anatomix"
-#: dataset.json's name of the ignore label (nnU-Net v2's convention)
-IGNORE_NAME = "ignore"
 RUN_FILE = "anatomix_run.json"
 
 
@@ -151,7 +147,7 @@ def _write_case(generator: SampleGenerator, out: Path, index: int) -> dict[str, 
               "spacing_mm": list(sample.spacing_mm), "origin_mm": list(sample.origin_mm)}
     record.update(sample.record)
     if lut is not None:  # generator value -> value in the label file (replay writes the same)
-        written = [*_produced_labels(generator), *([ignore_value(generator)] if ignore_value(generator) else [])]
+        written = [*produced_labels(generator), *([ignore_value(generator)] if ignore_value(generator) else [])]
         record["label_file_values"] = {str(v): int(lut[v]) for v in written}
     _write_json(record_path, record)
     return record
@@ -234,60 +230,6 @@ def _run_info(generator: SampleGenerator, seed: int) -> dict[str, Any]:
             "labels": {str(k): v for k, v in sorted(generator.label_names().items())}}
 
 
-def _produced_labels(generator: SampleGenerator) -> dict[int, str]:
-    """Generator label value -> name, for the classes this run can produce (sorted by value).
-
-    Graph organs without a bank shape (``generator.missing_organs``) can never appear.
-    """
-    missing = set(getattr(generator, "missing_organs", None) or ())
-    return {int(v): str(n) for v, n in sorted(generator.label_names().items())
-            if int(v) != 0 and str(n) not in missing}
-
-
-def ignore_value(generator: SampleGenerator) -> int | None:
-    """The generator's ignore label (``context: {labels: ignore}``: ``context.ignore_value`` on
-    context structures), or None."""
-    ctx = getattr(getattr(generator, "config", None), "context", None)
-    if ctx is None or not getattr(ctx, "enabled", False) or getattr(ctx, "labels", None) != "ignore":
-        return None
-    return int(ctx.ignore_value)
-
-
-def output_label_lut(generator: SampleGenerator) -> np.ndarray | None:
-    """Look-up table generator value -> written value; None: identity.
-
-    Classes are written consecutive 1..N (nnU-Net v2), and the ignore label as N + 1, declared
-    ``ignore`` in dataset.json: nnU-Net v2's ignore label must be the highest value.
-    """
-    produced = _produced_labels(generator)
-    ignore = ignore_value(generator)
-    if list(produced) == list(range(1, len(produced) + 1)) and ignore in (None, len(produced) + 1):
-        return None
-    lut = np.zeros(256, dtype=np.uint8)
-    for new, old in enumerate(produced, start=1):
-        lut[old] = new
-    if ignore is not None:
-        lut[ignore] = len(produced) + 1
-    return lut
-
-
-def written_label_names(generator: SampleGenerator) -> dict[int, str]:
-    """Written label value -> name: the classes the run can produce, consecutive from 1, then
-    ``ignore`` where the run writes one (the values of the label files, dataset.json's ``labels``)."""
-    names = {new: name for new, name in enumerate(_produced_labels(generator).values(), start=1)}
-    if ignore_value(generator) is not None:
-        names[len(names) + 1] = IGNORE_NAME
-    return names
-
-
-def _labels_table(generator: SampleGenerator) -> dict[str, int]:
-    """dataset.json ``labels``: background 0, then only the classes the run can produce, consecutive
-    (the label files are written through :func:`output_label_lut`)."""
-    table: dict[str, int] = {"background": 0}
-    table.update({name: new for new, name in written_label_names(generator).items()})
-    return table
-
-
 def _channel_name(generator: SampleGenerator) -> str:
     """nnU-Net channel name: the config's ``channel_name``; else ``CT`` for CT-windowed (anatomy) images."""
     config = getattr(generator, "config", None)
@@ -313,9 +255,9 @@ def _write_indexes(generator: SampleGenerator, out: Path, seed: int) -> list[dic
             "name": "anatomix",
             "description": f"anatomix synthetic volumes (seed {seed})",
             "channel_names": {"0": _channel_name(generator)},
-            "labels": _labels_table(generator),
+            "labels": labels_table(generator),
             # generator value of each written class (written values are consecutive, see output_label_lut)
-            "anatomix_source_values": {**{n: v for v, n in _produced_labels(generator).items()},
+            "anatomix_source_values": {**{n: v for v, n in produced_labels(generator).items()},
                                        **({IGNORE_NAME: ignore_value(generator)} if ignore_value(generator) else {})},
             "numTraining": len(records),
             "file_ending": ".nii.gz",
@@ -324,7 +266,7 @@ def _write_indexes(generator: SampleGenerator, out: Path, seed: int) -> list[dic
         _write_json(out / "dataset.json", dataset)
         datalist = {
             "name": "anatomix",
-            "labels": {str(v): k for k, v in _labels_table(generator).items()},
+            "labels": {str(v): k for k, v in labels_table(generator).items()},
             "numTraining": len(records),
             "training": [{"image": r["image"], "label": r["label"]} for r in records],
         }

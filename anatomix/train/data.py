@@ -30,6 +30,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from anatomix.errors import ConfigError
 from anatomix.io import IMAGE_SUFFIXES, is_dicom_folder, resample_label_map
+from anatomix.output_labels import IGNORE_NAME
 from anatomix.rng import sample_rng
 
 __all__ = [
@@ -51,9 +52,8 @@ log = logging.getLogger(__name__)
 CROP_STREAM = 9001
 #: validation samples of the on-the-fly stream use indices from here on (disjoint from training).
 VAL_INDEX_OFFSET = 2**40
-#: a source label named so is nnU-Net v2's ignore label (``anatomix synth`` writes one for
+#: a source label named IGNORE_NAME is nnU-Net v2's ignore label (``anatomix synth`` writes one for
 #: ``context: {labels: ignore}``); mapped onto classes, it becomes IGNORE_INDEX
-IGNORE_NAME = "ignore"
 IGNORE_INDEX = 255
 
 Intensity = Literal["auto", "minmax", "none"]
