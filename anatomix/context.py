@@ -131,6 +131,11 @@ def load_context_subject(bank_path: str | None = None) -> ContextSubject:
     step = max(1, int(round(_COARSE_MM / float(sp[0]))))
     coarse = fine[::step, ::step, ::step]
     csp = float(sp[0]) * step
+    # the union of the crops ends in slices no structure reaches: keep the slices with anatomy,
+    # so that a scene reaching past the subject repeats its last slice of body, not empty air
+    zs = np.flatnonzero(coarse.any(axis=(0, 1)))
+    coarse = coarse[:, :, zs[0]:zs[-1] + 1]
+    lo = lo + np.array([0.0, 0.0, zs[0] * csp])
     pad = int(round(_PAD_MM / csp))
     ids = np.pad(coarse, ((pad, pad), (pad, pad), (0, 0)))
     outside = np.zeros(ids.shape, dtype=np.uint8)

@@ -60,6 +60,24 @@ def test_render_context_anatomy_is_where_it_belongs():
     assert (m.gen == names["skin"]).any() and (m.gen == 0).any()
 
 
+def test_a_scene_past_the_context_subject_continues_its_last_slices_not_air():
+    """The subject ends in slices with anatomy, so a grid above (or below) it repeats its last body
+    slice: organs placed up there sit in the body, not in air."""
+    s = load_context_subject()
+    assert s.ids[:, :, 0].any() and s.ids[:, :, -1].any()  # no empty end slices
+
+    class Scene:
+        body_scale = 1.0
+        organs = ()
+
+    p = sample_context(Scene(), s, np.random.default_rng(0), ContextConfig(elastic_mm=(0, 0), scale_jitter=(1, 1)))
+    top = s.origin_mm[2] + (s.ids.shape[2] - 1) * s.spacing_mm  # body frame z of the last slice (no jitter)
+    grid = Grid((60, 50, 8), (6.0, 6.0, 6.0), (-180.0, -150.0, top * p["scale"][2] + p["translation_mm"][2] + 12.0))
+    m = render_context(p, grid, s)
+    body = m.gen > 0
+    assert min(body[:, :, k].mean() for k in range(8)) > 0.3  # the torso's cross-section in every slice
+
+
 def test_default_labels_context_as_background_and_targets_win():
     g = _gen()
     s = g.sample(0)
