@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import json
 import shutil
 from pathlib import Path
@@ -205,6 +207,29 @@ def test_wrong_side(tmp_path: Path) -> None:
     flags = {r.organ: r.qc_flags for r in m.shapes}
     assert "wrong_side" in flags["kidney_left"] and "wrong_side" in flags["kidney_right"]
     assert "wrong_side" not in flags["adrenal_gland_left"]
+
+
+def test_a_wrong_label_table_is_flagged_by_implausible_volumes(tmp_path: Path) -> None:
+    """A real label map read with a wrong numbering (liver and spleen swapped with the adrenal
+    glands): the warning asks whether --labels is right; with its own table, no such warning."""
+    from anatomix.bank.qc import implausible_volumes
+    from anatomix.labels import preset
+
+    assert implausible_volumes({"liver": 1400.0, "spleen": 900.0, "adrenal_gland_left": 4.0}) == []
+    assert implausible_volumes({"liver": 72.0, "adrenal_gland_left": 189.0}) == [
+        "adrenal_gland_left 189 ml (typical 5)", "liver 72 ml (typical 1500)"]
+    f = TS / "example_seg_fast_force_split.nii.gz"
+    organs = ["liver", "spleen", "adrenal_gland_left", "adrenal_gland_right", "kidney_left"]
+    swap = {"liver": "adrenal_gland_left", "adrenal_gland_left": "liver",
+            "spleen": "adrenal_gland_right", "adrenal_gland_right": "spleen"}
+    table = tmp_path / "wrong.yaml"
+    table.write_text("".join(f"{v}: {swap.get(o, o)}\n" for v, o in preset("totalsegmentator").items()))
+    with pytest.warns(BankWarning, match=r"4 organs have implausible volumes .*is --labels the right label table"):
+        ingest_masks([f], tmp_path / "w", labels=table, spacing_mm=3.0, organs=organs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ingest_masks([f], tmp_path / "r", labels="totalsegmentator", spacing_mm=3.0, organs=organs)
+    assert not any("implausible" in str(w.message) for w in caught)
 
 
 @pytest.mark.parametrize("spacing", [0.0, float("nan"), 0.05, 25.0])

@@ -25,7 +25,7 @@ from anatomix.bank.manifest import (
     ShapeRecord,
     SubjectInfo,
 )
-from anatomix.bank.qc import _qc
+from anatomix.bank.qc import _qc, implausible_volumes
 from anatomix.bank.write import _write_bank, check_output_folder
 from anatomix.errors import InputError
 from anatomix.progress import progress_bar
@@ -388,6 +388,13 @@ def _assemble(subjects: list[_Subject], sp: np.ndarray, policy: str
             if why:
                 msgs.append(f"subject {sub.subject_id} ({sub.source}): {s.organ} " +
                             "; ".join(why))
+        odd = implausible_volumes({s.organ: s.n_vox * voxel_ml for s in sub.shapes})
+        if len(odd) >= 2:  # several organs far from adult sizes at once: most likely the wrong label table
+            from anatomix.labels import PRESETS
+
+            msgs.append(f"subject {sub.subject_id} ({sub.source}): {len(odd)} organs have implausible volumes "
+                        f"({'; '.join(odd)}): is --labels the right label table for this file? (presets: "
+                        f"{', '.join(sorted(PRESETS))}, or a label file)")
         infos.append(SubjectInfo(
             subject_id=sub.subject_id, frame_reference=ref, frame_exact=exact,
             fov_min_mm=_r(sub.fov_lo - origin), fov_max_mm=_r(sub.fov_hi - origin),

@@ -27,6 +27,22 @@ TYPICAL_VOLUME_ML: Mapping[str, float] = {
 
 
 
+#: a volume this many times the typical one is implausible for an adult organ (splenomegaly stays below)
+OVERSIZED_FACTOR = 8.0
+
+
+def implausible_volumes(volumes_ml: Mapping[str, float]) -> list[str]:
+    """``organ V ml (typical T)`` for each organ of one subject far from an adult's size: below
+    the ``tiny`` flag's bound or above OVERSIZED_FACTOR times the typical volume. Several at once
+    mean a wrong label table far more often than anatomy does."""
+    out = []
+    for organ, vol in sorted(volumes_ml.items()):
+        typical = TYPICAL_VOLUME_ML.get(organ)
+        if typical is not None and not (TINY_FRACTION_OF_TYPICAL * typical <= vol <= OVERSIZED_FACTOR * typical):
+            out.append(f"{organ} {vol:.0f} ml (typical {typical:g})")
+    return out
+
+
 def bank_table(bank: ShapeBank) -> Any:
     """A rich Table: one row per organ, one column per subject (volume ml + flags), a legend."""
     from rich.table import Table
