@@ -39,11 +39,15 @@ from anatomix.record import RECORD_FORMAT, Pins, content_sha256
 from anatomix.rng import sample_rng
 from anatomix.sample import Sample
 
-__all__ = ["AnatomyGenerator", "MissingOrganWarning", "choose_grid",
+__all__ = ["AnatomyGenerator", "GraphBankWarning", "MissingOrganWarning", "choose_grid",
            "summarize_records"]
 
 
-class MissingOrganWarning(UserWarning):
+class GraphBankWarning(UserWarning):
+    """The graph and the shape bank do not fit each other (issued once per run, before any case)."""
+
+
+class MissingOrganWarning(GraphBankWarning):
     """Graph organs the shape bank has no shape of: left out of every scene (issued once per run)."""
 
 STREAM_PLACEMENT, STREAM_FOV, STREAM_APPEARANCE, STREAM_LESIONS, STREAM_CONTEXT = 0, 1, 2, 3, 4
@@ -183,6 +187,13 @@ class AnatomyGenerator:
         if problems:
             body = "\n".join(f"  - {p}" for p in problems)
             raise AnatomixError(f"{len(problems)} problem(s) with the graph and bank; nothing was written:\n{body}")
+        learned = self._graph.learned_from_bank
+        if learned and learned != self._bank.manifest.content_hash:
+            warnings.warn(f"the graph {self._graph.source} was learned from the shape bank {learned[:12]}, "
+                          f"but {self.config.bank or 'the embedded bank'} is {self._bank.manifest.content_hash[:12]}: "
+                          "its anchors, size ranges and relations fit the other bank's shapes; pass --bank "
+                          "with the bank `graph learn` read (or re-learn the graph)", GraphBankWarning,
+                          stacklevel=2)
         self.missing_organs = missing_organs(self._graph, self._bank)
         if self.missing_organs:
             # once, here, before any case is made (worker processes unpickle, they do not re-warn)

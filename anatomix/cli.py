@@ -315,10 +315,10 @@ def synth_command(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             generator = build_generator(cfg, seed=seed, device=device)
-        from anatomix.anatomy import MissingOrganWarning
+        from anatomix.anatomy import GraphBankWarning
 
-        for w in caught:  # graph organs without bank shapes: one warning before generation starts
-            if issubclass(w.category, MissingOrganWarning):
+        for w in caught:  # a graph and bank that do not fit: one warning before generation starts
+            if issubclass(w.category, GraphBankWarning):
                 typer.echo(f"warning: {w.message}", err=True)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

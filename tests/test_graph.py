@@ -671,3 +671,30 @@ def test_violating_cases_name_the_unplaced_organ_without_a_placeholder(tmp_path)
         (tmp_path / "records" / f"{case}.json").write_text(json.dumps({"index": 0, "case": case, "constraints": c}))
     assert violating_cases(str(tmp_path), 1) == [("a", "required organ(s) not placed: liver"),
                                                  ("b", "hard violations: avoid liver|stomach")]
+
+
+def test_a_learned_graph_names_its_bank_and_synthesis_with_another_warns(tmp_path):
+    """`graph learn` records the bank's content hash; synthesising with another bank (a forgotten
+    --bank) warns before any case, and with the same bank does not."""
+    import warnings
+
+    from anatomix.anatomy import AnatomyGenerator, GraphBankWarning
+    from anatomix.bank import ShapeBank, ingest_masks
+    from anatomix.config import anatomy_config
+    from anatomix.graph import OrganGraph
+    from anatomix.graph.learn import learn_graph
+
+    organs = ["liver", "spleen", "kidney_left", "kidney_right"]
+    ts = Path(__file__).parent / "fixtures" / "totalsegmentator" / "example_seg_fast_force_split.nii.gz"
+    ingest_masks([ts], tmp_path / "bank", spacing_mm=3.0, organs=organs)
+    own = ShapeBank.load(tmp_path / "bank")
+    path = tmp_path / "g.yaml"
+    learn_graph(own, organs).save(path)
+    graph = OrganGraph.load(path)
+    assert graph.learned_from_bank == own.manifest.content_hash
+    cfg = anatomy_config(None, graph=str(path))
+    with pytest.warns(GraphBankWarning, match=r"was learned from the shape bank .*pass --bank"):
+        AnatomyGenerator(cfg, graph=graph, bank=ShapeBank.default())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphBankWarning)
+        AnatomyGenerator(cfg, graph=graph, bank=own)

@@ -211,6 +211,8 @@ def learn_graph(
     }
     if body_frame:
         data["body_frame"] = body_frame
+    if manifest is not None and getattr(manifest, "content_hash", None):
+        data["learned_from_bank"] = str(manifest.content_hash)
     if anatomy_model:
         try:
             data["anatomy_model"] = fit_anatomy_model_from_bank(bank, organs).to_dict(ndigits=4)

@@ -285,6 +285,11 @@ class OrganGraph:
         return self._spec.name
 
     @property
+    def learned_from_bank(self) -> str | None:
+        """Content hash of the shape bank the graph was learned from (``graph learn``), or None."""
+        return self._spec.learned_from_bank
+
+    @property
     def anatomy_model(self) -> AnatomyModel | None:
         """The joint anatomy model of the file's ``anatomy_model:`` section, if any."""
         return self._anatomy

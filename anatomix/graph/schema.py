@@ -210,6 +210,9 @@ class GraphSpec(_Strict):
     format_version: Literal[1] = 1  # FORMAT_VERSION
     name: str = "graph"
     description: str | None = None
+    # content hash of the shape bank `graph learn` read: synthesis with another bank warns, since
+    # the anchors, size ranges and relations fit that bank's shapes (hand-written graphs: none)
+    learned_from_bank: str | None = Field(None, pattern=r"^[0-9a-f]{16,64}$")
     body_frame: str | None = None
     defaults: Defaults = Defaults()
     organs: dict[str, OrganEntry] = Field(min_length=1)
