@@ -410,6 +410,9 @@ def _iterate_cases(generator: SampleGenerator, out: Path, todo: list[int], worke
     written = 0
 
     def interrupted() -> Interrupted:
+        if written == 0 and skipped == 0:  # the command removes the folder it made for this run
+            return Interrupted(f"interrupted before the first case was written ({len(todo)} not written); "
+                               "run the command again")
         return Interrupted(f"interrupted: {written} case(s) written by this run and {skipped} "
                            f"earlier ones are kept in {out} ({len(todo) - written} not written); "
                            "run the same command again to resume (finished cases are skipped, "
