@@ -357,7 +357,8 @@ def render_anatomy_record(record: dict[str, Any], bank: ShapeBank, cache: dict[s
     ctx = record.get("context")
     context = None
     if ctx:
-        context = render_context(ctx["params"], grid, load_context_subject(ctx["bank"]), exclude=ctx["exclude"])
+        context = render_context(ctx["params"], grid, load_context_subject(ctx["bank"]), exclude=ctx["exclude"],
+                                 organs=rendered.label > 0)
     params = record["appearance"]
     hu = render_hu(rendered, label, params, painted, context=context)
     image = image_from_hu(hu, params)

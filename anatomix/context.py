@@ -211,7 +211,7 @@ _SLAB_VOXELS = 1 << 17
 
 
 def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
-                   exclude: Sequence[str] = ()) -> ContextMap:
+                   exclude: Sequence[str] = (), organs: np.ndarray | None = None) -> ContextMap:
     """The generation label map of the context on ``grid`` (deterministic).
 
     Args:
@@ -220,6 +220,8 @@ def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
         subject: from :func:`load_context_subject`.
         exclude: structures rendered by placement (the graph's organs): their context copies
             become visceral fat.
+        organs: where the placed organs are (bool, grid shape), or None. Where one reaches past
+            the subject's body wall, the wall's layers wrap it (see :func:`_wrap_organs`).
     """
     shape = tuple(int(s) for s in grid.shape)
     names_all = context_label_names(subject, ())
@@ -237,6 +239,8 @@ def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
     for x0 in range(0, shape[0], step):
         xs = slice(x0, min(shape[0], x0 + step))
         gen[xs] = _context_slab(params, grid, subject, xs, lut, nb, elastic, fat)
+    if organs is not None:
+        _wrap_organs(gen, organs, grid, params, nb)
     names = {k: n for k, n in enumerate(names_all[:nb], start=1) if n not in ex}
     names.update({nb + 1 + k: n for k, n in enumerate(WALL_NAMES)})
     structures = frozenset(k for k, n in names.items() if n not in WALL_NAMES)
@@ -296,6 +300,39 @@ def _context_slab(params: dict[str, Any], grid: Grid, subject: ContextSubject, x
     layer[(outside > m2) & (outside <= m3)] = sk
     gen[free] = layer
     return gen.reshape(bshape)
+
+
+def _wrap_organs(gen: np.ndarray, organs: np.ndarray, grid: Grid, params: dict[str, Any], nb: int) -> None:
+    """Wrap placed organs that reach past the body wall in its layers, in place.
+
+    The wall comes from the context subject's outline, and a placed organ (another subject's
+    shape) can reach past it: that organ would sit in air. There, muscle, subcutaneous fat and
+    skin follow the organ's outline at their drawn thicknesses (distance to the organ), as a
+    body wall bulging over it. Only the voxels of that air are touched, so cases whose
+    organs lie inside the body are unchanged (and cost one comparison).
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    poking = organs & (gen == 0)  # organ voxels in air
+    if not poking.any():
+        return
+    sp = np.asarray(grid.spacing_mm, float)
+    m1 = float(params["muscle_mm"])
+    m2 = m1 + float(params["subcutaneous_fat_mm"])
+    m3 = m2 + float(params["skin_mm"])
+    idx = np.argwhere(poking)
+    reach = np.ceil(m3 / sp).astype(int) + 1
+    lo = [max(0, int(idx[:, a].min()) - int(reach[a])) for a in range(3)]
+    hi = [min(gen.shape[a], int(idx[:, a].max()) + 1 + int(reach[a])) for a in range(3)]
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    sub, org = gen[box], organs[box]
+    d = distance_transform_edt(~org, sampling=sp)  # the distance to the organs, in mm
+    layers = np.zeros(sub.shape, dtype=np.uint8)
+    layers[(d > 0) & (d <= m1)] = nb + 2  # abdominal_muscle
+    layers[(d > m1) & (d <= m2)] = nb + 3  # subcutaneous_fat
+    layers[(d > m2) & (d <= m3)] = nb + 4  # skin
+    air = (sub == 0) & (layers > 0)
+    sub[air] = layers[air]
 
 
 def apply_context_labels(label: np.ndarray, context: ContextMap, config: ContextConfig,

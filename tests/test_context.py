@@ -78,6 +78,37 @@ def test_a_scene_past_the_context_subject_continues_its_last_slices_not_air():
     assert min(body[:, :, k].mean() for k in range(8)) > 0.3  # the torso's cross-section in every slice
 
 
+def test_an_organ_reaching_past_the_body_wall_is_wrapped_in_it():
+    """A placed organ (another subject's shape) that reaches past the context body wall gets the
+    wall's layers around it instead of air; organs inside the body change nothing."""
+    from scipy import ndimage
+
+    s = load_context_subject()
+
+    class Scene:
+        body_scale = 1.0
+        organs = ()
+
+    p = sample_context(Scene(), s, np.random.default_rng(0), ContextConfig(elastic_mm=(0, 0), scale_jitter=(1, 1)))
+    grid = Grid((90, 80, 30), (4.0, 4.0, 4.0), (-180.0, -160.0, -60.0))
+    plain = render_context(p, grid, s)
+    body = plain.gen > 0
+    x, y, z = np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij")
+    # a ball centred on the body's left edge in the middle slice: half of it in air
+    row = np.flatnonzero(body[:, 40, 15])
+    ball = (x - row[0]) ** 2 + (y - 40) ** 2 + (z - 15) ** 2 <= 6 ** 2
+    assert (ball & ~body).any()
+    wrapped = render_context(p, grid, s, organs=ball).gen
+    names = {n: k for k, n in plain.names.items()}
+    ring = ndimage.binary_dilation(ball, iterations=2) & ~ball
+    assert (plain.gen[ring] == 0).any() and not (wrapped[ring] == 0).any()  # no air around the ball
+    assert set(np.unique(wrapped[ring & (plain.gen == 0)])) <= {names["abdominal_muscle"], names["subcutaneous_fat"],
+                                                                  names["skin"]}
+    assert np.array_equal(wrapped[plain.gen > 0], plain.gen[plain.gen > 0])  # only air is touched
+    inside = ndimage.binary_erosion(body, iterations=8) & ball.any()  # organs inside: unchanged
+    assert np.array_equal(render_context(p, grid, s, organs=inside).gen, plain.gen)
+
+
 def test_default_labels_context_as_background_and_targets_win():
     g = _gen()
     s = g.sample(0)
