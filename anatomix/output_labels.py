@@ -43,6 +43,12 @@ def output_label_lut(generator: Any) -> np.ndarray | None:
     """
     produced = produced_labels(generator)
     ignore = ignore_value(generator)
+    if ignore is not None and (ignore in produced or len(produced) + 1 > 255):
+        from anatomix.errors import ConfigError
+
+        why = f"the value of {produced[ignore]!r}" if ignore in produced else f"{len(produced)} classes"
+        raise ConfigError(f"context.ignore_value: expected a value no class uses, with at most 254 classes; "
+                          f"found {ignore} ({why}); choose another context.ignore_value (default 255)")
     if list(produced) == list(range(1, len(produced) + 1)) and ignore in (None, len(produced) + 1):
         return None
     lut = np.zeros(256, dtype=np.uint8)

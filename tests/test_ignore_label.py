@@ -130,3 +130,15 @@ def test_written_ignore_label_is_nnunet_s_and_read_back_as_ignored(tmp_path: Pat
     assert lut[ignore] == 255 and lut[labels["liver"]] == 1 and lut[labels["spleen"]] == 2
     plain = SynthDataModule(files=str(out), patch_size=(40, 40, 40), batch_size=1, num_workers=0)
     assert plain.ignore_index == ignore and plain.num_classes == ignore  # classes 0..N, ignore not one
+
+
+def test_an_ignore_value_that_a_class_uses_is_refused() -> None:
+    from anatomix.api import synth_config
+    from anatomix.errors import ConfigError
+    from anatomix.output_labels import output_label_lut
+    from anatomix.synth import build_generator
+
+    cfg = synth_config(graph="abdomen")
+    cfg = cfg.model_copy(update={"context": cfg.context.model_copy(update={"labels": "ignore", "ignore_value": 6})})
+    with pytest.raises(ConfigError, match=r"context.ignore_value: .*found 6 \(the value of 'liver'\)"):
+        output_label_lut(build_generator(cfg, seed=0))
