@@ -149,8 +149,8 @@ def plot_reports(reports: Mapping[str, Mapping[str, Any]], path: str | Path, tit
                      _fmt(s.get("volume_abs_z_overall_median")),
                      f"{s.get('direction_errors_total', 0) / n:.2f}", str(ov), str(s.get("n_cases"))])
     tab = ax_tab.table(cellText=rows, colLabels=["set", "Mahal.\nmedian", "contact\nF1 med.", "|z| log\nvolume",
-                                                 "dir. errors\nper case", "impossible\noverlaps", "n"],
-                       loc="center", cellLoc="center", colWidths=[0.3] + [0.12] * 6)
+                                                 "dir. err.\nper case", "imposs.\noverlaps", "n"],
+                       loc="center", cellLoc="center", colWidths=[0.28] + [0.13] * 5 + [0.07])
     tab.auto_set_font_size(False)
     tab.set_fontsize(7.5)
     tab.scale(1.0, 2.2)
