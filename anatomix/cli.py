@@ -154,7 +154,7 @@ def bank_info_command(
     if verify:  # a failed check has ended above, with the file and what differs
         n = len(bank.manifest.shapes)
         typer.echo(f"verified: the manifest's content hash and every file's SHA-256 match, and all {n} "
-                   "shape mask(s) decode and hold their organ")
+                   "shape mask(s) decode and are non-empty")
 
 
 # ---- graph (organ graph) --------------------------------------------------------------------
@@ -540,8 +540,8 @@ def _wide_when_piped() -> None:
     ``adrenal_gland_left`` and ``adrenal_gland_right`` both read ``adrenal_gla…``."""
     import os
 
-    if "COLUMNS" not in os.environ and not sys.stdout.isatty():
-        os.environ["COLUMNS"] = "160"
+    if "COLUMNS" not in os.environ and not sys.stdout.isatty() and not sys.stderr.isatty():
+        os.environ["COLUMNS"] = "160"  # (with a terminal on either stream, rich sizes to it)
 
 
 def main() -> None:

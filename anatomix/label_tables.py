@@ -116,6 +116,11 @@ def parse_label_entries(
                 continue
             problems.append(f"{source}: label {value}: expected an organ name, found {name!r}")
             continue
+        if strict and normalise_name(name) == "ignore":
+            # nnU-Net v2's ignore label (anatomix synth writes one): not an organ; ignored where the
+            # caller ignores values, else kept under its own name (evaluate scores shared organs only)
+            values[value] = None if allow_ignore else "ignore"
+            continue
         if value == 0 and not strict:
             continue  # a file's own name for its background
         if value <= 0:

@@ -224,7 +224,7 @@ def test_a_wrong_label_table_is_flagged_by_implausible_volumes(tmp_path: Path) -
             "spleen": "adrenal_gland_right", "adrenal_gland_right": "spleen"}
     table = tmp_path / "wrong.yaml"
     table.write_text("".join(f"{v}: {swap.get(o, o)}\n" for v, o in preset("totalsegmentator").items()))
-    with pytest.warns(BankWarning, match=r"4 organs have implausible volumes .*is --labels the right label table"):
+    with pytest.warns(BankWarning, match=r"2 organs have implausible volumes \(liver 6 ml .*is --labels the right label table"):
         ingest_masks([f], tmp_path / "w", labels=table, spacing_mm=3.0, organs=organs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -420,7 +420,7 @@ def test_real_fixture_end_to_end_cli(tmp_path: Path) -> None:
     res = runner.invoke(app, ["bank", "info", str(out)])
     assert res.exit_code == 0 and "liver" in res.output and "T" in res.output and "verified" not in res.output
     res = runner.invoke(app, ["bank", "info", str(out), "--verify"])
-    assert res.exit_code == 0 and f"all {len(b.manifest.shapes)} shape mask(s) decode" in res.output
+    assert res.exit_code == 0 and f"all {len(b.manifest.shapes)} shape mask(s) decode and are non-empty" in res.output
     res = runner.invoke(app, ["ingest-masks", str(TS / "example_seg.nii.gz"), "--out",
                               str(tmp_path / "x"), "--labels", "flare22"])
     assert res.exit_code == 1 and "not in the label table" in res.output

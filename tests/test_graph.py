@@ -656,7 +656,7 @@ def test_an_organ_name_typo_is_one_problem_pointing_at_the_misspelt_key(tmp_path
                          {"a": "spleen", "b": "pancreas", "type": "avoid"}]}
     problems = cross_problems(raw, "g.yaml")
     assert [p for p in problems if "relations" in p] == [
-        "g.yaml: relations[0].a, relations[1].b (2 relations): expected an organ declared under `organs` "
+        "g.yaml: relations[0].a, relations[1].b (2 fields): expected an organ declared under `organs` "
         "(closest declared: pancraes); found 'pancreas'"]
 
 

@@ -130,6 +130,14 @@ def test_written_ignore_label_is_nnunet_s_and_read_back_as_ignored(tmp_path: Pat
     assert lut[ignore] == 255 and lut[labels["liver"]] == 1 and lut[labels["spleen"]] == 2
     plain = SynthDataModule(files=str(out), patch_size=(40, 40, 40), batch_size=1, num_workers=0)
     assert plain.ignore_index == ignore and plain.num_classes == ignore  # classes 0..N, ignore not one
+    # evaluate and ingest read such a folder too (the ignore label is no organ they score or keep)
+    from anatomix.bank import ingest_masks
+    from anatomix.evaluate import load_synthetic_set
+
+    summaries, _ = load_synthetic_set(out)
+    assert "liver" in summaries[0].volumes_ml
+    bank = ingest_masks([out / "labelsTr"], tmp_path / "bank", labels=out / "dataset.json", spacing_mm=4.0)
+    assert "ignore" not in {r.organ for r in bank.shapes}
 
 
 def test_an_ignore_value_that_a_class_uses_is_refused() -> None:

@@ -214,9 +214,12 @@ def test_stream_num_samples_crops_each_sample_several_times() -> None:
         with pytest.raises(AnatomixError, match="data.num_samples: expected a whole number"):
             _synth_dm(seed=3, num_samples=bad)
     # samples no larger than the patch would give the same patch K times: an error, not wasted steps
-    whole = _synth_dm(seed=3, patch_size=(36, 36, 36), batch_size=1, num_workers=0, val_samples=0, num_samples=2)
+    whole = _synth_dm(seed=3, patch_size=(36, 36, 36), batch_size=1, num_workers=2, val_samples=0, num_samples=2)
     with pytest.raises(AnatomixError, match=r"would all be the whole sample.*use num_samples 1"):
         next(iter(whole.stream()))
+    with pytest.raises(AnatomixError, match=r"^data.num_samples: 2 patches of \[36, 36, 36\] from samples of "
+                                            r"\[36, 36, 36\]"):  # in the main process, before any worker
+        whole.train_dataloader()
 
 
 def test_stream_resume_counts_accumulated_batches_and_only_this_runs_steps() -> None:

@@ -388,7 +388,8 @@ def _assemble(subjects: list[_Subject], sp: np.ndarray, policy: str
             if why:
                 msgs.append(f"subject {sub.subject_id} ({sub.source}): {s.organ} " +
                             "; ".join(why))
-        odd = implausible_volumes({s.organ: s.n_vox * voxel_ml for s in sub.shapes})
+        # shapes cut by the field of view are small for that reason, not for a wrong table
+        odd = implausible_volumes({s.organ: s.n_vox * voxel_ml for s in sub.shapes if not s.faces})
         if len(odd) >= 2:  # several organs far from adult sizes at once: most likely the wrong label table
             from anatomix.labels import PRESETS
 

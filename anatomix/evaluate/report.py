@@ -65,9 +65,8 @@ def plot_reports(reports: Mapping[str, Mapping[str, Any]], path: str | Path, tit
     """One figure comparing synthetic sets with the real leave-one-out baseline (taken from the first).
 
     Panels: per-pair Mahalanobis medians (pairs sorted by the real baseline), contact F1 per case,
-    organ volume distributions (log scale), and a table of headline numbers. Pairs and volumes are
-    drawn for the organs both sets have (the first report's ``organs_compared``); the table's
-    numbers are the report's, over every real organ.
+    organ volume distributions (log scale), and a table of headline numbers, all over the organs
+    both sets have (the first report's ``organs_compared``).
     """
     import matplotlib
 

@@ -215,7 +215,7 @@ def cross_problems(raw: Any, source: str) -> list[str]:
             [n for n in closest_organs(v) if n in names]
         hint = f" (closest declared: {', '.join(close)})" if close else ""
         where = fields[0] if len(fields) == 1 else f"{', '.join(fields[:4])}{', ...' if len(fields) > 4 else ''} " \
-                                                    f"({len(fields)} relations)"
+                                                    f"({len(fields)} fields)"
         problems.append(f"{source}: {where}: expected an organ declared under `organs`{hint}; found {v!r}")
     return problems
 

@@ -227,6 +227,13 @@ def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str,
     return out
 
 
+def _same_patches(k: int, patch: Sequence[int], shape: Sequence[int]) -> ConfigError:
+    return ConfigError(
+        f"data.num_samples: {k} patches of {list(patch)} from samples of {[int(n) for n in shape]} would all be "
+        f"the whole sample, the same patch {k} times; use num_samples 1, or a grid larger than the patch "
+        "(e.g. data.overrides grid fov whole)")
+
+
 def _patches_per_sample(n: int) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ConfigError(f"data.num_samples: expected a whole number of patches per generated sample, "
@@ -289,10 +296,7 @@ class SynthStream(IterableDataset):
         (``index``: the sample, ``patch``: which of its patches)."""
         s = self.generator.sample(int(index))
         if self.num_samples > 1 and all(n <= p for n, p in zip(s.image.shape, self.patch_size)):
-            raise ConfigError(
-                f"data.num_samples: {self.num_samples} patches of {list(self.patch_size)} from samples of "
-                f"{list(s.image.shape)} would all be the whole sample, the same patch {self.num_samples} times; "
-                f"use num_samples 1, or a grid larger than the patch (e.g. data.overrides grid fov whole)")
+            raise _same_patches(self.num_samples, self.patch_size, s.image.shape)
         image = scale_intensity(s.image, self.intensity)
         label = apply_lut(np.asarray(s.label), self.lut).astype(np.uint8)
         rng = sample_rng(self.seed, int(index), CROP_STREAM)
@@ -480,9 +484,23 @@ class SynthDataModule(pl.LightningDataModule):
             self._files_dm.trainer = getattr(self, "trainer", None)
             self._files_dm.setup(stage)
 
+    def _check_num_samples(self) -> None:
+        """K > 1 patches of samples no larger than the patch would all be the same: refused here,
+        in the main process, where the config gives the sample's shape (a window grid or FDIF's
+        shape; whole-abdomen grids are larger than any patch, and the stream checks them too)."""
+        if self.num_samples == 1:
+            return
+        cfg = self.factory().config()
+        grid = getattr(cfg, "grid", None)
+        shape = (grid.shape if getattr(grid, "fov", "window") == "window" else None) if grid is not None \
+            else getattr(cfg, "shape", None)
+        if shape is not None and all(int(n) <= p for n, p in zip(shape, self.patch_size)):
+            raise _same_patches(self.num_samples, self.patch_size, shape)
+
     def train_dataloader(self) -> Any:
         if self._files_dm is not None:
             return self._files_dm.train_dataloader()
+        self._check_num_samples()
         r, _ = self._rank()
         # a worker batches its own items: batch_size * num_samples of them are batch_size whole samples
         return torch.utils.data.DataLoader(
@@ -831,6 +849,9 @@ class RealDataModule(pl.LightningDataModule):
         ignore = self._source_ignore()
         if ignore is None:
             return build_label_lut(self._source, self.classes)
+        if len(self.classes) >= IGNORE_INDEX:
+            raise ConfigError(f"data.classes: expected at most {IGNORE_INDEX - 1} classes with an ignore label "
+                              f"(mapped to {IGNORE_INDEX}), found {len(self.classes)}")
         lut = build_label_lut({v: n for v, n in self._source.items() if v != ignore}, self.classes)
         if len(lut) <= ignore:
             lut = np.concatenate([lut, np.zeros(ignore + 1 - len(lut), dtype=lut.dtype)])
