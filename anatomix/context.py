@@ -325,8 +325,10 @@ def _wrap_organs(gen: np.ndarray, organs: np.ndarray, grid: Grid, params: dict[s
     lo = [max(0, int(idx[:, a].min()) - int(reach[a])) for a in range(3)]
     hi = [min(gen.shape[a], int(idx[:, a].max()) + 1 + int(reach[a])) for a in range(3)]
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    sub, org = gen[box], organs[box]
-    d = distance_transform_edt(~org, sampling=sp)  # the distance to the organs, in mm
+    # distances to the organ voxels in air only: near an organ inside the wall, the air beyond the
+    # skin stays air (wrapping every organ would lay muscle outside the existing skin)
+    sub, org = gen[box], poking[box]
+    d = distance_transform_edt(~org, sampling=sp)  # in mm
     layers = np.zeros(sub.shape, dtype=np.uint8)
     layers[(d > 0) & (d <= m1)] = nb + 2  # abdominal_muscle
     layers[(d > m1) & (d <= m2)] = nb + 3  # subcutaneous_fat
