@@ -92,15 +92,8 @@ class TrilinearField:
         yz = tuple(yz_box) if yz_box is not None else (slice(0, self.size[1]), slice(0, self.size[2]))
         field = c
         for axis in (2, 1):  # torch's order: the last axis innermost
-            i0, i1, w0, w1 = _box_weights(c.shape[self.lead + axis], self.size[axis], yz[axis - 1])
-            shape = [1] * c.ndim
-            shape[self.lead + axis] = -1
-            upper = np.take(field, i1, axis=self.lead + axis)
-            upper *= w1.reshape(shape)  # float32 product, rounded (the kernel's t1 * w1)
-            acc = np.take(field, i0, axis=self.lead + axis).astype(np.float64)
-            acc *= w0.reshape(shape)  # exact: float32 x float32 fits in float64
-            acc += upper  # one rounding to float32 below: the fused multiply-add
-            field = acc.astype(np.float32)
+            weights = _box_weights(c.shape[self.lead + axis], self.size[axis], yz[axis - 1])
+            field = _along(field, self.lead + axis, *weights).astype(np.float32)  # one rounding: the fused multiply-add
         self.field = field  # ([c,] cx, ny, nz)
         self._field64: np.ndarray | None = None
 
@@ -111,14 +104,7 @@ class TrilinearField:
         res_shape = field.shape[:lead] + (len(i0),) + field.shape[lead + 1:]
         res = np.empty(res_shape, dtype=np.float32) if out is None else out
         if int(np.prod(res_shape)) <= _ONE_STEP_VOXELS:  # small: the first axis in one step
-            shape = [1] * field.ndim
-            shape[lead] = -1
-            upper = np.take(field, i1, axis=lead)
-            upper *= w1.reshape(shape)
-            acc = np.take(field, i0, axis=lead).astype(np.float64)
-            acc *= w0.astype(np.float64).reshape(shape)
-            acc += upper
-            res[...] = acc
+            res[...] = _along(field, lead, i0, i1, w0, w1)
             return res
         # large: one output slab at a time (two source slabs, two weights), so the float64
         # intermediate is one slab, not the whole volume
@@ -134,6 +120,21 @@ class TrilinearField:
                 acc += upper
                 r[k] = acc
         return res
+
+
+def _along(field: np.ndarray, axis: int, i0: np.ndarray, i1: np.ndarray, w0: np.ndarray,
+           w1: np.ndarray) -> np.ndarray:
+    """One axis of the interpolation, in float64 before its one rounding to float32 (the caller's):
+    ``field[i0] * w0 + field[i1] * w1`` with the second product rounded to float32 first (the
+    kernel's ``t1 * w1``) and the first exact (float32 x float32 fits in float64)."""
+    shape = [1] * field.ndim
+    shape[axis] = -1
+    upper = np.take(field, i1, axis=axis)
+    upper *= w1.reshape(shape)
+    acc = np.take(field, i0, axis=axis).astype(np.float64)
+    acc *= w0.reshape(shape)
+    acc += upper
+    return acc
 
 
 def _box_weights(n_in: int, n_out: int, sl: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
