@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from anatomix.labels import PRESETS, UnknownOrganError, canonical_organ, lenient_organ, normalise_name
+from anatomix.output_labels import IGNORE_NAME
 
 __all__ = ["load_label_entries", "load_label_table", "parse_label_entries", "read_label_file"]
 
@@ -116,10 +117,10 @@ def parse_label_entries(
                 continue
             problems.append(f"{source}: label {value}: expected an organ name, found {name!r}")
             continue
-        if strict and normalise_name(name) == "ignore":
+        if strict and normalise_name(name) == IGNORE_NAME:
             # nnU-Net v2's ignore label (anatomix synth writes one): not an organ; ignored where the
             # caller ignores values, else kept under its own name (evaluate scores shared organs only)
-            values[value] = None if allow_ignore else "ignore"
+            values[value] = None if allow_ignore else IGNORE_NAME
             continue
         if value == 0 and not strict:
             continue  # a file's own name for its background

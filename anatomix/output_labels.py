@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["IGNORE_NAME", "ignore_value", "output_label_lut", "produced_labels", "labels_table",
-           "written_label_names"]
+           "source_values", "written_label_names"]
 
 #: dataset.json's name of the ignore label (nnU-Net v2's convention)
 IGNORE_NAME = "ignore"
@@ -66,6 +66,16 @@ def written_label_names(generator: Any) -> dict[int, str]:
     if ignore_value(generator) is not None:
         names[len(names) + 1] = IGNORE_NAME
     return names
+
+
+def source_values(generator: Any) -> dict[str, int]:
+    """The generator's value of each written class, the ignore label last (dataset.json's
+    ``anatomix_source_values``; a record's ``label_file_values`` maps them through the LUT)."""
+    values = {name: v for v, name in produced_labels(generator).items()}
+    ignore = ignore_value(generator)
+    if ignore is not None:
+        values[IGNORE_NAME] = ignore
+    return values
 
 
 def labels_table(generator: Any) -> dict[str, int]:

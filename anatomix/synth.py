@@ -29,7 +29,7 @@ import numpy as np
 from anatomix.anatomy import AnatomyGenerator
 from anatomix.config import MODES
 from anatomix.errors import AnatomixError, Interrupted
-from anatomix.output_labels import IGNORE_NAME, ignore_value, labels_table, output_label_lut, produced_labels
+from anatomix.output_labels import labels_table, output_label_lut, source_values
 from anatomix.record import Pins, pin_changes
 from anatomix.sample import Sample, image_to_write
 from anatomix.sdf.generator import FdifGenerator
@@ -147,8 +147,7 @@ def _write_case(generator: SampleGenerator, out: Path, index: int) -> dict[str, 
               "spacing_mm": list(sample.spacing_mm), "origin_mm": list(sample.origin_mm)}
     record.update(sample.record)
     if lut is not None:  # generator value -> value in the label file (replay writes the same)
-        written = [*produced_labels(generator), *([ignore_value(generator)] if ignore_value(generator) else [])]
-        record["label_file_values"] = {str(v): int(lut[v]) for v in written}
+        record["label_file_values"] = {str(v): int(lut[v]) for v in source_values(generator).values()}
     _write_json(record_path, record)
     return record
 
@@ -257,8 +256,7 @@ def _write_indexes(generator: SampleGenerator, out: Path, seed: int) -> list[dic
             "channel_names": {"0": _channel_name(generator)},
             "labels": labels_table(generator),
             # generator value of each written class (written values are consecutive, see output_label_lut)
-            "anatomix_source_values": {**{n: v for v, n in produced_labels(generator).items()},
-                                       **({IGNORE_NAME: ignore_value(generator)} if ignore_value(generator) else {})},
+            "anatomix_source_values": source_values(generator),
             "numTraining": len(records),
             "file_ending": ".nii.gz",
             "licence": "synthetic data, no restrictions",
