@@ -36,14 +36,19 @@ def test_context_subject_has_skeleton_muscles_bowel():
     assert s.ids.dtype == np.uint8 and s.ids.max() == len(s.names)
 
 
-def test_render_context_anatomy_is_where_it_belongs():
-    s = load_context_subject()
+def _rigid_params(s):
+    """Context parameters of an empty scene with no elastic field and no scale jitter (seed 0)."""
 
     class Scene:
         body_scale = 1.0
         organs = ()
 
-    p = sample_context(Scene(), s, np.random.default_rng(0), ContextConfig(elastic_mm=(0, 0), scale_jitter=(1, 1)))
+    return sample_context(Scene(), s, np.random.default_rng(0), ContextConfig(elastic_mm=(0, 0), scale_jitter=(1, 1)))
+
+
+def test_render_context_anatomy_is_where_it_belongs():
+    s = load_context_subject()
+    p = _rigid_params(s)
     grid = Grid((90, 80, 60), (4.0, 4.0, 4.0), (-180.0, -160.0, -200.0))
     m = render_context(p, grid, s, exclude=["liver"])
     names = {n: k for k, n in m.names.items()}
@@ -65,12 +70,7 @@ def test_a_scene_past_the_context_subject_continues_its_last_slices_not_air():
     slice: organs placed up there sit in the body, not in air."""
     s = load_context_subject()
     assert s.ids[:, :, 0].any() and s.ids[:, :, -1].any()  # no empty end slices
-
-    class Scene:
-        body_scale = 1.0
-        organs = ()
-
-    p = sample_context(Scene(), s, np.random.default_rng(0), ContextConfig(elastic_mm=(0, 0), scale_jitter=(1, 1)))
+    p = _rigid_params(s)
     top = s.origin_mm[2] + (s.ids.shape[2] - 1) * s.spacing_mm  # body frame z of the last slice (no jitter)
     grid = Grid((60, 50, 8), (6.0, 6.0, 6.0), (-180.0, -150.0, top * p["scale"][2] + p["translation_mm"][2] + 12.0))
     m = render_context(p, grid, s)
@@ -84,12 +84,7 @@ def test_an_organ_reaching_past_the_body_wall_is_wrapped_in_it():
     from scipy import ndimage
 
     s = load_context_subject()
-
-    class Scene:
-        body_scale = 1.0
-        organs = ()
-
-    p = sample_context(Scene(), s, np.random.default_rng(0), ContextConfig(elastic_mm=(0, 0), scale_jitter=(1, 1)))
+    p = _rigid_params(s)
     grid = Grid((90, 80, 30), (4.0, 4.0, 4.0), (-180.0, -160.0, -60.0))
     plain = render_context(p, grid, s)
     body = plain.gen > 0

@@ -46,12 +46,16 @@ def test_learn_prior_on_a_phantom_pair(tmp_path):
     assert st["liver"]["texture_mm"] < 1.0  # white noise: shorter than a voxel
 
 
+def _learn_cli(image: str, labels: str, out: Path) -> None:
+    """`anatomix appearance learn` in a subprocess on a committed pair; it must succeed."""
+    r = subprocess.run([sys.executable, "-m", "anatomix.cli", "appearance", "learn", "--images", str(TS / image),
+                        "--labels", str(TS / labels), "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+
+
 def test_learn_prior_on_the_committed_totalsegmentator_pair(tmp_path):
     out = tmp_path / "prior.json"
-    r = subprocess.run([sys.executable, "-m", "anatomix.cli", "appearance", "learn", "--images",
-                        str(TS / "example_ct.nii.gz"), "--labels", str(TS / "example_seg_fast_force_split.nii.gz"),
-                        "--out", str(out)], capture_output=True, text=True, cwd=REPO)
-    assert r.returncode == 0, r.stderr
+    _learn_cli("example_ct.nii.gz", "example_seg_fast_force_split.nii.gz", out)
     st = json.loads(out.read_text())["structures"]
     assert -200 < st["liver"]["mean_hu"] < 250 and st["vertebrae_L3"]["mean_hu"] > 100
     assert st["subcutaneous_fat" if "subcutaneous_fat" in st else "lung_lower_lobe_left"]["mean_hu"] < -300
@@ -61,10 +65,7 @@ def test_learn_prior_on_the_committed_totalsegmentator_pair(tmp_path):
 def test_the_shipped_prior_is_rebuilt_from_the_committed_pair_byte_for_byte(tmp_path):
     """anatomix/data/ct_prior.json is what the README's `appearance learn` command writes."""
     out = tmp_path / "ct_prior.json"
-    r = subprocess.run([sys.executable, "-m", "anatomix.cli", "appearance", "learn", "--images",
-                        str(TS / "example_ct_sm.nii.gz"), "--labels", str(TS / "example_seg.nii.gz"),
-                        "--out", str(out)], capture_output=True, text=True, cwd=REPO)
-    assert r.returncode == 0, r.stderr
+    _learn_cli("example_ct_sm.nii.gz", "example_seg.nii.gz", out)
     assert out.read_bytes() == (REPO / "anatomix" / "data" / "ct_prior.json").read_bytes()
 
 
