@@ -330,8 +330,6 @@ def synth_command(
         return
     except KeyboardInterrupt as exc:  # before the cases (loading the graph and bank)
         remove_empty_run(out, out_existed)
-        from pathlib import Path
-
         _interrupted(exc, f"interrupted; finished cases in {out} are kept; run the same command again to resume"
                      if Path(out).exists() else "interrupted before the first case was written; run the command again")
         return
