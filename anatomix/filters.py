@@ -19,6 +19,7 @@ import numpy as np
 __all__ = ["gaussian_filter"]
 
 _MODES = ("wrap", "nearest")
+_CHUNK_BYTES = 1 << 20  # a chunk stays in a core's L2 cache through the kernel's passes
 
 
 def _kernel(sigma: float, radius: int) -> np.ndarray:
@@ -31,24 +32,36 @@ def _source(i: int, n: int, mode: str) -> int:
     return i % n if mode == "wrap" else min(max(i, 0), n - 1)
 
 
-def _filter_axis(x: np.ndarray, sigma: float, mode: str, truncate: float, axis: int) -> np.ndarray:
-    """One axis of the filter as a sum of shifted slices of ``x`` (float32)."""
+def _filter_axis(x: np.ndarray, sigma: float, mode: str, truncate: float, axis: int,
+                 chunk_bytes: int = _CHUNK_BYTES) -> np.ndarray:
+    """One axis (0 or 1) of the filter as a sum of shifted slices of ``x`` (float32).
+
+    A volume larger than the cache is worked through in chunks along the other of the first two
+    axes, so the kernel's 3 * radius passes over a chunk stay in the cache; every output value is
+    the same sum whatever the chunk size.
+    """
     n = x.shape[axis]
     radius = int(truncate * sigma + 0.5)
     w = _kernel(sigma, radius)
+    across = 1 - axis
+    step = max(1, chunk_bytes // max(1, x.nbytes // max(1, x.shape[across])))
+    out = np.empty_like(x)
 
     def at(i: int | slice) -> tuple[int | slice, ...]:
         return (slice(None),) * axis + (i,)
 
-    out = x * np.float32(w[radius])
-    tmp = np.empty_like(x)
-    for k in range(1, radius + 1):
-        if n > 2 * k:  # interior positions: both neighbours inside
-            np.add(x[at(slice(0, n - 2 * k))], x[at(slice(2 * k, None))], out=tmp[at(slice(k, n - k))])
-        for i in [*range(min(k, n)), *range(max(n - k, k), n)]:  # positions whose neighbours wrap or clamp
-            np.add(x[at(_source(i - k, n, mode))], x[at(_source(i + k, n, mode))], out=tmp[at(i)])
-        tmp *= np.float32(w[radius + k])
-        out += tmp
+    for c in range(0, x.shape[across], step):
+        part = (slice(None),) * across + (slice(c, c + step),)
+        xc, o = x[part], out[part]
+        np.multiply(xc, np.float32(w[radius]), out=o)
+        tmp = np.empty_like(o)
+        for k in range(1, radius + 1):
+            if n > 2 * k:  # interior positions: both neighbours inside
+                np.add(xc[at(slice(0, n - 2 * k))], xc[at(slice(2 * k, None))], out=tmp[at(slice(k, n - k))])
+            for i in [*range(min(k, n)), *range(max(n - k, k), n)]:  # positions whose neighbours wrap or clamp
+                np.add(xc[at(_source(i - k, n, mode))], xc[at(_source(i + k, n, mode))], out=tmp[at(i)])
+            tmp *= np.float32(w[radius + k])
+            o += tmp
     return out
 
 
