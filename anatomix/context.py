@@ -320,21 +320,44 @@ def _wrap_organs(gen: np.ndarray, organs: np.ndarray, grid: Grid, params: dict[s
     m1 = float(params["muscle_mm"])
     m2 = m1 + float(params["subcutaneous_fat_mm"])
     m3 = m2 + float(params["skin_mm"])
-    idx = np.argwhere(poking)
     reach = np.ceil(m3 / sp).astype(int) + 1
-    lo = [max(0, int(idx[:, a].min()) - int(reach[a])) for a in range(3)]
-    hi = [min(gen.shape[a], int(idx[:, a].max()) + 1 + int(reach[a])) for a in range(3)]
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    # distances to the organ voxels in air only: near an organ inside the wall, the air beyond the
-    # skin stays air (wrapping every organ would lay muscle outside the existing skin)
-    sub, org = gen[box], poking[box]
-    d = distance_transform_edt(~org, sampling=sp)  # in mm
-    layers = np.zeros(sub.shape, dtype=np.uint8)
-    layers[(d > 0) & (d <= m1)] = nb + 2  # abdominal_muscle
-    layers[(d > m1) & (d <= m2)] = nb + 3  # subcutaneous_fat
-    layers[(d > m2) & (d <= m3)] = nb + 4  # skin
-    air = (sub == 0) & (layers > 0)
-    sub[air] = layers[air]
+    # one box per cluster of those voxels (clusters whose boxes would overlap stay one): the
+    # distance transform then costs the clusters' boxes, not the box around all of them
+    for points in _separate_clusters(np.argwhere(poking), 2 * reach):
+        lo = [max(0, int(points[:, a].min()) - int(reach[a])) for a in range(3)]
+        hi = [min(gen.shape[a], int(points[:, a].max()) + 1 + int(reach[a])) for a in range(3)]
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        # distances to the organ voxels in air only: near an organ inside the wall, the air beyond
+        # the skin stays air (wrapping every organ would lay muscle outside the existing skin)
+        sub, org = gen[box], poking[box]
+        d = distance_transform_edt(~org, sampling=sp)  # in mm
+        layers = np.zeros(sub.shape, dtype=np.uint8)
+        layers[(d > 0) & (d <= m1)] = nb + 2  # abdominal_muscle
+        layers[(d > m1) & (d <= m2)] = nb + 3  # subcutaneous_fat
+        layers[(d > m2) & (d <= m3)] = nb + 4  # skin
+        air = (sub == 0) & (layers > 0)
+        sub[air] = layers[air]
+
+
+def _separate_clusters(points: np.ndarray, gap: np.ndarray) -> list[np.ndarray]:
+    """``points`` (n, 3 voxel indices) split into groups that are more than ``gap[a]`` voxels
+    apart along some axis ``a`` (split where the sorted coordinates jump by more than that).
+
+    The groups' boxes, each widened by ``gap / 2`` voxels per axis, then do not overlap: a voxel
+    that near a point lies in the box of that point's group only.
+    """
+    todo, done = [points], []
+    while todo:
+        group = todo.pop()
+        for a in range(3):
+            group = group[np.argsort(group[:, a], kind="stable")]
+            cuts = np.flatnonzero(np.diff(group[:, a]) > gap[a]) + 1
+            if cuts.size:
+                todo.extend(np.split(group, cuts))
+                break
+        else:
+            done.append(group)
+    return done
 
 
 def apply_context_labels(label: np.ndarray, context: ContextMap, config: ContextConfig,

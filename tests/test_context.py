@@ -104,6 +104,42 @@ def test_an_organ_reaching_past_the_body_wall_is_wrapped_in_it():
     assert np.array_equal(render_context(p, grid, s, organs=inside).gen, plain.gen)
 
 
+
+def test_wrapping_organs_on_both_sides_equals_one_distance_transform_over_the_volume():
+    """Organs poking out on opposite sides are wrapped box by box (one per cluster); the layers
+    must be those of one distance transform to every organ voxel in air over the whole grid."""
+    from scipy import ndimage
+
+    from anatomix.context import _separate_clusters, _wrap_organs
+
+    s = load_context_subject()
+    p = _rigid_params(s)
+    grid = Grid((90, 80, 30), (4.0, 4.0, 4.0), (-180.0, -160.0, -60.0))
+    plain = render_context(p, grid, s)
+    body = plain.gen > 0
+    x, y, z = np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij")
+    organs = np.zeros(grid.shape, dtype=bool)
+    for yc, zc in ((40, 15), (30, 5), (48, 8)):  # left and right edges: separate clusters, one pair near
+        row = np.flatnonzero(body[:, yc, zc])
+        for xc in (row[0], row[-1]):
+            organs |= (x - xc) ** 2 + (y - yc) ** 2 + (z - zc) ** 2 <= 4 ** 2
+    nb = len(s.names)
+    got = plain.gen.copy()
+    _wrap_organs(got, organs, grid, p, nb)
+    poking = organs & (plain.gen == 0)
+    d = ndimage.distance_transform_edt(~poking, sampling=grid.spacing_mm)
+    m1 = p["muscle_mm"]
+    m2 = m1 + p["subcutaneous_fat_mm"]
+    m3 = m2 + p["skin_mm"]
+    want = plain.gen.copy()
+    air = plain.gen == 0
+    for lo, hi, k in ((0, m1, nb + 2), (m1, m2, nb + 3), (m2, m3, nb + 4)):
+        want[air & (d > lo) & (d <= hi)] = k
+    assert (want != plain.gen).sum() > 100
+    reach = np.ceil(m3 / np.asarray(grid.spacing_mm)).astype(int) + 1
+    assert len(_separate_clusters(np.argwhere(poking), 2 * reach)) >= 2  # box by box indeed
+    assert got.tobytes() == want.tobytes()
+
 def test_default_labels_context_as_background_and_targets_win():
     g = _gen()
     s = g.sample(0)
