@@ -50,16 +50,22 @@ def _filter_axis(x: np.ndarray, sigma: float, mode: str, truncate: float, axis: 
     def at(i: int | slice) -> tuple[int | slice, ...]:
         return (slice(None),) * axis + (i,)
 
+    # per kernel offset k: (output positions, the two input positions summed there), the interior
+    # as one slice pair, the positions whose neighbours wrap or clamp one by one
+    pairs: list[list[tuple[tuple[int | slice, ...], ...]]] = []
+    for k in range(1, radius + 1):
+        pk = [(at(slice(k, n - k)), at(slice(0, n - 2 * k)), at(slice(2 * k, None)))] if n > 2 * k else []
+        pk += [(at(i), at(_source(i - k, n, mode)), at(_source(i + k, n, mode)))
+               for i in [*range(min(k, n)), *range(max(n - k, k), n)]]
+        pairs.append(pk)
     for c in range(0, x.shape[across], step):
         part = (slice(None),) * across + (slice(c, c + step),)
         xc, o = x[part], out[part]
         np.multiply(xc, np.float32(w[radius]), out=o)
         tmp = np.empty_like(o)
-        for k in range(1, radius + 1):
-            if n > 2 * k:  # interior positions: both neighbours inside
-                np.add(xc[at(slice(0, n - 2 * k))], xc[at(slice(2 * k, None))], out=tmp[at(slice(k, n - k))])
-            for i in [*range(min(k, n)), *range(max(n - k, k), n)]:  # positions whose neighbours wrap or clamp
-                np.add(xc[at(_source(i - k, n, mode))], xc[at(_source(i + k, n, mode))], out=tmp[at(i)])
+        for k, pk in enumerate(pairs, start=1):
+            for dst, a, b in pk:
+                np.add(xc[a], xc[b], out=tmp[dst])
             tmp *= np.float32(w[radius + k])
             o += tmp
     return out
