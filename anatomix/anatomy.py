@@ -362,7 +362,8 @@ def render_anatomy_record(record: dict[str, Any], bank: ShapeBank, cache: dict[s
     params = record["appearance"]
     hu = render_hu(rendered, label, params, painted, context=context)
     image = image_from_hu(hu, params)
-    image_hu = hu_int16(hu, params) if is_ct_like(params) else None  # others are written as [0, 1]
+    # others are written as [0, 1]; a CT-like image is not inverted, so it is the windowed HU
+    image_hu = hu_int16(hu, params, windowed=image) if is_ct_like(params) else None
     if ctx and context is not None:
         apply_context_labels(label, context, ContextConfig.model_validate(ctx["config"]), ctx["values"])
     out = dict(record)
