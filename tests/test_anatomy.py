@@ -199,3 +199,21 @@ def test_whole_field_of_view_cuts_the_tubes_at_one_plane():
               _placed("kidney_left", (-90, -10, -110), (-40, 30, 20)))
     lo, hi = z_range(choose_grid(scene.model_copy(update={"organs": beyond}), config, rng, cuts))
     assert 132.0 <= hi < 134.0 and -114.0 < lo <= -112.0
+
+
+def test_warm_up_fills_the_blend_levels_and_changes_no_byte(anatomy_graph, anatomy_bank, monkeypatch):
+    import anatomix.shape_field as shape_field
+
+    cold = _gen(anatomy_graph, anatomy_bank)
+    want = [cold.sample(i) for i in range(3)]
+    warm = _gen(anatomy_graph, anatomy_bank)
+    warm.warm_up()
+    assert any(k.startswith("blend_levels:") for k in warm._cache if isinstance(k, str))
+
+    def computed(*args, **kwargs):
+        raise AssertionError("blend levels computed after warm_up")
+
+    monkeypatch.setattr(shape_field, "blend_levels", computed)
+    for i, s in enumerate(want):
+        got = warm.sample(i)
+        assert got.label.tobytes() == s.label.tobytes() and got.image.tobytes() == s.image.tobytes()
