@@ -4,7 +4,8 @@
     taskset -c 1 .venv/bin/python bench/anatomy_speed.py --against /tmp/wt-base --rounds 3   # before/after
 
 Per case, one torch thread, CPU-time medians (wall printed too: on a shared, loaded machine the
-process CPU time is the better estimate of the one-core cost on a quiet one):
+process CPU time is the better estimate of the one-core cost on a quiet one), in the steady state
+of a long run (``AnatomyGenerator.warm_up`` first: bank crops and blend levels cached):
 
 - 96^3 window (1.5 x 1.5 x 2.0 mm) and the whole abdomen (fov whole, 1.5 x 1.5 x 2.0 mm): a case
   is placement + organ rendering + context anatomy + appearance (``generator.sample``);
