@@ -504,13 +504,12 @@ def hu_int16(hu: np.ndarray, params: dict[str, Any], windowed: np.ndarray | None
     lo, hi = (float(v) for v in acq["window_hu"])
     gamma = float(acq["gamma"])
     hu = np.asarray(hu, dtype=np.float32)
-    if gamma != 1.0 and windowed is None:
-        windowed = window(hu, (lo, hi), gamma)
+    gammaed = None if gamma == 1.0 else windowed if windowed is not None else window(hu, (lo, hi), gamma)
     out = np.empty(hu.shape, dtype=np.int16)
     for sl in _slabs(hu.shape):  # slab by slab: the passes below stay in the cache
         h = hu[sl]
-        if gamma != 1.0:  # inside the window: lo + (hi - lo) * ((h - lo) / (hi - lo)) ** gamma
-            t = windowed[sl] * np.float32(hi - lo)
+        if gammaed is not None:  # inside the window: lo + (hi - lo) * ((h - lo) / (hi - lo)) ** gamma
+            t = gammaed[sl] * np.float32(hi - lo)
             t += np.float32(lo)
             h = np.where((h >= lo) & (h <= hi), t, h)
         clipped = np.clip(h, -1024.0, 3071.0)

@@ -52,7 +52,8 @@ def _filter_axis(x: np.ndarray, sigma: float, mode: str, truncate: float, axis: 
 
     # per kernel offset k: (output positions, the two input positions summed there), the interior
     # as one slice pair, the positions whose neighbours wrap or clamp one by one
-    pairs: list[list[tuple[tuple[int | slice, ...], ...]]] = []
+    Index = tuple[int | slice, ...]
+    pairs: list[list[tuple[Index, Index, Index]]] = []
     for k in range(1, radius + 1):
         pk = [(at(slice(k, n - k)), at(slice(0, n - 2 * k)), at(slice(2 * k, None)))] if n > 2 * k else []
         pk += [(at(i), at(_source(i - k, n, mode)), at(_source(i + k, n, mode)))
