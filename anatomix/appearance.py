@@ -38,7 +38,7 @@ from anatomix.grid import Grid
 from anatomix.render import Rendered
 from anatomix.scene import PlacedOrgan, Scene
 from anatomix.shape_field import ShapeSource, evaluate_upsampled, placed_field
-from anatomix.upsample import trilinear_box
+from anatomix.upsample import TrilinearField, trilinear_box
 
 __all__ = [
     "AppearanceConfig",
@@ -274,8 +274,13 @@ def _host_lattice(organ: PlacedOrgan, bank: ShapeSource, cache: dict[str, Any] |
 
 def _smooth_field(shape: Sequence[int], seed: int, coarse: int = 5) -> np.ndarray:
     """A smooth random field in [-1, 1] (trilinear upsampling of a coarse uniform grid)."""
+    return trilinear_box(_coarse_values(seed, coarse), shape)
+
+
+def _coarse_values(seed: int, coarse: int) -> np.ndarray:
+    """The control values of :func:`_smooth_field`: (coarse, coarse, coarse) float32 in [-1, 1]."""
     g = np.random.Generator(np.random.PCG64(seed))
-    return trilinear_box(g.uniform(-1.0, 1.0, size=(coarse, coarse, coarse)).astype(np.float32), shape)
+    return g.uniform(-1.0, 1.0, size=(coarse, coarse, coarse)).astype(np.float32)
 
 
 def _object_values(obj: dict[str, Any], grid: Grid) -> tuple[tuple[slice, ...], torch.Tensor, torch.Tensor] | None:
@@ -441,10 +446,17 @@ def render_hu(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
         img[box][mask] += np.float32(les["contrast_hu"])
     acq = params["acquisition"]
     if acq["bias"] > 0:
-        bias = np.exp(np.float32(acq["bias"]) * _smooth_field(shape, acq["bias_seed"], coarse=4))
-        img -= AIR_HU  # in place: the values of (img - AIR_HU) * bias + AIR_HU
-        img *= bias
-        img += AIR_HU
+        # (img - AIR_HU) * exp(bias * field) + AIR_HU, in place and slab by slab (in the cache);
+        # the field's slabs are _smooth_field's values
+        bias_field = TrilinearField(_coarse_values(acq["bias_seed"], 4), shape)
+        for slab in _slabs(shape):
+            bias = bias_field.slab(slab[0])
+            bias *= np.float32(acq["bias"])
+            np.exp(bias, out=bias)
+            x = img[slab]
+            x -= AIR_HU
+            x *= bias
+            x += AIR_HU
     sig = np.full(3, acq["blur_sigma_mm"]) / sp
     sig[2] = math.hypot(sig[2], acq["slice_thickness_mm"] / 2.355 / sp[2])
     res = np.asarray(acq.get("resolution_mm", (0.0, 0.0, 0.0)), float) / 2.355 / sp
