@@ -24,8 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from anatomix import __version__
-from anatomix.appearance import (apply_lesions, hu_int16, image_from_hu, is_ct_like, render_hu, sample_appearance,
-                                 sample_lesions)
+from anatomix.appearance import apply_lesions, render_hu, sample_appearance, sample_lesions
 from anatomix.bank import ShapeBank
 from anatomix.config import AnatomySynthConfig, GridConfig
 from anatomix.context import (ContextConfig, apply_context_labels, context_label_names, load_context_subject,
@@ -33,6 +32,7 @@ from anatomix.context import (ContextConfig, apply_context_labels, context_label
 from anatomix.device import resolve_device
 from anatomix.errors import AnatomixError
 from anatomix.graph import OrganGraph
+from anatomix.hounsfield import hu_int16, image_from_hu, is_ct_like
 from anatomix.placement import Scene, check_inputs, missing_organs, sample_scene
 from anatomix.render import Grid, render_scene, scene_grid
 from anatomix.record import RECORD_FORMAT, Pins, content_sha256

@@ -18,7 +18,8 @@ Image model (``mode: fdif``), in Hounsfield-like units before the final window:
    darker or brighter than the host; labelled as their own class or as the host.
 5. Acquisition: multiplicative bias field, Gaussian blur with extra blur along z (slice
    thickness), Gaussian noise; then the CT window (-175..250 HU by default) normalises to
-   [0, 1], followed by a random gamma.
+   [0, 1], followed by a random gamma (:mod:`anatomix.hounsfield`, which also makes the int16 HU
+   that CT-like cases are written as).
 
 ``mode: contour`` reproduces Fake It Right: constant-intensity shells along each organ's
 surface on a constant background. ``texture: none`` turns the FDIF textures off.
@@ -34,7 +35,8 @@ import torch
 
 from anatomix.config import PHASES, AppearanceConfig
 from anatomix.filters import gaussian_filter
-from anatomix.grid import Grid
+from anatomix.grid import Grid, slabs
+from anatomix.hounsfield import image_from_hu
 from anatomix.render import Rendered
 from anatomix.scene import PlacedOrgan, Scene
 from anatomix.shape_field import ShapeSource, evaluate_upsampled, placed_field
@@ -44,14 +46,10 @@ __all__ = [
     "AppearanceConfig",
     "CT_PRIOR_HU",
     "PHASES",
-    "hu_int16",
-    "image_from_hu",
-    "is_ct_like",
     "render_hu",
     "render_image",
     "sample_appearance",
     "sample_lesions",
-    "window",
 ]
 
 
@@ -76,6 +74,8 @@ CT_PRIOR_HU: dict[str, tuple[float, float, float, float]] = {
     "urinary_bladder": (10, 10, 12, 60),
 }
 _DEFAULT_HU = (40, 60, 80, 70)
+#: voxels per slab of the bias field's passes
+_SLAB_VOXELS = 1 << 18
 AIR_HU = -1000.0
 FAT_HU = -100.0
 SOFT_HU = 40.0
@@ -310,36 +310,6 @@ def body_mask(grid_shape: Sequence[int], spacing: Sequence[float] | np.ndarray, 
     return np.broadcast_to(m2[:, :, None], tuple(grid_shape))
 
 
-def window(hu: np.ndarray, window_hu: Sequence[float], gamma: float = 1.0) -> np.ndarray:
-    """CT window normalisation: clip((hu - low) / (high - low), 0, 1) ** gamma, float32."""
-    lo, hi = float(window_hu[0]), float(window_hu[1])
-    out = np.empty(np.shape(hu), dtype=np.float32)
-    for sl in _slabs(out.shape):  # float32 throughout, in place, slab by slab (in the cache)
-        x = out[sl]
-        np.subtract(hu[sl], lo, dtype=np.float32, out=x)
-        x *= np.float32(1.0 / (hi - lo))
-        np.clip(x, 0.0, 1.0, out=x)
-        if gamma != 1.0:  # x ** gamma as exp(gamma * log x): vectorised, within 2e-7 of powf on [0, 1]
-            with np.errstate(divide="ignore"):  # log 0 = -inf, and exp(-inf) = 0 = 0 ** gamma
-                np.log(x, out=x)
-            x *= np.float32(gamma)
-            np.exp(x, out=x)
-    return out
-
-
-#: voxels per slab of the whole-volume passes that end a case (window, int16 conversion)
-_SLAB_VOXELS = 1 << 18
-
-
-def _slabs(shape: Sequence[int]) -> list[tuple[slice, ...]]:
-    """Slabs along the first axis of about :data:`_SLAB_VOXELS` voxels each: several
-    element-wise passes over one slab stay in the cache, where they would stream a whole
-    volume from memory once per pass."""
-    plane = max(1, int(np.prod(shape[1:], dtype=np.int64)))
-    step = max(1, _SLAB_VOXELS // plane)
-    return [(slice(x0, x0 + step),) for x0 in range(0, int(shape[0]), step)] if len(shape) else [()]
-
-
 def apply_lesions(rendered: Rendered, label: np.ndarray, lesions: Sequence[dict[str, Any]]
                   ) -> list[tuple[tuple[slice, ...], np.ndarray, dict[str, Any]]]:
     """Paint lesion labels (clipped to the host organ) and return their (box, mask, params)."""
@@ -449,8 +419,8 @@ def render_hu(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
         # (img - AIR_HU) * exp(bias * field) + AIR_HU, in place and slab by slab (in the cache);
         # the field's slabs are _smooth_field's values
         bias_field = TrilinearField(_coarse_values(acq["bias_seed"], 4), shape)
-        for slab in _slabs(shape):
-            bias = bias_field.slab(slab[0])
+        for slab in slabs(shape, _SLAB_VOXELS):
+            bias = bias_field.slab(slab)
             bias *= np.float32(acq["bias"])
             np.exp(bias, out=bias)
             x = img[slab]
@@ -474,56 +444,8 @@ def render_hu(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
     return img
 
 
-def image_from_hu(hu: np.ndarray, params: dict[str, Any]) -> np.ndarray:
-    """The [0, 1] image of :func:`render_hu`'s output: the CT window with the drawn gamma, then the
-    drawn contrast inversion (contour cases: as they are)."""
-    if params["mode"] == "contour":
-        return hu
-    acq = params["acquisition"]
-    out = window(hu, acq["window_hu"], acq["gamma"])
-    if acq.get("invert"):
-        out = np.float32(1.0) - out
-    return out
-
-
-def is_ct_like(params: dict[str, Any]) -> bool:
-    """Whether a case's image is CT-like (written as int16 HU): not contour, MR-like or inverted."""
-    return (params["mode"] != "contour" and not str(params.get("intensity_model", "")).startswith("mr")
-            and not params.get("acquisition", {}).get("invert"))
-
-
 def render_image(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
                  lesions: Sequence[tuple[tuple[slice, ...], np.ndarray, dict[str, Any]]] = (),
                  context: Any = None) -> np.ndarray:
     """Apply drawn appearance parameters: float32 image (x, y, z) in [0, 1] (see :func:`image_from_hu`)."""
     return image_from_hu(render_hu(rendered, label, params, lesions, context=context), params)
-
-
-def hu_int16(hu: np.ndarray, params: dict[str, Any], windowed: np.ndarray | None = None) -> np.ndarray:
-    """A case's Hounsfield-unit image as written (int16, -1024..3071, as real CT is stored).
-
-    The drawn gamma acts inside the CT window exactly as on the windowed image (outside it HU are
-    kept), so windowing the file with the same window gives the training image back to within
-    the int16 step (1 HU, 1/425 of the default window).
-
-    Args:
-        hu: from :func:`render_hu`.
-        params: from :func:`sample_appearance`.
-        windowed: ``window(hu, ...)`` with this case's window and gamma, when the caller has it
-            (its gamma is not computed again); not an inverted image.
-    """
-    acq = params["acquisition"]
-    lo, hi = (float(v) for v in acq["window_hu"])
-    gamma = float(acq["gamma"])
-    hu = np.asarray(hu, dtype=np.float32)
-    gammaed = None if gamma == 1.0 else windowed if windowed is not None else window(hu, (lo, hi), gamma)
-    out = np.empty(hu.shape, dtype=np.int16)
-    for sl in _slabs(hu.shape):  # slab by slab: the passes below stay in the cache
-        h = hu[sl]
-        if gammaed is not None:  # inside the window: lo + (hi - lo) * ((h - lo) / (hi - lo)) ** gamma
-            t = gammaed[sl] * np.float32(hi - lo)
-            t += np.float32(lo)
-            h = np.where((h >= lo) & (h <= hi), t, h)
-        clipped = np.clip(h, -1024.0, 3071.0)
-        out[sl] = np.rint(clipped, out=clipped)
-    return out

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from anatomix.errors import AnatomixError
-from anatomix.grid import Grid
+from anatomix.grid import Grid, slabs
 from anatomix.upsample import TrilinearField
 
 __all__ = ["WALL_NAMES", "ContextConfig", "ContextMap", "ContextSubject", "apply_context_labels",
@@ -235,9 +235,7 @@ def render_context(params: dict[str, Any], grid: Grid, subject: ContextSubject,
     # temporaries (32 MB each) would be fresh memory from the OS on every case
     elastic = _smooth_fields(shape, params["elastic_seed"], 3) if params["elastic_mm"] > 0 else None
     fat = _smooth_fields(shape, params["fat_seed"], 1)
-    step = max(1, _SLAB_VOXELS // max(1, shape[1] * shape[2]))
-    for x0 in range(0, shape[0], step):
-        xs = slice(x0, min(shape[0], x0 + step))
+    for xs in slabs(shape, _SLAB_VOXELS):
         gen[xs] = _context_slab(params, grid, subject, xs, lut, nb, elastic, fat)
     if organs is not None:
         _wrap_organs(gen, organs, grid, params, nb)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["Grid"]
+__all__ = ["Grid", "slabs"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,13 @@ class Grid:
         if np.any(i1 <= i0):
             return None
         return tuple(slice(int(a), int(b)) for a, b in zip(i0, i1))  # type: ignore[return-value]
+
+
+def slabs(shape: tuple[int, ...] | list[int], voxels: int) -> list[slice]:
+    """Slices along the first axis of a volume of ``shape``, about ``voxels`` voxels each (at
+    least one plane): whole-volume passes run slab by slab, so several element-wise passes over
+    one slab stay in the cache, and temporaries stay one slab big."""
+    plane = max(1, int(np.prod(shape[1:], dtype=np.int64)))
+    step = max(1, int(voxels) // plane)
+    n = int(shape[0])
+    return [slice(x0, min(n, x0 + step)) for x0 in range(0, n, step)]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from anatomix.config import AppearanceConfig
-from anatomix.appearance import apply_lesions, render_image, sample_appearance, sample_lesions, window
+from anatomix.appearance import apply_lesions, render_image, sample_appearance, sample_lesions
+from anatomix.hounsfield import window
 from anatomix.placement import sample_scene
 from anatomix.render import Grid, render_scene
 
@@ -59,7 +60,7 @@ def test_window_gamma_and_the_int16_hu_that_reuse_it():
     int16 HU built from that windowed image equal the ones built from the HU alone, keep HU
     outside the window and, windowed without gamma (the file holds it), give the image back
     within half the int16 step."""
-    from anatomix.appearance import hu_int16
+    from anatomix.hounsfield import hu_int16
 
     rng = np.random.default_rng(0)
     hu = (rng.standard_normal(size=(70, 9, 8)) * 300.0).astype(np.float32)
