@@ -176,3 +176,14 @@ def test_a_blend_of_two_shapes_keeps_their_weighted_volume():
     # a scaled blend keeps the scaled volume (the level is in the shape frame)
     f = organ_field(rods, "x", "y", 0.5, (1.2, 1.0, 0.9), (0, 0, 30), (0, 0, 0), spacing_mm=(2.0, 2.0, 2.0))
     assert _count_ml(f, *f.offset_box(4.0)) == pytest.approx(one * 1.08, rel=0.06)
+
+
+def test_slabs_cover_the_first_axis_once_in_order():
+    from anatomix.grid import slabs
+
+    for shape, voxels in (((10, 4, 5), 45), ((10, 4, 5), 1), ((3, 2, 2), 10**6), ((7,), 3)):
+        parts = slabs(shape, voxels)
+        covered = [i for s in parts for i in range(s.start, s.stop)]
+        assert covered == list(range(shape[0]))  # every plane once, in order, none past the end
+        plane = int(np.prod(shape[1:]))
+        assert all(s.stop - s.start <= max(1, voxels // plane) for s in parts)
