@@ -20,6 +20,7 @@ __all__ = ["gaussian_filter"]
 
 _MODES = ("wrap", "nearest")
 _CHUNK_BYTES = 1 << 20  # a chunk stays in a core's L2 cache through the kernel's passes
+_Index = tuple[int | slice, ...]
 
 
 def _kernel(sigma: float, radius: int) -> np.ndarray:
@@ -52,8 +53,7 @@ def _filter_axis(x: np.ndarray, sigma: float, mode: str, truncate: float, axis: 
 
     # per kernel offset k: (output positions, the two input positions summed there), the interior
     # as one slice pair, the positions whose neighbours wrap or clamp one by one
-    Index = tuple[int | slice, ...]
-    pairs: list[list[tuple[Index, Index, Index]]] = []
+    pairs: list[list[tuple[_Index, _Index, _Index]]] = []
     for k in range(1, radius + 1):
         pk = [(at(slice(k, n - k)), at(slice(0, n - 2 * k)), at(slice(2 * k, None)))] if n > 2 * k else []
         pk += [(at(i), at(_source(i - k, n, mode)), at(_source(i + k, n, mode)))
