@@ -281,13 +281,15 @@ class AnatomyGenerator:
 
     def warm_up(self) -> None:
         """Fill the caches that a long run fills as it goes, before the first case: every bank
-        shape's SDF crop and the blend levels of every pair of shapes placement may blend (one
-        organ, two subjects; tens of ms a pair). Outputs do not change; call it where the first
-        cases should cost what later ones do (a timing bench)."""
+        shape's SDF crop and the blend levels of every pair of shapes placement may blend (a graph
+        organ, two subjects; tens of ms a pair, so the cost grows with the square of the subjects
+        per organ). Outputs do not change; call it where the first cases should cost what later
+        ones do (a timing bench). The caches are not pickled: call it in the process that samples."""
         from anatomix.shape_field import organ_field
 
         blends = self.config.placement.interpolation_probability > 0
-        for organ in self._bank.organs:
+        graph_organs = set(self._graph.organs)
+        for organ in (o for o in self._bank.organs if o in graph_organs):
             recs = list(self._bank.shapes(organ))
             for a in recs:
                 organ_field(self._bank, str(a.shape_id), None, 0.0, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0),

@@ -76,6 +76,10 @@ def test_window_gamma_and_the_int16_hu_that_reuse_it():
         assert np.array_equal(alone[outside], np.rint(np.clip(hu[outside], -1024, 3071)).astype(np.int16))
         # the file holds the gamma already: a plain window of it gives the image back
         assert np.abs(window(alone.astype(np.float32), (-175.0, 250.0)) - img).max() <= 0.5 / 425.0 + 1e-6
+    with np.errstate(divide="ignore"):  # gamma 0 (x ** 0 = 1, also at 0) and < 0: as powf
+        for gamma in (0.0, -0.5):
+            ref = np.clip((hu + np.float32(175.0)) * np.float32(1.0 / 425.0), 0.0, 1.0) ** np.float32(gamma)
+            assert window(hu, (-175.0, 250.0), gamma).tobytes() == ref.astype(np.float32).tobytes()
 
 def test_config_rejects_bad_values():
     from pydantic import ValidationError
