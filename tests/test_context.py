@@ -78,15 +78,20 @@ def test_a_scene_past_the_context_subject_continues_its_last_slices_not_air():
     assert min(body[:, :, k].mean() for k in range(8)) > 0.3  # the torso's cross-section in every slice
 
 
+def _wall_scene():
+    """(subject, rigid params, grid, its context map) of the body-wall wrap tests: 4 mm voxels
+    over the whole torso cross-section, so the body's left and right edges are in the grid."""
+    s = load_context_subject()
+    p = _rigid_params(s)
+    grid = Grid((90, 80, 30), (4.0, 4.0, 4.0), (-180.0, -160.0, -60.0))
+    return s, p, grid, render_context(p, grid, s)
+
 def test_an_organ_reaching_past_the_body_wall_is_wrapped_in_it():
     """A placed organ (another subject's shape) that reaches past the context body wall gets the
     wall's layers around it instead of air; organs inside the body change nothing."""
     from scipy import ndimage
 
-    s = load_context_subject()
-    p = _rigid_params(s)
-    grid = Grid((90, 80, 30), (4.0, 4.0, 4.0), (-180.0, -160.0, -60.0))
-    plain = render_context(p, grid, s)
+    s, p, grid, plain = _wall_scene()
     body = plain.gen > 0
     x, y, z = np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij")
     # a ball centred on the body's left edge in the middle slice: half of it in air
@@ -112,10 +117,7 @@ def test_wrapping_organs_on_both_sides_equals_one_distance_transform_over_the_vo
 
     from anatomix.context import _separate_clusters, _wrap_organs
 
-    s = load_context_subject()
-    p = _rigid_params(s)
-    grid = Grid((90, 80, 30), (4.0, 4.0, 4.0), (-180.0, -160.0, -60.0))
-    plain = render_context(p, grid, s)
+    s, p, grid, plain = _wall_scene()
     body = plain.gen > 0
     x, y, z = np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij")
     organs = np.zeros(grid.shape, dtype=bool)
