@@ -74,8 +74,6 @@ CT_PRIOR_HU: dict[str, tuple[float, float, float, float]] = {
     "urinary_bladder": (10, 10, 12, 60),
 }
 _DEFAULT_HU = (40, 60, 80, 70)
-#: voxels per slab of the bias field's passes
-_SLAB_VOXELS = 1 << 18
 AIR_HU = -1000.0
 FAT_HU = -100.0
 SOFT_HU = 40.0
@@ -419,7 +417,7 @@ def render_hu(rendered: Rendered, label: np.ndarray, params: dict[str, Any],
         # (img - AIR_HU) * exp(bias * field) + AIR_HU, in place and slab by slab (in the cache);
         # the field's slabs are _smooth_field's values
         bias_field = TrilinearField(_coarse_values(acq["bias_seed"], 4), shape)
-        for slab in slabs(shape, _SLAB_VOXELS):
+        for slab in slabs(shape):
             bias = bias_field.slab(slab)
             bias *= np.float32(acq["bias"])
             np.exp(bias, out=bias)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["Grid", "slabs"]
+__all__ = ["SLAB_VOXELS", "Grid", "slabs"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,11 @@ class Grid:
         return tuple(slice(int(a), int(b)) for a, b in zip(i0, i1))  # type: ignore[return-value]
 
 
-def slabs(shape: tuple[int, ...] | list[int], voxels: int) -> list[slice]:
+#: voxels per slab of :func:`slabs` by default (1 MiB of float32: several passes stay in the cache)
+SLAB_VOXELS = 1 << 18
+
+
+def slabs(shape: tuple[int, ...] | list[int], voxels: int = SLAB_VOXELS) -> list[slice]:
     """Slices along the first axis of a volume of ``shape``, about ``voxels`` voxels each (at
     least one plane): whole-volume passes run slab by slab, so several element-wise passes over
     one slab stay in the cache, and temporaries stay one slab big."""

@@ -16,16 +16,13 @@ from anatomix.grid import slabs
 
 __all__ = ["hu_int16", "image_from_hu", "is_ct_like", "window"]
 
-#: voxels per slab of these whole-volume passes
-_SLAB_VOXELS = 1 << 18
-
 
 def window(hu: np.ndarray, window_hu: Sequence[float], gamma: float = 1.0) -> np.ndarray:
     """CT window normalisation: clip((hu - low) / (high - low), 0, 1) ** gamma, float32."""
     lo, hi = float(window_hu[0]), float(window_hu[1])
     hu = np.asarray(hu)
     out = np.empty(hu.shape, dtype=np.float32)
-    for sl in slabs(out.shape, _SLAB_VOXELS):  # float32 throughout, in place, slab by slab (in the cache)
+    for sl in slabs(out.shape):  # float32 throughout, in place, slab by slab (in the cache)
         x = out[sl]
         np.subtract(hu[sl], lo, dtype=np.float32, out=x)
         x *= np.float32(1.0 / (hi - lo))
@@ -77,7 +74,7 @@ def hu_int16(hu: np.ndarray, params: dict[str, Any], windowed: np.ndarray | None
     hu = np.asarray(hu, dtype=np.float32)
     gammaed = None if gamma == 1.0 else windowed if windowed is not None else window(hu, (lo, hi), gamma)
     out = np.empty(hu.shape, dtype=np.int16)
-    for sl in slabs(hu.shape, _SLAB_VOXELS):  # slab by slab: the passes below stay in the cache
+    for sl in slabs(hu.shape):  # slab by slab: the passes below stay in the cache
         h = hu[sl]
         if gammaed is not None:  # inside the window: lo + (hi - lo) * ((h - lo) / (hi - lo)) ** gamma
             t = gammaed[sl] * np.float32(hi - lo)
