@@ -196,6 +196,40 @@ def test_offset_measures_equal_the_pasted_ones():
                 assert g == float("inf")
 
 
+def test_remembered_pair_values_equal_the_measures_at_every_offset():
+    """pair_values and tight_overlap remember what they measured on the candidate's lattice (the
+    search comes back to the same translation often). Asked again, first without then with the
+    gap, and after the partner lattice is replaced by an equal-shaped other one, they give what
+    the relations module measures afresh."""
+    from anatomix import relations as rel
+    from anatomix.placement._lattice import lattice_of, pair_values, tight_overlap
+
+    h = 2.0
+    rng = np.random.default_rng(3)
+
+    def ball(n: int, r: float) -> np.ndarray:
+        g = np.mgrid[0:n, 0:n, 0:n].astype(np.float32) * h
+        return np.sqrt(((g - (n - 1) * h / 2) ** 2).sum(axis=0)) - np.float32(r)
+
+    la = lattice_of(ball(9, 6.0), np.zeros(3, int), h)
+    partners = [lattice_of(ball(11, 7.0), np.zeros(3, int), h), lattice_of(ball(11, 9.0), np.zeros(3, int), h)]
+    assert la is not None and all(p is not None for p in partners)
+    starts = [tuple(int(v) for v in rng.integers(-4, 14, 3)) for _ in range(40)]
+    for lb in partners:
+        for rep in range(2):  # the second pass reads what the first remembered
+            for a0 in starts:
+                b0 = (2, 3, 1)
+                inter = rel.offset_overlap_count(la.mask, a0, lb.mask, b0)
+                gap = rel.offset_surface_gap_mm(la.sdf, a0, lb.sdf, b0) if not inter else 0.0
+                assert pair_values(a0, la, b0, lb, need_gap=False) == (inter, 0.0 if inter else float("inf"))
+                got_inter, got_gap = pair_values(a0, la, b0, lb, need_gap=True)
+                assert got_inter == inter and got_gap == pytest.approx(gap, abs=1e-5)
+                a_t = tuple(a + t for a, t in zip(a0, la.tight_lo_t))
+                b_t = tuple(b + t for b, t in zip(b0, lb.tight_lo_t))
+                assert tight_overlap(a_t, la, b_t, lb) == inter
+    assert len(la.pairs) > 0
+
+
 def test_candidates_drawn_inside_the_hard_directions_after_a_failed_draw(anatomy_bank, monkeypatch):
     """'kidney_left left_of kidney_right by 170 mm' leaves the left kidney's prior (the bank's
     -65 mm) almost no room, as a graph learned from few subjects can: the first draw's candidates

@@ -4,7 +4,7 @@ lattice steps (every candidate translation reuses that one evaluation)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,8 @@ from anatomix import relations as rel
 from anatomix.graph import OrganSpec
 from anatomix.shape_field import OrganField, evaluate_upsampled, rotation_matrix
 
-__all__ = ["Lattice", "Placed", "carry", "lattice_of", "organ_lattice", "overlap_region", "pair_values"]
+__all__ = ["Lattice", "Placed", "carry", "lattice_of", "organ_lattice", "overlap_region", "pair_values",
+           "tight_overlap"]
 
 
 @dataclass
@@ -29,12 +30,22 @@ class Lattice:
     tight_hi: np.ndarray
     mask_t: np.ndarray = None  # type: ignore[assignment]  # mask over its tight box
     shape: np.ndarray = None  # type: ignore[assignment]  # sdf.shape as an int array
+    tight_lo_t: tuple[int, ...] = ()  # tight_lo, tight_hi and the sdf shape as python ints
+    tight_hi_t: tuple[int, ...] = ()
+    shape_t: tuple[int, ...] = ()
     outside_sdf: np.ndarray = None  # type: ignore[assignment]  # sdf outside the organ, inf inside
+    # the pair values already measured from this lattice: the candidate search comes back to the
+    # same translation often (a third of its checks), and the arrays never change once built
+    pairs: dict[tuple[Any, ...], tuple[Any, int, float | None]] = field(default_factory=dict, repr=False,
+                                                                           compare=False)
 
     def __post_init__(self) -> None:
         self.mask_t = np.ascontiguousarray(self.mask[tuple(slice(int(a), int(b) + 1)
                                                            for a, b in zip(self.tight_lo, self.tight_hi))])
         self.shape = np.asarray(self.sdf.shape)
+        self.tight_lo_t = tuple(int(v) for v in self.tight_lo)
+        self.tight_hi_t = tuple(int(v) for v in self.tight_hi)
+        self.shape_t = tuple(int(v) for v in self.sdf.shape)
         # the surface gap of two lattices is the least sdf_a + sdf_b where both are outside:
         # with inf inside, one sum and one min over the common box (no masks per candidate)
         self.outside_sdf = np.where(self.mask, np.float32(np.inf), self.sdf).astype(np.float32, copy=False)
@@ -105,14 +116,40 @@ def pair_values(a_start: tuple[int, ...], la: Lattice, b_start: tuple[int, ...],
                  need_gap: bool) -> tuple[int, float]:
     """(intersection voxel count, surface gap mm) on the lattice: the values of :mod:`anatomix.relations`'
     ``offset_overlap_count`` and ``offset_surface_gap_mm`` (the gap from the lattices' ``outside_sdf``);
-    the gap is ``inf`` unless needed."""
-    box = rel.offset_common_box(a_start, la.sdf.shape, b_start, lb.sdf.shape)
-    if box is None:
-        return 0, math.inf
-    inter = rel.offset_overlap_count(la.mask, a_start, lb.mask, b_start, box=box)
+    the gap is ``inf`` unless needed. Remembered on ``la`` (:attr:`Lattice.pairs`)."""
+    key = (a_start, b_start, id(lb))
+    hit = la.pairs.get(key)
+    if hit is not None and hit[0] is lb and (hit[2] is not None or not need_gap):
+        inter, gap = hit[1], hit[2]
+    else:
+        gap = None
+        box = rel.offset_common_box(a_start, la.sdf.shape, b_start, lb.sdf.shape)
+        if box is None:
+            inter, gap = 0, math.inf
+        else:
+            inter = rel.offset_overlap_count(la.mask, a_start, lb.mask, b_start, box=box)
+            if inter:
+                gap = 0.0
+            elif need_gap:
+                gap = rel.offset_outside_gap_mm(la.outside_sdf[box[0]], lb.outside_sdf[box[1]])
+        la.pairs[key] = (lb, inter, gap)  # lb kept: its id is not reused while the entry lives
     if inter or not need_gap:
         return inter, 0.0 if inter else math.inf
-    return 0, rel.offset_outside_gap_mm(la.outside_sdf[box[0]], lb.outside_sdf[box[1]])
+    assert gap is not None
+    return 0, gap
+
+
+def tight_overlap(a_tight: tuple[int, ...], la: Lattice, b_tight: tuple[int, ...], lb: Lattice) -> int:
+    """|a ∩ b| on the lattice of two lattices whose tight mask boxes start at ``a_tight`` /
+    ``b_tight``, counted over the common part of those boxes (outside it one mask is empty): the
+    value of :func:`anatomix.relations.offset_overlap_count`. Remembered on ``la``."""
+    key = ("tight", a_tight, b_tight, id(lb))
+    hit = la.pairs.get(key)
+    if hit is not None and hit[0] is lb:
+        return hit[1]
+    inter = rel.offset_overlap_count(la.mask_t, a_tight, lb.mask_t, b_tight)
+    la.pairs[key] = (lb, inter, None)
+    return inter
 
 
 def carry(p: Placed, anchor: np.ndarray, h: float) -> np.ndarray:
