@@ -4,6 +4,7 @@ lattice steps (every candidate translation reuses that one evaluation)."""
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +120,7 @@ def pair_values(a_start: tuple[int, ...], la: Lattice, b_start: tuple[int, ...],
     the gap is ``inf`` unless needed. Remembered on ``la`` (:attr:`Lattice.pairs`)."""
     key = (a_start, b_start, id(lb))
     hit = la.pairs.get(key)
-    if hit is not None and hit[0] is lb and (hit[2] is not None or not need_gap):
+    if hit is not None and hit[0]() is lb and (hit[2] is not None or not need_gap):
         inter, gap = hit[1], hit[2]
     else:
         gap = None
@@ -132,7 +133,8 @@ def pair_values(a_start: tuple[int, ...], la: Lattice, b_start: tuple[int, ...],
                 gap = 0.0
             elif need_gap:
                 gap = rel.offset_outside_gap_mm(la.outside_sdf[box[0]], lb.outside_sdf[box[1]])
-        la.pairs[key] = (lb, inter, gap)  # lb kept: its id is not reused while the entry lives
+        # a weak reference tells whether id(lb) is still lb (no cycle between placed lattices)
+        la.pairs[key] = (weakref.ref(lb), inter, gap)
     if inter or not need_gap:
         return inter, 0.0 if inter else math.inf
     assert gap is not None
@@ -145,10 +147,10 @@ def tight_overlap(a_tight: tuple[int, ...], la: Lattice, b_tight: tuple[int, ...
     value of :func:`anatomix.relations.offset_overlap_count`. Remembered on ``la``."""
     key = ("tight", a_tight, b_tight, id(lb))
     hit = la.pairs.get(key)
-    if hit is not None and hit[0] is lb:
+    if hit is not None and hit[0]() is lb:
         return hit[1]
     inter = rel.offset_overlap_count(la.mask_t, a_tight, lb.mask_t, b_tight)
-    la.pairs[key] = (lb, inter, None)
+    la.pairs[key] = (weakref.ref(lb), inter, None)
     return inter
 
 
