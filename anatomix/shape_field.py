@@ -138,25 +138,23 @@ class OrganField:
         centre = np.asarray(start, dtype=np.float64) + half  # offset of normalised coordinate 0
         disp = self._elastic_grid(centre, half, shape) if self.elastic else None
         out: torch.Tensor | None = None
+        ticks = [_ticks(n, dev) for n in shape]
         for part in self.parts:
             pn1 = np.maximum(part.size.numpy().astype(np.float64) - 1, 1)
             g = np.diag(2.0 / (pn1 * part.spacing.numpy().astype(np.float64)))
             lin = g @ self.matrix @ np.diag(half)
             trans = g @ (self.matrix @ centre) + 2.0 * part.centroid_idx.numpy() / pn1 - 1.0
             # normalised crop coordinate at box index (i, j, k): trans + lin @ (2 idx / n1 - 1),
-            # built as an outer sum of three 1D ramps, in torch (z, y, x) coordinate order
-            ramps = []
-            for d in range(3):
-                t = torch.linspace(-1.0, 1.0, shape[d], dtype=torch.float32, device=dev) if shape[d] > 1 \
-                    else torch.full((1,), -1.0, device=dev)
-                col = torch.as_tensor(lin[::-1, d].copy(), dtype=torch.float32, device=dev)
-                ramps.append(t[:, None] * col)
-            shift = torch.as_tensor(trans[::-1].copy(), dtype=torch.float32, device=dev)
+            # built as an outer sum of three 1D ramps, in torch (z, y, x) coordinate order; the
+            # small coefficients cross to torch in one float32 array (rows: three ramp columns,
+            # the shift, the elastic scale), not five tensors
+            coef = torch.from_numpy(np.stack([lin[::-1, 0], lin[::-1, 1], lin[::-1, 2], trans[::-1],
+                                              np.diag(g)[::-1]]).astype(np.float32)).to(dev)
+            ramps = [ticks[d][:, None] * coef[d] for d in range(3)]
             grid = (ramps[0][:, None, None, :] + ramps[1][None, :, None, :]
-                    + (ramps[2] + shift)[None, None, :, :])
+                    + (ramps[2] + coef[3])[None, None, :, :])
             if disp is not None:
-                scale = torch.as_tensor(np.diag(g)[::-1].copy(), dtype=torch.float32, device=dev)
-                grid = grid + disp[0] * scale
+                grid = grid + disp[0] * coef[4]
             grid = grid[None]
             val = F.grid_sample(part.volume, grid, mode="bilinear", padding_mode="border",
                                 align_corners=True)[0, 0]
@@ -182,9 +180,12 @@ class OrganField:
         u = (x[0][:, None, None, None] * m[:, 0] + x[1][None, :, None, None] * m[:, 1]
              + x[2][None, None, :, None] * m[:, 2])
         d = torch.zeros_like(u)
-        for amp, freq, phase in self.elastic:
-            f = torch.as_tensor(freq * (2.0 * math.pi), dtype=torch.float64, device=dev)
-            d += torch.sin(u @ f + phase)[..., None] * torch.as_tensor(amp, dtype=torch.float64, device=dev)
+        # every term's frequency (times 2 pi) and amplitude in one float64 array: one transfer
+        terms = torch.from_numpy(np.stack([np.concatenate([np.asarray(freq, np.float64) * (2.0 * math.pi),
+                                                           np.asarray(amp, np.float64)])
+                                           for amp, freq, _ in self.elastic])).to(dev)
+        for k, (_, _, phase) in enumerate(self.elastic):
+            d += torch.sin(u @ terms[k, :3] + phase)[..., None] * terms[k, 3:]
         d = d.flip(-1).permute(3, 0, 1, 2)[None].to(torch.float32)  # (1, 3, cx, cy, cz), (z,y,x) channels
         if tuple(coarse) == shape:
             return d.permute(0, 2, 3, 4, 1)
@@ -195,6 +196,22 @@ class OrganField:
         return d.permute(0, 2, 3, 4, 1)
 
 
+
+
+_TICKS: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _ticks(n: int, device: torch.device) -> torch.Tensor:
+    """``torch.linspace(-1, 1, n)`` (float32; ``[-1]`` for one point), kept per size and device:
+    the ramps of every box of that size share it (read only)."""
+    key = (n, str(device))
+    t = _TICKS.get(key)
+    if t is None:
+        t = torch.linspace(-1.0, 1.0, n, dtype=torch.float32, device=device) if n > 1 \
+            else torch.full((1,), -1.0, device=device)
+        if len(_TICKS) < 4096:
+            _TICKS[key] = t
+    return t
 
 
 def bulge_bump(offset: Sequence[float] | np.ndarray, radius: float, depth: float, start: Sequence[float] | np.ndarray,

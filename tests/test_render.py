@@ -187,3 +187,30 @@ def test_slabs_cover_the_first_axis_once_in_order():
         assert covered == list(range(shape[0]))  # every plane once, in order, none past the end
         plane = int(np.prod(shape[1:]))
         assert all(s.stop - s.start <= max(1, voxels // plane) for s in parts)
+
+
+def test_eval_box_ticks_are_linspace_shared_and_left_unchanged():
+    """eval_box's ramps share one ``torch.linspace(-1, 1, n)`` per box size (kept across calls):
+    the same bytes as a fresh linspace, the same SDF whether or not the size was seen before,
+    and never written to."""
+    import torch
+
+    from anatomix import shape_field
+    from anatomix.shape_field import organ_field
+
+    for n in (1, 2, 7, 96):
+        want = torch.linspace(-1.0, 1.0, n) if n > 1 else torch.full((1,), -1.0)
+        assert torch.equal(shape_field._ticks(n, torch.device("cpu")), want)
+    rods = _Rods()
+    elastic = [{"amplitude_mm": (1.5, -0.7, 0.9), "frequency_per_mm": (0.011, -0.02, 0.017), "phase": 0.4},
+               {"amplitude_mm": (-0.6, 1.1, 0.3), "frequency_per_mm": (-0.03, 0.008, 0.022), "phase": 2.1}]
+    fld = organ_field(rods, "x", "y", 0.3, (1.1, 0.9, 1.0), (12.0, -7.0, 25.0), (0.0, 0.0, 0.0), elastic)
+    lo, step, n = np.array([-40.0, -20.0, -15.0]), np.array([1.5, 1.5, 2.0]), np.array([53, 29, 17])
+    shape_field._TICKS.clear()
+    first = fld.eval_box(lo, step, n).numpy().copy()
+    kept = {k: v.clone() for k, v in shape_field._TICKS.items()}
+    assert set(kept) == {(53, "cpu"), (29, "cpu"), (17, "cpu")}
+    again = fld.eval_box(lo, step, n).numpy()
+    assert np.array_equal(first, again)
+    assert all(torch.equal(shape_field._TICKS[k], v) for k, v in kept.items())
+    assert (first <= 0).any() and (first > 0).any()
