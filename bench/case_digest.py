@@ -11,8 +11,8 @@ keeps each case's label, [0, 1] image and int16 HU image (``DIR/case_NNN.npz``);
 reads them back and prints, per case and over all, whether the labels are byte-identical, the
 largest difference of the [0, 1] image and how many int16 HU voxels differ (issue 14's check for
 speed-ups that are not bit-exact: labels identical, images within 1e-4). ``--records N`` digests
-the JSON records of the first N cases instead (placement and every draw, nothing rendered: about
-0.1 s a case, so a placement change can be checked on hundreds of scenes).
+the JSON records of the first N cases instead (placement and every draw, nothing rendered: 0.15-0.25 s
+a case on the 2-core development host, so a placement change can be checked on hundreds of scenes).
 """
 
 from __future__ import annotations

@@ -10,8 +10,15 @@ functions are taken from the base checkout's source of their modules (each modul
 afresh as ``<module>_old``; names one old module imports from another are rewired to the old
 versions), and every case is generated twice, once with the old functions swapped in and once
 with the new ones, in alternating order, by one generator whose caches both share (warmed first).
-Only changes inside the named functions are compared: a changed class or constant is shared by
-both sides.
+
+What it swaps, and its limits:
+- module attributes only: functions and classes (``anatomix.shape_field:OrganField`` swaps the
+  class, so the new code that builds one builds the old), never a method by itself, a closure, a
+  default argument or a reference already stored in an object;
+- inside an old module, the classes and helpers it defines itself are the old ones; whatever it
+  imports from other modules is the new code, shared by both sides;
+- an object one side stores and the other reads (a cache on a shared context, such as
+  placement's ``ctx.prepared``) must have the same layout on both sides, or the run fails.
 
 ``--what scene`` times placement (``generator.scene``), ``sample`` the whole case
 (``generator.sample``); ``--fov`` window, whole or tiny (``bench/anatomy_speed.py``'s configs).

@@ -37,8 +37,9 @@ class Lattice:
     outside_sdf: np.ndarray = None  # type: ignore[assignment]  # sdf outside the organ, inf inside
     # the pair values already measured from this lattice: the candidate search comes back to the
     # same translation often (a third of its checks), and the arrays never change once built
-    pairs: dict[tuple[Any, ...], tuple[Any, int, float | None]] = field(default_factory=dict, repr=False,
-                                                                           compare=False)
+    # (not an init field: a copy or dataclasses.replace of a lattice starts with no entries)
+    pairs: dict[tuple[Any, ...], tuple[Any, int, float | None]] = field(default_factory=dict, init=False,
+                                                                           repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.mask_t = np.ascontiguousarray(self.mask[tuple(slice(int(a), int(b) + 1)
