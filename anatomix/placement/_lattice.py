@@ -30,10 +30,8 @@ class Lattice:
     tight_lo: np.ndarray  # (3,) int, mask box within sdf
     tight_hi: np.ndarray
     mask_t: np.ndarray = None  # type: ignore[assignment]  # mask over its tight box
-    shape: np.ndarray = None  # type: ignore[assignment]  # sdf.shape as an int array
-    tight_lo_t: tuple[int, ...] = ()  # tight_lo, tight_hi and the sdf shape as python ints
+    tight_lo_t: tuple[int, ...] = ()  # tight_lo and tight_hi as python ints
     tight_hi_t: tuple[int, ...] = ()
-    shape_t: tuple[int, ...] = ()
     outside_sdf: np.ndarray = None  # type: ignore[assignment]  # sdf outside the organ, inf inside
     # the pair values already measured from this lattice: the candidate search comes back to the
     # same translation often (a third of its checks), and the arrays never change once built
@@ -44,10 +42,8 @@ class Lattice:
     def __post_init__(self) -> None:
         self.mask_t = np.ascontiguousarray(self.mask[tuple(slice(int(a), int(b) + 1)
                                                            for a, b in zip(self.tight_lo, self.tight_hi))])
-        self.shape = np.asarray(self.sdf.shape)
         self.tight_lo_t = tuple(int(v) for v in self.tight_lo)
         self.tight_hi_t = tuple(int(v) for v in self.tight_hi)
-        self.shape_t = tuple(int(v) for v in self.sdf.shape)
         # the surface gap of two lattices is the least sdf_a + sdf_b where both are outside:
         # with inf inside, one sum and one min over the common box (no masks per candidate)
         self.outside_sdf = np.where(self.mask, np.float32(np.inf), self.sdf).astype(np.float32, copy=False)

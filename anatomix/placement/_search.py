@@ -130,7 +130,7 @@ def check_candidate(ctx: Context, info: OrganSpec, lat: Lattice, m: np.ndarray,
     placed = prep.placed
     s0, s1, s2 = start_t = (int(start[0]), int(start[1]), int(start[2]))
     # this candidate's boxes (inclusive lattice indices): its tight mask box and its SDF array box
-    (t0, t1, t2), (u0, u1, u2), (n0, n1, n2) = lat.tight_lo_t, lat.tight_hi_t, lat.shape_t
+    (t0, t1, t2), (u0, u1, u2), (n0, n1, n2) = lat.tight_lo_t, lat.tight_hi_t, lat.sdf.shape
     mask_lo, mask_hi = (s0 + t0, s1 + t1, s2 + t2), (s0 + u0, s1 + u1, s2 + u2)
     sdf_hi = (s0 + n0 - 1, s1 + n1 - 1, s2 + n2 - 1)
     for i, r in enumerate(area):
