@@ -11,7 +11,7 @@ import torch
 
 from anatomix.errors import AnatomixError
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "to_device"]
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
@@ -40,3 +40,13 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
     if dev.type != "cpu":
         raise AnatomixError(f"device {device!r}: generation runs on 'cpu' or 'cuda', found {dev.type!r}")
     return dev
+
+
+def to_device(data, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``torch.tensor(data, dtype=dtype, device=device)`` without the host sync of a plain copy
+    to a GPU (which waits for every queued kernel): through pinned memory, asynchronously. On
+    the CPU it is ``torch.tensor``."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return torch.tensor(data, dtype=dtype, device=dev)
+    return torch.tensor(data, dtype=dtype).pin_memory().to(dev, non_blocking=True)

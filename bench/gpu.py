@@ -8,6 +8,8 @@ Rows (each timed for ``--seconds`` after one warm-up, at least 2 repetitions):
 
 - ``fdif 96^3``: FDIF-mode volumes/s, generation only (parameter draw on the CPU, rendering on
   the device, image and label copied back to numpy; nothing written);
+- ``fdif 96^3 batch B``: the same, ``B`` volumes per call (``FdifGenerator.sample_batch``, the
+  batched renderer :mod:`anatomix.sdf.batch`: one pass per primitive class over the whole batch);
 - ``anatomy 96^3`` / ``anatomy whole``: structure-aware cases/s (window 96^3 at 1.5x1.5x2 mm, and
   the whole abdomen); organ SDFs and labels on the device, placement, lesions and appearance on
   the CPU (numpy);
@@ -150,6 +152,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=max(1, min(12, (os.cpu_count() or 2) - 2)),
                     help="CPU worker processes of the stream row (default: cores - 2, at most 12)")
     ap.add_argument("--tiny", action="store_true", help="shrink every size (a smoke run, not a figure)")
+    ap.add_argument("--batch", type=int, default=64, help="volumes per call of the batched FDIF row (default 64)")
     ap.add_argument("--budget", type=float, default=240.0, help="skip the remaining rows after this many seconds")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", message="the embedded shape bank has no shape")
@@ -193,8 +196,16 @@ def main() -> None:
             return f"{1.0 / med:.1f} {unit}/s", f"median {med * 1e3:.1f} ms, {len(times)} {unit}"
         return run
 
+    def batch_row() -> tuple[str, str]:
+        gen = _fdif_generator(z["fdif"], device)
+        nb = args.batch
+        times = _repeat(lambda i: gen.sample_batch(range(i * nb, (i + 1) * nb)), args.seconds, dev)
+        med = statistics.median(times)
+        return f"{nb / med:.1f} volumes/s", f"median {med * 1e3:.0f} ms per {nb}, {len(times)} calls"
+
     s = z["window"]
     row(f"fdif {z['fdif']}^3", gen_row(lambda: _fdif_generator(z["fdif"], device), "volumes"))
+    row(f"fdif {z['fdif']}^3 batch {args.batch}", batch_row)
     row(f"anatomy {s}^3", gen_row(lambda: _anatomy_generator("window", s, z["window_mm"], device), "cases"))
     row("anatomy whole", gen_row(lambda: _anatomy_generator("whole", s, z["whole_mm"], device), "cases"))
 
@@ -234,7 +245,15 @@ def main() -> None:
                 n += a.label.size
                 if np.array_equal(a.label, b.label):
                     worst = max(worst, float(np.abs(a.image.astype(np.float64) - b.image).max()))
-        return f"{flips} label voxels differ", f"of {n}; max image diff {worst:.2e} (cases with equal labels)"
+        # the batched renderer on the device against the per-volume one on the CPU
+        cpu_gen, dev_gen = _fdif_generator(z["fdif"], "cpu"), _fdif_generator(z["fdif"], device)
+        changed = 0
+        for a, b in zip((cpu_gen.sample(i) for i in range(2)), dev_gen.sample_batch(range(2))):
+            flips += int((a.label != b.label).sum())
+            changed += int((a.image != b.image).sum())
+            n += a.label.size
+        return (f"{flips} label voxels differ",
+                f"of {n}; max image diff {worst:.2e} (cases with equal labels); batch: {changed} image voxels differ")
 
     row(f"agreement cpu vs {dev.type}", agreement)
 

@@ -96,6 +96,11 @@ def test_every_tensor_is_made_on_the_requested_device(anatomy_graph, anatomy_ban
     with torch.device("meta"):
         b = gen.render_record(record)
     assert a.label.any() and a.label.tobytes() == b.label.tobytes() and a.image.tobytes() == b.image.tobytes()
+    batched = gen.render_records([record])[0]
+    with torch.device("meta"):
+        c = gen.render_records([record])[0]
+    assert batched.label.any() and c.label.tobytes() == batched.label.tobytes()
+    assert c.image.tobytes() == batched.image.tobytes()
 
 
 def test_device_names_are_checked():
@@ -168,3 +173,17 @@ def test_cuda_fdif_matches_cpu_and_stays_on_the_gpu():
         assert diff.max() <= 1.0 and (diff > 0).mean() <= FDIF_CHANGED_FRACTION
         assert all(abs(x - y) <= max(2, x // 1000) for x, y in
                    zip(a.record["volumes_vox"], b.record["volumes_vox"]))
+
+
+@needs_cuda
+def test_cuda_batched_fdif_matches_cpu():
+    cfg = _fdif_config(96)
+    cpu = FdifGenerator(cfg, seed=0, device="cpu")
+    gpu = FdifGenerator(cfg, seed=0, device="cuda")
+    for a, b in zip(cpu.sample_batch(range(4)), gpu.sample_batch(range(4))):
+        assert (a.label != b.label).mean() <= LABEL_FLIP_FRACTION
+        assert (a.image != b.image).mean() <= FDIF_CHANGED_FRACTION
+        assert all(abs(x - y) <= max(2, x // 1000) for x, y in zip(a.record["volumes_vox"], b.record["volumes_vox"]))
+    alone = gpu.sample_batch([2])[0]
+    together = gpu.sample_batch(range(4))[2]
+    assert (alone.label != together.label).mean() <= LABEL_FLIP_FRACTION  # GPU sums in any order: not bytes

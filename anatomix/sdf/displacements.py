@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from anatomix.sdf.pose import affine_rows
+from anatomix.sdf.sections import PerObject
 
 __all__ = ["DISPLACEMENTS", "DISPLACEMENT_NAMES", "DisplacementField", "displacement_bound_mm", "displacement_field",
            "displacement_lipschitz", "displacement_range_mm", "sample_displacement"]
@@ -93,8 +96,22 @@ class DisplacementField:
         self.b = torch.tensor(phase[idx, None] * f, dtype=dtype, device=device)
         self.scale = amp * half_extent_mm
 
+    @classmethod
+    def batched(cls, specs: Sequence[dict[str, Any]], half_extent_mm: float, per: PerObject) -> DisplacementField:
+        """Fields of one name for a batch of objects: point n takes ``specs[per.owner[n]]``'s
+        rotation and phase (the batched renderer)."""
+        names = {spec["name"] for spec in specs}
+        if len(names) != 1:
+            raise ValueError(f"a batch of displacements must share one name, found {sorted(names)}")
+        one = [cls(spec, half_extent_mm, torch.float64) for spec in specs]  # each object's map, in float64
+        self = cls.__new__(cls)
+        self.g, self.scale = one[0].g, one[0].scale
+        self.m = per.rows(torch.stack([f.m for f in one]).numpy())  # (r, 3, N)
+        self.b = per.rows(torch.stack([f.b[:, 0] for f in one]).numpy())  # (r, N)
+        return self
+
     def __call__(self, p: torch.Tensor) -> torch.Tensor:
-        return self.g(torch.addmm(self.b, self.m, p)).mul_(self.scale)
+        return self.g(affine_rows(self.m, self.b, p)).mul_(self.scale)
 
 
 def sample_displacement(name: str, *, rng: np.random.Generator, randomize: bool = True) -> dict[str, Any]:

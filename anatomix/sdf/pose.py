@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
-__all__ = ["random_rotation", "sample_pose", "pose_matrices"]
+__all__ = ["affine_rows", "random_rotation", "sample_pose", "pose_matrices"]
 
 
 def random_rotation(*, rng: np.random.Generator) -> np.ndarray:
@@ -44,3 +45,11 @@ def pose_matrices(pose: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, float]:
     m = rot @ s
     a = np.linalg.inv(m)
     return m, a, float(np.linalg.norm(a, 2))
+
+
+def affine_rows(m: torch.Tensor, b: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``m @ p + b`` for points as rows ``p`` (3, N): one map (m (r, 3), b (r, 1)), or one map
+    per point (m (r, 3, N), b (r, N); a batch of objects, :class:`anatomix.sdf.sections.PerObject`)."""
+    if m.dim() == 2:
+        return torch.addmm(b, m, p)
+    return torch.addcmul(b, m[:, 0], p[0]).addcmul_(m[:, 1], p[1]).addcmul_(m[:, 2], p[2])

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from anatomix.sdf.sections import (PerObject, Polygon, Section, polygon_sdf2d, section_depth, section_rmax,
+                                   star_sdf2d)
 
 __all__ = [
     "CLASS_NAMES",
@@ -186,128 +189,6 @@ def sample_primitive(name: str, extent_mm: float, *, rng: np.random.Generator) -
 
 
 # ---------------------------------------------------------------------------------------------
-# 2D signed distances (exact)
-# ---------------------------------------------------------------------------------------------
-
-
-def circle_sdf2d(x: torch.Tensor, y: torch.Tensor, radius: float) -> torch.Tensor:
-    return torch.sqrt(x * x + y * y) - radius
-
-
-def star_sdf2d(x: torch.Tensor, y: torch.Tensor, radius: float, n: int, w: float) -> torch.Tensor:
-    """Exact SDF of a regular n-pointed star (tips at ``radius``), after I. Quilez's star
-    construction with FDIF's ``m = n + w (2 - n)``: ``w = 1`` is the regular n-gon, smaller
-    ``w`` gives thinner points (``w = 0``: degenerate spikes)."""
-    m = n + w * (2.0 - n)
-    an = math.pi / n
-    en = math.pi / m
-    acx, acy = radius * math.cos(an), radius * math.sin(an)
-    ecx, ecy = math.cos(en), math.sin(en)
-    ax = torch.abs(x)
-    bn = torch.remainder(torch.atan2(y, ax), 2.0 * an).sub_(an)
-    r = torch.hypot(ax, y)
-    px = (r * torch.cos(bn)).sub_(acx)
-    py = torch.sin(bn).abs_().mul_(r).sub_(acy)
-    t = torch.clamp(torch.add(px * (-ecx), py, alpha=-ecy), 0.0, acy / ecy)
-    px.add_(t, alpha=ecx)
-    py.add_(t, alpha=ecy)
-    return torch.hypot(px, py).copysign_(px)
-
-
-class _Polygon:
-    """Exact SDF of a simple polygon, coefficients precomputed once per polygon.
-
-    Every quantity is linear in the point, so the n edges are evaluated as an (n, N) array
-    (edges along rows, points contiguous: reductions over edges are vectorised row minima).
-    Evaluating ``s * sdf(p / s)`` for a per-point scale ``s`` (tapered prisms) only scales the
-    constant terms, so it costs no divisions.
-    """
-
-    def __init__(self, vertices: torch.Tensor) -> None:
-        v = vertices.detach().cpu().numpy().astype(np.float64)
-        e = np.roll(v, -1, axis=0) - v
-        half = 0.5 * np.maximum(np.hypot(e[:, 0], e[:, 1]), 1e-12)
-        t = e / (2.0 * half[:, None])  # unit edge direction
-        nx, ny = -t[:, 1], t[:, 0]  # left normal: inside of a counter-clockwise polygon
-        rows = np.stack([
-            # m = (p - edge midpoint) . t: |m| > half beyond the edge's ends
-            t[:, 0], t[:, 1], -(v * t).sum(1) - half, -half,
-            # h = (p - v) . n: signed distance to the edge's line
-            nx, ny, -(v[:, 0] * nx + v[:, 1] * ny)])
-        c = torch.tensor(rows, dtype=vertices.dtype, device=vertices.device)[:, :, None]
-        self.tx, self.ty, self.tc, self.half, self.nx, self.ny, self.nc = c.unbind(0)
-        self.vy = torch.tensor(np.append(v[:, 1], v[0, 1])[:, None], dtype=vertices.dtype, device=vertices.device)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
-        m = self.tx * x
-        m.addcmul_(self.ty, y)
-        m = m.add_(self.tc) if s is None else m.addcmul_(self.tc, s)
-        m.abs_()
-        m = m.add_(self.half) if s is None else m.addcmul_(self.half, s)
-        m.clamp_(min=0.0).mul_(m)
-        h = self.nx * x
-        h.addcmul_(self.ny, y)
-        h = h.add_(self.nc) if s is None else h.addcmul_(self.nc, s)
-        d = m.addcmul_(h, h).amin(0).sqrt_()
-        # crossing parity (sign): edge i crosses the horizontal ray from p when its ends lie
-        # on both sides of y and p is on the matching side of the edge's line
-        above = (y >= self.vy) if s is None else (y >= self.vy * s)
-        flip = (above[:-1] != above[1:]).logical_and_(above[:-1] == (h > 0.0))
-        inside = flip.sum(0, dtype=torch.uint8).bitwise_and_(1).bool()
-        return torch.where(inside, -d, d)
-
-
-def polygon_sdf2d(x: torch.Tensor, y: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
-    """Exact SDF of a simple polygon (vertices (n, 2) in order), sign by crossing parity."""
-    return _Polygon(vertices.to(x.device, x.dtype))(x.contiguous(), y.contiguous())
-
-
-class _Section:
-    """A cross-section's 2D SDF (circle, star or polygon), ``s * f(p / s)`` for a scale s."""
-
-    def __init__(self, section: dict[str, Any], dtype: torch.dtype, device: torch.device | str) -> None:
-        self.section = section
-        self.poly = None
-        if "vertices" in section:
-            self.poly = _Polygon(torch.tensor(section["vertices"], dtype=dtype, device=device))
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
-        sec = self.section
-        if self.poly is not None:
-            return self.poly(x, y, s)
-        if "n" not in sec:  # circle: s (|p / s| - r) = |p| - s r
-            d = torch.hypot(x, y)
-            return d.sub_(sec["radius"]) if s is None else d.sub_(s * sec["radius"])
-        if s is None:
-            return star_sdf2d(x, y, sec["radius"], sec["n"], sec["w"])
-        return star_sdf2d(x / s, y / s, sec["radius"], sec["n"], sec["w"]).mul_(s)
-
-
-def _section_sdf(section: dict[str, Any], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return _Section(section, x.dtype, x.device)(x.contiguous(), y.contiguous())
-
-
-def _section_rmax(section: dict[str, Any]) -> float:
-    if "vertices" in section:
-        return float(max(math.hypot(a, b) for a, b in section["vertices"]))
-    return float(section["radius"])
-
-
-def _section_depth(section: dict[str, Any]) -> float:
-    """Deepest interior distance of a cross-section (inradius-like), for onion thickness."""
-    if "vertices" not in section and "n" not in section:
-        return float(section["radius"])
-    r = _section_rmax(section)
-    g = torch.linspace(-r, r, 97, dtype=torch.float64)
-    gx, gy = torch.meshgrid(g, g, indexing="ij")
-    if "vertices" in section:
-        d = polygon_sdf2d(gx.reshape(-1), gy.reshape(-1), torch.tensor(section["vertices"], dtype=torch.float64))
-    else:
-        d = star_sdf2d(gx.reshape(-1), gy.reshape(-1), r, section["n"], section["w"])
-    return float(-d.min())
-
-
-# ---------------------------------------------------------------------------------------------
 # extrusion profiles
 # ---------------------------------------------------------------------------------------------
 
@@ -335,43 +216,50 @@ def _profile_pieces(p: dict[str, Any], profile: str) -> list[tuple[float, float,
 def _onion_thickness(p: dict[str, Any], cls: PrimitiveClass) -> float:
     """FDIF: shell half-thickness = ratio * |min of the cross-section SDF| (its deepest point)."""
     pieces = _profile_pieces(p, cls.profile)
-    rmax = _section_rmax(p["section"])
+    rmax = section_rmax(p["section"])
     smax = max(max(pc[2], pc[3]) for pc in pieces)
     slope_max = max(abs(pc[3] - pc[2]) / max(pc[1] - pc[0], 1e-9) for pc in pieces)
-    depth = _section_depth(p["section"])
+    depth = section_depth(p["section"])
     return float(p["onion_ratio"] * smax * depth / math.sqrt(1 + (slope_max * rmax) ** 2))
 
 
 class _PrismPiece:
     """One linear piece of an extrusion: ``s * f(p / s)`` with s linear along the axis, divided
-    by its Lipschitz constant, intersected with the piece's slab."""
+    by its Lipschitz constant, intersected with the piece's slab (one object's piece, or piece
+    j of a batch of objects, :class:`PerObject`)."""
 
-    def __init__(self, piece: tuple[float, float, float, float], rmax: float) -> None:
-        a0, a1, s0, s1 = piece
-        self.a0, self.a1, self.s0 = a0, a1, s0
-        self.half, self.mid = 0.5 * (a1 - a0), 0.5 * (a1 + a0)
-        self.slope = (s1 - s0) / max(a1 - a0, 1e-9)
-        self.tapered = self.slope != 0.0 or s0 != 1.0
-        lip = math.sqrt(1.0 + (self.slope * rmax) ** 2)  # |d/da (s f(p/s))| <= |s'| * rmax
-        self.inv_lip = 1.0 / lip
-        k = abs(self.slope) * rmax / lip  # axial gradient component of perp
-        self.norm = 1.0 / math.sqrt(1.0 + k)
+    def __init__(self, pieces: Sequence[tuple[float, float, float, float]], rmaxes: Sequence[float],
+                 per: PerObject) -> None:
+        cols: dict[str, list[float]] = {k: [] for k in ("a0", "a1", "s0", "half", "mid", "slope", "inv_lip", "norm")}
+        for (a0, a1, s0, s1), rmax in zip(pieces, rmaxes):
+            slope = (s1 - s0) / max(a1 - a0, 1e-9)
+            lip = math.sqrt(1.0 + (slope * rmax) ** 2)  # |d/da (s f(p/s))| <= |s'| * rmax
+            k = abs(slope) * rmax / lip  # axial gradient component of perp
+            for key, value in zip(cols, (a0, a1, s0, 0.5 * (a1 - a0), 0.5 * (a1 + a0), slope, 1.0 / lip,
+                                         1.0 / math.sqrt(1.0 + k))):
+                cols[key].append(value)
+        # a factor of exactly 1 is skipped; in a batch it is applied where any object needs it
+        self.tapered = any(sl != 0.0 or s0 != 1.0 for sl, s0 in zip(cols["slope"], cols["s0"]))
+        self.lip = any(v != 1.0 for v in cols["inv_lip"])
+        self.normed = any(v != 1.0 for v in cols["norm"])
+        self.a0, self.a1, self.s0, self.half, self.mid, self.slope, self.inv_lip, self.norm = (
+            per(v) for v in cols.values())
 
-    def __call__(self, section: _Section, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
-                 onion_t: float | None) -> torch.Tensor:
+    def __call__(self, section: Section, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
+                 onion_t: Any) -> torch.Tensor:
         if self.tapered:
             s = torch.clamp(a, self.a0, self.a1).sub_(self.a0).mul_(self.slope).add_(self.s0).clamp_(min=1e-6)
             perp = section(x, y, s)
         else:
             perp = section(x, y)
-        if self.inv_lip != 1.0:
+        if self.lip:
             perp.mul_(self.inv_lip)
         if onion_t is not None:
             perp.abs_().sub_(onion_t)
         along = torch.sub(a, self.mid).abs_().sub_(self.half)
         out = torch.hypot(perp.clamp(min=0.0), along.clamp(min=0.0))
         out.add_(torch.maximum(perp, along).clamp_(max=0.0))
-        return out.mul_(self.norm) if self.norm != 1.0 else out
+        return out.mul_(self.norm) if self.normed else out
 
 
 class PrimitiveSDF:
@@ -379,46 +267,75 @@ class PrimitiveSDF:
 
     ``PrimitiveSDF(params)(x, y, z)`` takes the local coordinates as three 1D tensors (mm) and
     returns the (N,) signed distance; :func:`primitive_sdf` is the (N, 3) convenience form.
+    :meth:`batched` compiles many objects of one class at once (the batched renderer).
     """
 
     def __init__(self, params: dict[str, Any], dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu") -> None:
-        self.params = params
-        self.cls = cls = _BY_NAME[params["class"]]
-        self.section: Any = _Section(params["section"], dtype, device) if "section" in params else None
-        self.tri: Any = None
-        if cls.family == "cone":
-            r, h = params["radius"], params["height"]
-            self.tri = _Polygon(torch.tensor([[-r, -h / 2], [r, -h / 2], [0.0, h / 2]], dtype=dtype, device=device))
-        if cls.family == "prism":
-            rmax = _section_rmax(params["section"])
-            self.pieces = [_PrismPiece(pc, rmax) for pc in _profile_pieces(params, cls.profile)]
+        self._compile([params], PerObject(None, dtype, device))
+
+    @classmethod
+    def batched(cls, params: Sequence[dict[str, Any]], owner: torch.Tensor,
+                dtype: torch.dtype = torch.float32) -> PrimitiveSDF:
+        """Objects of one class: point n is evaluated with ``params[owner[n]]`` (owner (N,) int64)."""
+        self = cls.__new__(cls)
+        self._compile(params, PerObject(owner, dtype, owner.device))
+        return self
+
+    def _compile(self, plist: Sequence[dict[str, Any]], per: PerObject) -> None:
+        names = {p["class"] for p in plist}
+        if len(names) != 1:
+            raise ValueError(f"a batch of primitives must share one class, found {sorted(names)}")
+        self.cls = cls = _BY_NAME[plist[0]["class"]]
+
+        def value(key: str) -> Any:
+            return per([p[key] for p in plist])
+
+        fam = cls.family
+        self.section: Any = Section([p["section"] for p in plist], per) if "section" in plist[0] else None
+        if fam == "sphere":
+            self.radius = value("radius")
+        elif fam == "torus":
+            self.major, self.minor = value("major"), value("minor")
+        elif fam == "octahedron":
+            self.size = value("size")
+        elif fam == "cone":
+            self.tri = Polygon([[[-p["radius"], -p["height"] / 2], [p["radius"], -p["height"] / 2],
+                                  [0.0, p["height"] / 2]] for p in plist], per)
+        elif fam == "revolution":
+            self.distance = value("distance")
+        elif fam in ("polygon_torus", "star_torus"):
+            self.major = value("major")
+        elif fam == "prism":
+            pieces = [_profile_pieces(p, cls.profile) for p in plist]
+            rmaxes = [section_rmax(p["section"]) for p in plist]
+            n = max(len(pc) for pc in pieces)  # a one-piece profile repeats its piece: min(d, d) = d
+            self.pieces = [_PrismPiece([pc[min(j, len(pc) - 1)] for pc in pieces], rmaxes, per) for j in range(n)]
             self.onion_t = None
             if cls.onioned:
-                t = params.get("onion_thickness")
-                self.onion_t = _onion_thickness(params, cls) if t is None else t
+                self.onion_t = per([_onion_thickness(p, cls) if p.get("onion_thickness") is None
+                                    else p["onion_thickness"] for p in plist])
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        p, fam = self.params, self.cls.family
+        fam = self.cls.family
         if fam == "sphere":
-            return (x * x).addcmul_(y, y).addcmul_(z, z).sqrt_().sub_(p["radius"])
+            return (x * x).addcmul_(y, y).addcmul_(z, z).sqrt_().sub_(self.radius)
         if fam == "torus":
-            q = torch.hypot(x, z).sub_(p["major"])
-            return torch.hypot(q, y).sub_(p["minor"])
+            q = torch.hypot(x, z).sub_(self.major)
+            return torch.hypot(q, y).sub_(self.minor)
         if fam == "octahedron":
-            return (x.abs() + y.abs()).add_(z.abs()).sub_(p["size"]).mul_(1.0 / math.sqrt(3.0))
+            return (x.abs() + y.abs()).add_(z.abs()).sub_(self.size).mul_(1.0 / math.sqrt(3.0))
         if fam == "cone":
             return self.tri(torch.hypot(x, z), y)
         if fam == "revolution":
-            return self.section(torch.hypot(x, z).sub_(p["distance"]), y)
+            return self.section(torch.hypot(x, z).sub_(self.distance), y)
         if fam in ("polygon_torus", "star_torus"):
-            return self.section(torch.hypot(x, z).sub_(p["major"]), y)
+            return self.section(torch.hypot(x, z).sub_(self.major), y)
         piece_sdfs = [piece(self.section, x, y, z, self.onion_t) for piece in self.pieces]
         out = piece_sdfs[0]
         for d in piece_sdfs[1:]:
             out = torch.minimum(out, d)
         return out
-
 
 def primitive_sdf(params: dict[str, Any], pts: torch.Tensor) -> torch.Tensor:
     """Signed distance (mm) of a primitive at points in its local frame.
@@ -451,17 +368,17 @@ def local_half_extent(params: dict[str, Any]) -> tuple[float, float, float]:
     if fam == "cone":
         return (params["radius"], params["height"] / 2, params["radius"])
     if fam == "revolution":
-        r = _section_rmax(params["section"])
+        r = section_rmax(params["section"])
         return (params["distance"] + r, r, params["distance"] + r)
     if fam in ("polygon_torus", "star_torus"):
-        r = _section_rmax(params["section"])
+        r = section_rmax(params["section"])
         return (params["major"] + r, r, params["major"] + r)
     pieces = _profile_pieces(params, cls.profile)
     smax = max(max(pc[2], pc[3]) for pc in pieces)
-    r = _section_rmax(params["section"]) * smax
+    r = section_rmax(params["section"]) * smax
     if cls.onioned:  # the shell reaches outside the cross-section by its half-thickness
         t = params.get("onion_thickness")
         t = _onion_thickness(params, cls) if t is None else t
         slope_max = max(abs(pc[3] - pc[2]) / max(pc[1] - pc[0], 1e-9) for pc in pieces)
-        r += t * math.sqrt(1 + (slope_max * _section_rmax(params["section"])) ** 2)
+        r += t * math.sqrt(1 + (slope_max * section_rmax(params["section"])) ** 2)
     return (r, r, params["half_height"])
