@@ -93,11 +93,27 @@ class _Objects:
         self.blocks = nb.prod(axis=1)
         self.block_start = np.concatenate([[0], np.cumsum(self.blocks)[:-1]]).astype(np.int64)
         self.block_ints = np.stack([nb[:, 1] * nb[:, 2], nb[:, 2], *self.lo.T, self.block_start]).reshape(6, -1)
-        self.floats = []
+        # per object, on the device once: world -> local map (9 + 3), the 1-Lipschitz factor of a
+        # shear (as render_objects), and the culling slack below (displacement's inf less the
+        # mapper's margin) and without the displacement (less the margin only)
+        floats = []
         for obj, (_, a, anorm) in zip(self.objects, (r[4] for r in rows)):
             t = np.asarray(obj["pose"]["translation_mm"], dtype=np.float64)
-            shear = 1.0 / anorm if anorm > 1.0 else 1.0  # 1-Lipschitz in world mm, as render_objects
-            self.floats.append((a, -(a @ t), shear))
+            disp = obj.get("displacement")
+            margin = mapper_margin_mm(obj["mapper"])
+            dlo = displacement_range_mm(disp["name"], grid.half_extent_mm)[0] if disp else 0.0
+            floats.append(np.concatenate([a.ravel(), -(a @ t), [1.0 / anorm if anorm > 1.0 else 1.0,
+                                                                 dlo - margin, -margin]]))
+        self.sheared = any(f[12] != 1.0 for f in floats)
+        self.per_object = to_device(np.array(floats).reshape(-1, 15).T, dtype=torch.float32, device=device)
+        nx, ny, nz = grid.shape
+        self.centre = to_device([[nx // 2], [ny // 2], [nz // 2]], dtype=torch.float32, device=device)
+        self.spacing = to_device(grid.spacing_mm, dtype=torch.float32, device=device)[:, None]
+        self.shift = (to_device(grid.shift_mm, dtype=torch.float32, device=device)[:, None]
+                      if any(grid.shift_mm) else None)
+        self.offsets = to_device(_OFFSETS, device=device)
+        self.offsets_mm = self.offsets.to(torch.float32).mul_(self.spacing)
+        self.strides = to_device([[ny * nz], [nz], [1]], device=device)
         self.kept = np.zeros(len(rows), dtype=np.int64)  # kept blocks per object (after cull)
 
     def runs(self, ids: Sequence[int], per_object: np.ndarray, chunk: int) -> list[np.ndarray]:
@@ -116,29 +132,30 @@ class _Objects:
             out.append(np.array(cur))
         return out
 
-    def _world(self, voxels: torch.Tensor) -> torch.Tensor:
+    def world(self, voxels: torch.Tensor) -> torch.Tensor:
         """World mm (3, N) float32 of voxel indices (3, N) (float, block centres included)."""
-        g, dev = self.grid, self.device
-        centre = to_device([n // 2 for n in g.shape], dtype=torch.float32, device=dev)[:, None]
-        sp = to_device(g.spacing_mm, dtype=torch.float32, device=dev)[:, None]
-        world = voxels.to(torch.float32).sub_(centre).mul_(sp)
-        if any(g.shift_mm):
-            world += to_device(g.shift_mm, dtype=torch.float32, device=dev)[:, None]
-        return world
+        world = voxels.to(torch.float32).sub_(self.centre).mul_(self.spacing)
+        return world.add_(self.shift) if self.shift is not None else world
 
-    def all_blocks(self, sel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Every block of the objects ``sel``: (pos, corner voxel (3, n), block ids (n,))."""
-        counts = self.blocks[sel]
+    def _gather(self, counts: np.ndarray, columns: list[np.ndarray]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``pos`` (selected object of each of ``counts.sum()`` items) and the per-object
+        ``columns`` gathered per item: one copy to the device, one gather."""
         n = int(counts.sum())
-        small = to_device(np.concatenate([counts[None], self.block_ints[:, sel]]), device=self.device)
-        pos = torch.repeat_interleave(torch.arange(len(sel), device=self.device), small[0], output_size=n)
-        local = torch.arange(n, device=self.device).sub_((torch.cumsum(small[0], 0) - small[0])[pos])
-        nyz, nz, lo0, lo1, lo2, start = (small[1 + c][pos] for c in range(6))
+        small = to_device(np.stack([counts, np.cumsum(counts) - counts, *columns]), device=self.device)
+        pos = torch.repeat_interleave(torch.arange(len(counts), device=self.device), small[0], output_size=n)
+        per_item = torch.index_select(small[1:], 1, pos)
+        local = torch.arange(n, device=self.device).sub_(per_item[0])
+        return pos, [local, *per_item[1:].unbind(0)]
+
+    def all_blocks(self, sel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every block of the objects ``sel``: (pos, object id, corner voxel (3, n), block id)."""
+        pos, (local, ids, nyz, nz, lo0, lo1, lo2, start) = self._gather(self.blocks[sel],
+                                                                        [sel, *self.block_ints[:, sel]])
         i = torch.div(local, nyz, rounding_mode="floor")
         rest = local - i * nyz
         j = torch.div(rest, nz, rounding_mode="floor")
         corner = torch.stack([i * BLOCK + lo0, j * BLOCK + lo1, (rest - j * nz) * BLOCK + lo2])
-        return pos, corner, start + local
+        return pos, ids, corner, start + local
 
     def cull(self, keep: torch.Tensor, corners: torch.Tensor) -> None:
         """Keep the blocks where ``keep`` (over every block): two host syncs, the counts and the ids."""
@@ -153,37 +170,30 @@ class _Objects:
     def points(self, sel: np.ndarray, world: bool = True) -> _Points:
         """The voxels of the kept blocks of objects ``sel``, block by block (x-major in a block);
         world coordinates only where asked."""
-        dev, (nx, ny, nz) = self.device, self.grid.shape
-        counts = self.kept[sel]
-        n = int(counts.sum())
-        small = to_device(np.concatenate([counts[None], self.kept_first[sel][None], self.hi[sel].T,
-                                             (self.case[sel] * (nx * ny * nz))[None]]), device=dev)
-        pos = torch.repeat_interleave(torch.arange(len(sel), device=dev), small[0], output_size=n)
-        block = small[1][pos] + torch.arange(n, device=dev).sub_((torch.cumsum(small[0], 0) - small[0])[pos])
+        nvox = math.prod(self.grid.shape)
+        pos, (local, first, hi0, hi1, hi2, case_base) = self._gather(
+            self.kept[sel], [self.kept_first[sel], *self.hi[sel].T, self.case[sel] * nvox])
+        block = first.add_(local)
         corner = self.kept_corner[:, block]  # (3, blocks)
-        off = to_device(_OFFSETS, device=dev)
+        off = self.offsets
         # voxels beyond the box's upper faces (blocks on those faces only) are padding
-        room = small[2:5][:, pos] - corner
-        valid = ((off[0] < room[0, :, None]) & (off[1] < room[1, :, None]) & (off[2] < room[2, :, None])).view(-1)
-        strides = to_device([[ny * nz], [nz], [1]], device=dev)
-        flat = ((corner * strides).sum(0) + small[5][pos])[:, None] + (off * strides).sum(0)
-        flat = torch.where(valid, flat.view(-1), small[5][pos].repeat_interleave(BLOCK ** 3))
-        sdf_index = (block[:, None] * BLOCK ** 3 + torch.arange(BLOCK ** 3, device=dev)).view(-1)
-        mm = torch.empty(0, device=dev)
+        valid = ((off[0] < (hi0 - corner[0])[:, None]) & (off[1] < (hi1 - corner[1])[:, None])
+                 & (off[2] < (hi2 - corner[2])[:, None])).view(-1)
+        flat = ((corner * self.strides).sum(0) + case_base)[:, None] + (off * self.strides).sum(0)
+        flat = torch.where(valid, flat.view(-1), case_base.repeat_interleave(BLOCK ** 3))
+        sdf_index = (block[:, None] * BLOCK ** 3 + torch.arange(BLOCK ** 3, device=self.device)).view(-1)
+        mm = torch.empty(0, device=self.device)
         if world:
-            sp = to_device(self.grid.spacing_mm, dtype=torch.float32, device=dev)[:, None]
-            mm = (self._world(corner)[:, :, None] + (off.to(torch.float32) * sp)[:, None, :]).view(3, -1)
+            mm = (self.world(corner)[:, :, None] + self.offsets_mm[:, None, :]).view(3, -1)
         return _Points(pos.repeat_interleave(BLOCK ** 3), valid, mm, flat, sdf_index)
 
     def sdf(self, sel: np.ndarray, pos: torch.Tensor, world: torch.Tensor) -> torch.Tensor:
-        """Undisplaced SDF of objects ``sel`` (one class) at world points, point n of ``sel[pos[n]]``."""
-        per = PerObject(pos, torch.float32, self.device)
-        a = per.rows(np.stack([self.floats[s][0] for s in sel]))  # (3, 3, N)
-        c = per.rows(np.stack([self.floats[s][1] for s in sel]))  # (3, N)
-        local = affine_rows(a, c, world)
+        """Undisplaced SDF of objects ``sel`` (consecutive, one class) at world points, point n
+        of ``sel[pos[n]]``."""
+        cols = torch.index_select(self.per_object[:13, int(sel[0]):int(sel[-1]) + 1], 1, pos)
+        local = affine_rows(cols[:9].view(3, 3, -1), cols[9:12], world)
         d = PrimitiveSDF.batched([self.objects[s]["primitive"] for s in sel], pos)(local[0], local[1], local[2])
-        shear = [self.floats[s][2] for s in sel]
-        return d.mul_(per(shear)) if any(v != 1.0 for v in shear) else d
+        return d.mul_(cols[12]) if self.sheared else d
 
     def displacement(self, sel: np.ndarray, pos: torch.Tensor, world: torch.Tensor) -> torch.Tensor:
         """Displacement (mm) of objects ``sel`` (one displacement name) at world points."""
@@ -271,27 +281,20 @@ def _render_part(cases, labels, grid, images, label_maps, device, chunk_points) 
     centre_sdf = torch.empty(int(table.blocks.sum()), dtype=torch.float32, device=device)
     low = torch.empty_like(centre_sdf)  # lower bound of the displaced SDF over the block, less the margin
     corners = torch.empty((3, low.numel()), dtype=torch.int64, device=device)
-
-    def margins(sel: np.ndarray, lower: bool = False) -> list[float]:
-        objs = [table.objects[s] for s in sel]
-        return [(displacement_range_mm(o["displacement"]["name"], grid.half_extent_mm)[0]
-                 if lower and o.get("displacement") else 0.0) - mapper_margin_mm(o["mapper"]) for o in objs]
-
     for (kind, name), ids in kinds:
         if kind == "mapper" or (kind == "displacement" and not math.isfinite(displacement_lipschitz(name))):
             continue
         for sel in table.runs(ids, table.blocks, block_chunk):
-            pos, corner, rows = table.all_blocks(sel)
-            centre = table._world(corner.to(torch.float32).add_((BLOCK - 1) / 2.0))
-            per = PerObject(pos, torch.float32, device)
+            pos, obj, corner, rows = table.all_blocks(sel)
+            centre = table.world(corner.to(torch.float32).add_((BLOCK - 1) / 2.0))
             if kind == "class":
                 corners[:, rows] = corner
                 c = table.sdf(sel, pos, centre)
                 centre_sdf[rows] = c
-                low[rows] = c.add_(per(margins(sel, lower=True))).sub_(rho)
+                low[rows] = c.add_(table.per_object[13][obj]).sub_(rho)
             else:  # the displaced SDF at the centre, less (1 + L) rho
                 c = centre_sdf[rows].add_(table.displacement(sel, pos, centre))
-                c.sub_((1.0 + displacement_lipschitz(name)) * rho).add_(per(margins(sel)))
+                c.sub_((1.0 + displacement_lipschitz(name)) * rho).add_(table.per_object[14][obj])
                 low[rows] = torch.maximum(low[rows], c)
     table.cull(low <= 0.0, corners)
     del centre_sdf, low, corners

@@ -106,8 +106,9 @@ class DisplacementField:
         one = [cls(spec, half_extent_mm, torch.float64) for spec in specs]  # each object's map, in float64
         self = cls.__new__(cls)
         self.g, self.scale = one[0].g, one[0].scale
-        self.m = per.rows(torch.stack([f.m for f in one]).numpy())  # (r, 3, N)
-        self.b = per.rows(torch.stack([f.b[:, 0] for f in one]).numpy())  # (r, N)
+        r = one[0].m.shape[0]
+        both = per.rows(np.stack([np.concatenate([f.m.numpy().ravel(), f.b.numpy().ravel()]) for f in one]))
+        self.m, self.b = both[:3 * r].view(r, 3, -1), both[3 * r:]  # (r, 3, N), (r, N)
         return self
 
     def __call__(self, p: torch.Tensor) -> torch.Tensor:

@@ -242,8 +242,8 @@ class _PrismPiece:
         self.tapered = any(sl != 0.0 or s0 != 1.0 for sl, s0 in zip(cols["slope"], cols["s0"]))
         self.lip = any(v != 1.0 for v in cols["inv_lip"])
         self.normed = any(v != 1.0 for v in cols["norm"])
-        self.a0, self.a1, self.s0, self.half, self.mid, self.slope, self.inv_lip, self.norm = (
-            per(v) for v in cols.values())
+        self.a0, self.a1, self.s0, self.half, self.mid, self.slope, self.inv_lip, self.norm = per.columns(
+            np.array(list(cols.values())).T)
 
     def __call__(self, section: Section, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
                  onion_t: Any) -> torch.Tensor:

@@ -36,6 +36,13 @@ class PerObject:
             return float(values[0])
         return to_device(values, self.dtype, self.device)[self.owner]
 
+    def columns(self, table: np.ndarray) -> list[Any]:
+        """A (K, P) table (P values per object) -> P values as :meth:`__call__` gives them (one
+        copy to the device and one gather for all P)."""
+        if self.owner is None:
+            return [float(v) for v in table[0]]
+        return list(self.rows(table).unbind(0))
+
     def rows(self, table: np.ndarray) -> torch.Tensor:
         """A (K, ...) table (one row per object) -> (..., 1) for one object, (..., N) for a batch."""
         if self.owner is None:
@@ -106,8 +113,10 @@ class Polygon:
                 # h = (p - v) . n: signed distance to the edge's line
                 nx, ny, -(v[:, 0] * nx + v[:, 1] * ny)]))
             vys.append(np.append(v[:, 1], v[0, 1]))
-        self.tx, self.ty, self.tc, self.half, self.nx, self.ny, self.nc = per.rows(np.stack(rows)).unbind(0)
-        self.vy = per.rows(np.stack(vys))
+        n = len(vys[0]) - 1
+        both = per.rows(np.concatenate([np.stack(rows).reshape(len(rows), -1), np.stack(vys)], axis=1))
+        self.tx, self.ty, self.tc, self.half, self.nx, self.ny, self.nc = both[:7 * n].view(7, n, -1).unbind(0)
+        self.vy = both[7 * n:]
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
         m = self.tx * x
@@ -143,7 +152,7 @@ class Section:
             self.poly = Polygon([sec["vertices"] for sec in sections], per)
         elif "n" in sections[0]:
             k = [_star_constants(sec["radius"], sec["n"], sec["w"]) for sec in sections]
-            self.star = (k[0][0],) + tuple(per([c[j] for c in k]) for j in range(1, 6))
+            self.star = (k[0][0], *per.columns(np.array(k)[:, 1:]))
         else:
             self.radius = per([sec["radius"] for sec in sections])
 
