@@ -194,6 +194,25 @@ def test_stream_workers_draw_disjoint_indices() -> None:
     assert torch.equal(ref["image"], again["image"])
 
 
+def test_stream_renders_several_fdif_samples_per_call_in_index_order() -> None:
+    """``samples_per_call`` renders a worker's next samples in one batched call: the same
+    indices in the same order, the same records, labels within the batched renderer's tolerance."""
+    one = _synth_dm(seed=3, patch_size=PATCH, batch_size=1, num_workers=0, val_samples=0)
+    many = _synth_dm(seed=3, patch_size=PATCH, batch_size=1, num_workers=0, val_samples=0, samples_per_call=3)
+    it_one, it_many = iter(one.stream()), iter(many.stream())
+    for _ in range(5):
+        a, b = next(it_one), next(it_many)
+        assert a["index"] == b["index"] and a["image"].shape == b["image"].shape
+        assert (a["label"] != b["label"]).double().mean() <= 1e-4
+    with pytest.raises(AnatomixError, match="samples_per_call"):
+        SynthStream(one.factory(), 3, PATCH, samples_per_call=0)
+    anatomy = SynthDataModule(synth_config=str(REPO / "configs" / "synth.yaml"), num_workers=0, val_samples=0,
+                              patch_size=PATCH, samples_per_call=2,
+                              overrides={"graph": str(REPO / "graphs" / "abdomen.yaml")})
+    with pytest.raises(AnatomixError, match="only FDIF-mode generators"):
+        next(iter(anatomy.stream()))
+
+
 def test_stream_num_samples_crops_each_sample_several_times() -> None:
     one = _synth_dm(seed=3, patch_size=(24, 24, 24), batch_size=1, num_workers=0, val_samples=0)
     three = _synth_dm(seed=3, patch_size=(24, 24, 24), batch_size=2, num_workers=0, val_samples=0, num_samples=3)

@@ -285,16 +285,16 @@ def _render_part(cases, labels, grid, images, label_maps, device, chunk_points) 
         if kind == "mapper" or (kind == "displacement" and not math.isfinite(displacement_lipschitz(name))):
             continue
         for sel in table.runs(ids, table.blocks, block_chunk):
-            pos, obj, corner, rows = table.all_blocks(sel)
+            pos, owner, corner, rows = table.all_blocks(sel)
             centre = table.world(corner.to(torch.float32).add_((BLOCK - 1) / 2.0))
             if kind == "class":
                 corners[:, rows] = corner
                 c = table.sdf(sel, pos, centre)
                 centre_sdf[rows] = c
-                low[rows] = c.add_(table.per_object[13][obj]).sub_(rho)
+                low[rows] = c.add_(table.per_object[13][owner]).sub_(rho)
             else:  # the displaced SDF at the centre, less (1 + L) rho
                 c = centre_sdf[rows].add_(table.displacement(sel, pos, centre))
-                c.sub_((1.0 + displacement_lipschitz(name)) * rho).add_(table.per_object[14][obj])
+                c.sub_((1.0 + displacement_lipschitz(name)) * rho).add_(table.per_object[14][owner])
                 low[rows] = torch.maximum(low[rows], c)
     table.cull(low <= 0.0, corners)
     del centre_sdf, low, corners

@@ -260,12 +260,14 @@ class SynthStream(IterableDataset):
         num_samples: patches cropped from each generated sample, one after another (MONAI's
             ``num_samples``): they come from one crop stream of the sample, so its first patch is
             the patch of ``num_samples=1``.
+        samples_per_call: samples the generator renders in one call (FDIF mode's batched renderer,
+            ``FdifGenerator.sample_batch``; pays on a GPU). 1 renders one at a time.
     """
 
     def __init__(self, factory: Callable[[], Any], seed: int, patch_size: Sequence[int],
                  start_index: int = 0, rank: int = 0, world_size: int = 1,
                  lut: np.ndarray | None = None, pos_fraction: float = 0.5,
-                 intensity: Intensity = "auto", num_samples: int = 1) -> None:
+                 intensity: Intensity = "auto", num_samples: int = 1, samples_per_call: int = 1) -> None:
         super().__init__()
         self.factory = factory
         self.seed = int(seed)
@@ -277,6 +279,9 @@ class SynthStream(IterableDataset):
         self.pos_fraction = float(pos_fraction)
         self.intensity = intensity
         self.num_samples = _patches_per_sample(num_samples)
+        if int(samples_per_call) < 1:
+            raise ConfigError(f"data.samples_per_call: expected 1 or more, found {samples_per_call}")
+        self.samples_per_call = int(samples_per_call)
         self._generator = None
 
     @property
@@ -291,10 +296,11 @@ class SynthStream(IterableDataset):
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         return self.rank * nw + wid, self.world_size * nw
 
-    def items(self, index: int) -> list[dict[str, Any]]:
-        """The ``num_samples`` patches of sample ``index``, each a dict of channels-first tensors
-        (``index``: the sample, ``patch``: which of its patches)."""
-        s = self.generator.sample(int(index))
+    def items(self, index: int, sample: Any = None) -> list[dict[str, Any]]:
+        """The ``num_samples`` patches of sample ``index`` (generated here unless ``sample`` is
+        given), each a dict of channels-first tensors (``index``: the sample, ``patch``: which of
+        its patches)."""
+        s = self.generator.sample(int(index)) if sample is None else sample
         if self.num_samples > 1 and all(n <= p for n, p in zip(s.image.shape, self.patch_size)):
             raise _same_patches(self.num_samples, self.patch_size, s.image.shape)
         image = scale_intensity(s.image, self.intensity)
@@ -319,8 +325,18 @@ class SynthStream(IterableDataset):
         if get_worker_info() is not None:
             torch.set_num_threads(1)  # one core per worker process
         g, total = self.worker_position()
-        for index in stream_indices(self.start_index, g, total):
-            yield from self.items(index)
+        indices = stream_indices(self.start_index, g, total)
+        if self.samples_per_call == 1:
+            for index in indices:
+                yield from self.items(index)
+        if not hasattr(self.generator, "sample_batch"):
+            raise ConfigError(f"data.samples_per_call {self.samples_per_call}: only FDIF-mode generators render "
+                              f"several samples per call; this one is {type(self.generator).__name__}. "
+                              "Set data.samples_per_call to 1.")
+        while True:
+            batch = [next(indices) for _ in range(self.samples_per_call)]
+            for index, sample in zip(batch, self.generator.sample_batch(batch)):
+                yield from self.items(index, sample)
 
 
 class _SynthVolumes(torch.utils.data.Dataset):
@@ -373,6 +389,10 @@ class SynthDataModule(pl.LightningDataModule):
         device: device the generator runs on inside the workers (``cpu``; ``cuda`` with num_workers 0).
         overrides: fields replaced in the loaded synthesis config, merged key by key
             (e.g. ``{graph: graphs/abdomen.yaml, grid: {shape: [64, 64, 64]}}``).
+        samples_per_call: FDIF mode: samples rendered per call of the batched renderer (with
+            ``device: cuda`` and ``num_workers: 0``, where one call of many volumes pays); a
+            sample then agrees with the one-at-a-time sample within the tolerances of
+            tests/test_sdf_batch.py, not byte for byte. 1 (default) renders one at a time.
     """
 
     def __init__(
@@ -392,6 +412,7 @@ class SynthDataModule(pl.LightningDataModule):
         device: str = "cpu",
         overrides: dict[str, Any] | None = None,
         num_samples: int = 1,
+        samples_per_call: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -412,6 +433,7 @@ class SynthDataModule(pl.LightningDataModule):
         self.val_samples = int(val_samples)
         self.device = device
         self.overrides = overrides
+        self.samples_per_call = int(samples_per_call)
         self._files_dm: RealDataModule | None = None
         self._label_names: dict[int, str] | None = None
         self._resumed_step = 0  # the trainer's step when start_index was set from a checkpoint
@@ -476,7 +498,7 @@ class SynthDataModule(pl.LightningDataModule):
             self.factory(), self.seed, self.patch_size, start_index=self.start_index,
             rank=r if rank is None else rank, world_size=w if world_size is None else world_size,
             lut=self.lut(), pos_fraction=self.pos_fraction, intensity=self.intensity,
-            num_samples=self.num_samples)
+            num_samples=self.num_samples, samples_per_call=self.samples_per_call)
 
     # -- Lightning hooks --
     def setup(self, stage: str | None = None) -> None:
