@@ -64,6 +64,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=96, help="grid side (default 96)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32], help="batch sizes (default 1 8 32)")
     ap.add_argument("--rounds", type=int, default=3, help="timed batches per size (default 3)")
+    ap.add_argument("--chunk", type=int, default=None,
+                    help="points per step of the batched renderer (default: its device default)")
+    ap.add_argument("--max-points", type=int, default=None,
+                    help="box voxels per part of the batched renderer (default: its device default)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -81,10 +85,13 @@ def main() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
+    def batched(records):
+        return gen.render_records(records, chunk_points=args.chunk, max_points=args.max_points)
+
     def per_volume(records):
         return [gen.render_record(r) for r in records]
 
-    gen.render_records([gen.sample_record(10**6)])  # warm-up (first-call costs)
+    batched([gen.sample_record(10**6)])  # warm-up (first-call costs)
     per_volume([gen.sample_record(10**6)])
     print(f"bench/fdif_batch.py  {args.size}^3, device {dev}, {torch.get_num_threads()} torch thread(s), "
           f"{args.rounds} rounds; medians per volume")
@@ -95,7 +102,7 @@ def main() -> None:
         records = [[gen.sample_record(start + r * nb + k) for k in range(nb)] for r in range(args.rounds)]
         start += args.rounds * nb
         counts = {}
-        for name, fn in (("per volume", per_volume), ("batched", gen.render_records)):
+        for name, fn in (("per volume", per_volume), ("batched", batched)):
             mode = _Count()
             with mode:
                 fn(records[0])
@@ -104,8 +111,8 @@ def main() -> None:
         flips = changed = voxels = 0
         for r in range(args.rounds):
             outs = {}
-            for name, fn in ((("per volume", per_volume), ("batched", gen.render_records)) if r % 2 == 0
-                             else (("batched", gen.render_records), ("per volume", per_volume))):
+            for name, fn in ((("per volume", per_volume), ("batched", batched)) if r % 2 == 0
+                             else (("batched", batched), ("per volume", per_volume))):
                 sync()
                 t = time.perf_counter()
                 outs[name] = fn(records[r])

@@ -46,8 +46,12 @@ from anatomix.sdf.sections import PerObject
 
 __all__ = ["render_batch"]
 
-CHUNK_POINTS = 1 << 21  # points per step: a few hundred MB of temporaries at most (9-gon prisms)
-MAX_POINTS = 1 << 26  # box voxels held at once; a larger batch is rendered in parts
+# points per step: about 600 bytes of temporaries each at most (9-gon prisms), so 1.2 GB on the
+# CPU, 10 GB on a GPU, where fewer, larger steps are what pays
+CHUNK_POINTS = {"cpu": 1 << 21, "cuda": 1 << 24}
+# box voxels held at once (about 1 byte each for the blocks, 4 per kept voxel); a larger batch
+# is rendered in parts, each of which runs every step again
+MAX_POINTS = {"cpu": 1 << 26, "cuda": 1 << 31}
 # culling blocks of 4^3 voxels: every object's points are whole blocks (voxels beyond its box
 # padded and masked), so every step's length is a multiple of 64 and torch's vectorised CPU
 # kernels never fall back to their scalar tail (whose sin, exp, ... round differently): a case's
@@ -210,8 +214,8 @@ def render_batch(
     clip: tuple[float, float] = (0.0, 128.0),
     quantize: bool = True,
     device: torch.device | str = "cpu",
-    chunk_points: int = CHUNK_POINTS,
-    max_points: int = MAX_POINTS,
+    chunk_points: int | None = None,
+    max_points: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
     """Render several volumes' objects at once (as :func:`anatomix.sdf.compose.render_objects`
     renders one).
@@ -222,14 +226,18 @@ def render_batch(
         grid: the output grid (every volume's).
         clip / quantize: as :func:`render_objects` (FDIF: clip to 0..128, truncate).
         device: torch device; checked by :func:`anatomix.device.resolve_device`.
-        chunk_points: points evaluated per step (memory against launches).
-        max_points: box voxels held at once; a batch with more is rendered in consecutive parts.
+        chunk_points: points evaluated per step (memory against launches; default
+            :data:`CHUNK_POINTS` of the device type).
+        max_points: box voxels held at once; a batch with more is rendered in consecutive parts
+            (default :data:`MAX_POINTS` of the device type).
 
     Returns:
         images float32 (B, x, y, z), labels uint8 (B, x, y, z), per volume the voxel count
         inside each object.
     """
     device = resolve_device(device)
+    chunk_points = CHUNK_POINTS[device.type] if chunk_points is None else int(chunk_points)
+    max_points = MAX_POINTS[device.type] if max_points is None else int(max_points)
     if len(labels) != len(cases) or any(len(a) != len(b) for a, b in zip(cases, labels)):
         raise ValueError("render_batch: labels must give one value per object of every case")
     n = len(cases)
@@ -271,7 +279,6 @@ def _render_part(cases, labels, grid, images, label_maps, device, chunk_points) 
         by_kind["mapper", obj["mapper"]].append(idx)
     # kinds in a fixed order: a voxel's sum over its objects never depends on the rest of the batch
     kinds = sorted(by_kind.items())
-    block_chunk = max(1, chunk_points // BLOCK ** 3)
 
     # 0. culling, as render_objects at its first level: the undisplaced SDF at each block's
     # centre bounds the displaced SDF over the block (1-Lipschitz, +- the half-diagonal, the
@@ -284,7 +291,7 @@ def _render_part(cases, labels, grid, images, label_maps, device, chunk_points) 
     for (kind, name), ids in kinds:
         if kind == "mapper" or (kind == "displacement" and not math.isfinite(displacement_lipschitz(name))):
             continue
-        for sel in table.runs(ids, table.blocks, block_chunk):
+        for sel in table.runs(ids, table.blocks, chunk_points):  # a block is one point here
             pos, owner, corner, rows = table.all_blocks(sel)
             centre = table.world(corner.to(torch.float32).add_((BLOCK - 1) / 2.0))
             if kind == "class":

@@ -82,19 +82,25 @@ DISPLACEMENTS: dict[str, tuple[float, Callable[[torch.Tensor], torch.Tensor], fl
 DISPLACEMENT_NAMES: tuple[str, ...] = tuple(DISPLACEMENTS)
 
 
+def _affine_map(spec: dict[str, Any], half_extent_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """(m (r, 3), b (r,)), float64: ``f * (R @ (p / half_extent_mm) + phase)`` on the axes g uses."""
+    _, _, f, axes = DISPLACEMENTS[spec["name"]][:4]
+    rot = np.asarray(spec["rotation"], dtype=np.float64) if spec.get("rotation") is not None else np.eye(3)
+    phase = np.asarray(spec["phase"], dtype=np.float64) if spec.get("phase") is not None else np.zeros(3)
+    idx = list(axes)
+    return rot[idx] * (f / half_extent_mm), phase[idx] * f
+
+
 class DisplacementField:
     """A displacement field compiled once (rotation, phase, frequency and normaliser folded
     into one affine map); ``field(p)`` takes world points as rows (3, N), mm."""
 
     def __init__(self, spec: dict[str, Any], half_extent_mm: float, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu") -> None:
-        amp, self.g, f, axes = DISPLACEMENTS[spec["name"]][:4]
-        rot = np.asarray(spec["rotation"], dtype=np.float64) if spec.get("rotation") is not None else np.eye(3)
-        phase = np.asarray(spec["phase"], dtype=np.float64) if spec.get("phase") is not None else np.zeros(3)
-        idx = list(axes)
-        self.m = torch.tensor(rot[idx] * (f / half_extent_mm), dtype=dtype, device=device)
-        self.b = torch.tensor(phase[idx, None] * f, dtype=dtype, device=device)
-        self.scale = amp * half_extent_mm
+        m, b = _affine_map(spec, half_extent_mm)
+        self.g, self.scale = DISPLACEMENTS[spec["name"]][1], DISPLACEMENTS[spec["name"]][0] * half_extent_mm
+        self.m = torch.tensor(m, dtype=dtype, device=device)
+        self.b = torch.tensor(b[:, None], dtype=dtype, device=device)
 
     @classmethod
     def batched(cls, specs: Sequence[dict[str, Any]], half_extent_mm: float, per: PerObject) -> DisplacementField:
@@ -103,11 +109,11 @@ class DisplacementField:
         names = {spec["name"] for spec in specs}
         if len(names) != 1:
             raise ValueError(f"a batch of displacements must share one name, found {sorted(names)}")
-        one = [cls(spec, half_extent_mm, torch.float64) for spec in specs]  # each object's map, in float64
+        maps = [_affine_map(spec, half_extent_mm) for spec in specs]
         self = cls.__new__(cls)
-        self.g, self.scale = one[0].g, one[0].scale
-        r = one[0].m.shape[0]
-        both = per.rows(np.stack([np.concatenate([f.m.numpy().ravel(), f.b.numpy().ravel()]) for f in one]))
+        self.g, self.scale = DISPLACEMENTS[specs[0]["name"]][1], DISPLACEMENTS[specs[0]["name"]][0] * half_extent_mm
+        r = maps[0][0].shape[0]
+        both = per.rows(np.stack([np.concatenate([m.ravel(), b]) for m, b in maps]))
         self.m, self.b = both[:3 * r].view(r, 3, -1), both[3 * r:]  # (r, 3, N), (r, N)
         return self
 

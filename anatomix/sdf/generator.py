@@ -112,16 +112,19 @@ class FdifGenerator:
         """Sample ``index`` (an :class:`anatomix.synth.Sample`)."""
         return self.render_record(self.sample_record(index))
 
-    def render_records(self, records: Sequence[dict[str, Any]]) -> list[Sample]:
+    def render_records(self, records: Sequence[dict[str, Any]], chunk_points: int | None = None,
+                       max_points: int | None = None) -> list[Sample]:
         """Render several records in one call (:func:`anatomix.sdf.batch.render_batch`; the GPU
         path). A case does not depend on the batch it is in; it agrees with :meth:`render_record`
         within the tolerances stated in tests/test_sdf_batch.py, not byte for byte, so a written
-        dataset (whose records replay with :meth:`render_record`) is rendered one case at a time."""
+        dataset (whose records replay with :meth:`render_record`) is rendered one case at a time.
+        ``chunk_points`` / ``max_points``: as :func:`anatomix.sdf.batch.render_batch` (defaults: the device's)."""
         grid = self.config.grid
         with torch.inference_mode():
             images, labels, volumes = render_batch(
                 [r["objects"] for r in records], [[o["label"] for o in r["objects"]] for r in records], grid,
-                clip=(self.config.clip[0], self.config.clip[1]), quantize=self.config.quantize, device=self.device)
+                clip=(self.config.clip[0], self.config.clip[1]), quantize=self.config.quantize, device=self.device,
+                chunk_points=chunk_points, max_points=max_points)
             images_np, labels_np = images.cpu().numpy(), labels.cpu().numpy()
         out = []
         for b, record in enumerate(records):
