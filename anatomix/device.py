@@ -49,4 +49,4 @@ def to_device(data, dtype: torch.dtype | None = None, device: torch.device | str
     dev = torch.device(device)
     if dev.type != "cuda":
         return torch.tensor(data, dtype=dtype, device=dev)
-    return torch.tensor(data, dtype=dtype).pin_memory().to(dev, non_blocking=True)
+    return torch.tensor(data, dtype=dtype, device="cpu").pin_memory().to(dev, non_blocking=True)

@@ -247,13 +247,14 @@ def main() -> None:
                     worst = max(worst, float(np.abs(a.image.astype(np.float64) - b.image).max()))
         # the batched renderer on the device against the per-volume one on the CPU
         cpu_gen, dev_gen = _fdif_generator(z["fdif"], "cpu"), _fdif_generator(z["fdif"], device)
-        changed = 0
+        batch_flips = changed = batch_n = 0
         for a, b in zip((cpu_gen.sample(i) for i in range(2)), dev_gen.sample_batch(range(2))):
-            flips += int((a.label != b.label).sum())
+            batch_flips += int((a.label != b.label).sum())
             changed += int((a.image != b.image).sum())
-            n += a.label.size
+            batch_n += a.label.size
         return (f"{flips} label voxels differ",
-                f"of {n}; max image diff {worst:.2e} (cases with equal labels); batch: {changed} image voxels differ")
+                f"of {n}; max image diff {worst:.2e} (cases with equal labels); batched on the device "
+                f"against per volume on the CPU: {batch_flips} label, {changed} image voxels of {batch_n} differ")
 
     row(f"agreement cpu vs {dev.type}", agreement)
 

@@ -9,7 +9,9 @@ per object, so float rounding differs):
 - volumes (inside voxels per object): within ``max(2, v // 1000)``;
 - images: within ``IMAGE_TOL`` but on at most ``IMAGE_CHANGED_FRACTION`` of the voxels (after
   FDIF's truncation to integers, a value on an integer step, or on a stepped mapper's step,
-  goes either way).
+  goes either way). Without truncation (``quantize=False``) the float32 noise of the SDF (up to
+  3e-5 mm) shows through steep mappers (``sinusoidal_wavelength_1.0``: about 400 intensity units
+  per mm), so there the bound is ``IMAGE_TOL_FLOAT``.
 
 Within the batched renderer a case is the same bytes whatever the batch and its chunking.
 """
@@ -33,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 LABEL_FLIP_FRACTION = 1e-4
 IMAGE_CHANGED_FRACTION = 1e-3
 IMAGE_TOL = 1e-3
+IMAGE_TOL_FLOAT = 0.05
 GRID = Grid((36, 32, 28), (1.5, 1.5, 2.0))
 
 
@@ -60,10 +63,10 @@ def _render_each(cases, labels):
         return [render_objects(c, lab, GRID) for c, lab in zip(cases, labels)]
 
 
-def _assert_agrees(image, label, volumes, ref) -> None:
+def _assert_agrees(image, label, volumes, ref, tol: float = IMAGE_TOL) -> None:
     ref_image, ref_label, ref_volumes = ref
     assert (label != ref_label).double().mean().item() <= LABEL_FLIP_FRACTION
-    assert ((image - ref_image).abs() > IMAGE_TOL).double().mean().item() <= IMAGE_CHANGED_FRACTION
+    assert ((image - ref_image).abs() > tol).double().mean().item() <= IMAGE_CHANGED_FRACTION
     assert len(volumes) == len(ref_volumes)
     assert all(abs(a - b) <= max(2, b // 1000) for a, b in zip(volumes, ref_volumes)), (volumes, ref_volumes)
 
@@ -107,13 +110,17 @@ def test_empty_cases_objects_outside_the_grid_and_bad_labels():
     assert not images[0].any() and not label_maps[2].any()
     assert float(images.max()) <= 100.0 and not torch.equal(images, images.floor())  # not quantised
     _assert_agrees(images[1], label_maps[1], volumes[1],
-                   render_objects(cases[1], labels[1], GRID, clip=(0.0, 100.0), quantize=False))
+                   render_objects(cases[1], labels[1], GRID, clip=(0.0, 100.0), quantize=False), IMAGE_TOL_FLOAT)
     assert ref[0].dtype == torch.float32
     with pytest.raises(ValueError, match="one value per object"):
         render_batch(cases, [[], [1], []], GRID)
     with torch.inference_mode():
         images, label_maps, volumes = render_batch([], [], GRID)
-    assert images.shape == (0,) + GRID.shape and volumes == []
+        assert images.shape == (0,) + GRID.shape and volumes == []
+        # nothing inside the grid at all: empty volumes, and a part of its own (max_points 1)
+        for batch in ([[], []], [[outside]], [[outside], cases[1]]):
+            images, label_maps, volumes = render_batch(batch, [[7] * len(c) for c in batch], GRID, max_points=1)
+            assert volumes[0] == [0] * len(batch[0]) and not images[0].any() and not label_maps[0].any()
 
 
 def test_generator_sample_batch_draws_the_same_records_and_agrees_with_sample():

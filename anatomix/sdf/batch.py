@@ -14,8 +14,13 @@ over kinds, never over objects or volumes:
 4. labels: at each voxel, of the objects whose displaced SDF is negative, the one
    :func:`render_objects` paints last wins (the smallest, then the later in the list).
 
-So a batch costs at most 109 + 9 + 10 steps on the host whatever its size, each in chunks of at
-most ``chunk_points`` points; the one host sync is the volume count at the end.
+So a part of a batch (up to ``max_points`` box voxels: 64 volumes at 96^3 are one part) costs
+the host one loop over the classes (culling), one over the classes and displacements, one over the
+mappers and one for the labels, each in steps of at most ``chunk_points`` points, whatever the
+number of volumes; it syncs three times (the kept blocks' count and ids, the volume counts).
+Counts per object are cumulative sums read at the objects' ends, not atomic adds. On a GPU the
+images are summed with atomic float adds, so a GPU image may differ from run to run in the last
+bit (labels and volumes do not).
 
 A case does not depend on the batch it is rendered in: its points, parameters and sums are its
 own and are summed in one fixed order (tests/test_sdf_batch.py compares bytes). Against
@@ -46,12 +51,15 @@ from anatomix.sdf.sections import PerObject
 
 __all__ = ["render_batch"]
 
-# points per step: about 600 bytes of temporaries each at most (9-gon prisms), so 1.2 GB on the
-# CPU, 10 GB on a GPU, where fewer, larger steps are what pays
+# points per step: up to about 560 bytes of temporaries each (9-gon prisms), so 1.2 GB on the
+# CPU, 9 GB on a GPU, where fewer, larger steps are what pays. A step never splits an object, so
+# one object's kept box voxels (at most the grid) make a step at least
 CHUNK_POINTS = {"cpu": 1 << 21, "cuda": 1 << 24}
-# box voxels held at once (about 1 byte each for the blocks, 4 per kept voxel); a larger batch
-# is rendered in parts, each of which runs every step again
-MAX_POINTS = {"cpu": 1 << 26, "cuda": 1 << 31}
+# box voxels of a part: a part holds 32 bytes per block (0.5 per box voxel) and 4 per kept voxel
+# (FDIF 96^3: 9.1 M box voxels a volume, 1.4 M kept); each part runs every step again
+MAX_POINTS = 1 << 30
+# the order of the passes (culling and SDFs by class, then displacements; mappers; labels)
+_KIND_ORDER = ("class", "displacement", "mapper")
 # culling blocks of 4^3 voxels: every object's points are whole blocks (voxels beyond its box
 # padded and masked), so every step's length is a multiple of 64 and torch's vectorised CPU
 # kernels never fall back to their scalar tail (whose sin, exp, ... round differently): a case's
@@ -95,8 +103,8 @@ class _Objects:
         self.hi = np.array([[s.stop for s in r[5]] for r in rows], dtype=np.int64).reshape(-1, 3)
         nb = -(-(self.hi - self.lo) // BLOCK)
         self.blocks = nb.prod(axis=1)
-        self.block_start = np.concatenate([[0], np.cumsum(self.blocks)[:-1]]).astype(np.int64)
-        self.block_ints = np.stack([nb[:, 1] * nb[:, 2], nb[:, 2], *self.lo.T, self.block_start]).reshape(6, -1)
+        self.block_start = np.cumsum(self.blocks) - self.blocks
+        self.block_columns = np.stack([nb[:, 1] * nb[:, 2], nb[:, 2], *self.lo.T, self.block_start]).reshape(6, -1)
         # per object, on the device once: world -> local map (9 + 3), the 1-Lipschitz factor of a
         # shear (as render_objects), and the culling slack below (displacement's inf less the
         # mapper's margin) and without the displacement (less the margin only)
@@ -154,7 +162,7 @@ class _Objects:
     def all_blocks(self, sel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every block of the objects ``sel``: (pos, object id, corner voxel (3, n), block id)."""
         pos, (local, ids, nyz, nz, lo0, lo1, lo2, start) = self._gather(self.blocks[sel],
-                                                                        [sel, *self.block_ints[:, sel]])
+                                                                        [sel, *self.block_columns[:, sel]])
         i = torch.div(local, nyz, rounding_mode="floor")
         rest = local - i * nyz
         j = torch.div(rest, nz, rounding_mode="floor")
@@ -163,11 +171,8 @@ class _Objects:
 
     def cull(self, keep: torch.Tensor, corners: torch.Tensor) -> None:
         """Keep the blocks where ``keep`` (over every block): two host syncs, the counts and the ids."""
-        owner = torch.repeat_interleave(torch.arange(len(self.objects), device=self.device),
-                                        to_device(self.blocks, device=self.device), output_size=keep.numel())
-        self.kept = torch.zeros(len(self.objects), dtype=torch.int64, device=self.device).index_add_(
-            0, owner, keep.long()).cpu().numpy()
-        self.kept_first = np.concatenate([[0], np.cumsum(self.kept)[:-1]]).astype(np.int64)
+        self.kept = segment_sums(keep, self.blocks, self.device).cpu().numpy()
+        self.kept_first = np.cumsum(self.kept) - self.kept
         self.kept_corner = corners[:, torch.nonzero(keep).squeeze(1)]
         self.total = int(self.kept.sum()) * BLOCK ** 3
 
@@ -180,11 +185,14 @@ class _Objects:
         block = first.add_(local)
         corner = self.kept_corner[:, block]  # (3, blocks)
         off = self.offsets
-        # voxels beyond the box's upper faces (blocks on those faces only) are padding
-        valid = ((off[0] < (hi0 - corner[0])[:, None]) & (off[1] < (hi1 - corner[1])[:, None])
-                 & (off[2] < (hi2 - corner[2])[:, None])).view(-1)
-        flat = ((corner * self.strides).sum(0) + case_base)[:, None] + (off * self.strides).sum(0)
-        flat = torch.where(valid, flat.view(-1), case_base.repeat_interleave(BLOCK ** 3))
+        # voxels beyond the box's upper faces (blocks on those faces only) are padding; their flat
+        # index is the nearest voxel of the box (they add 0 there), not one shared address
+        room = [(hi - corner[a] - 1)[:, None] for a, hi in enumerate((hi0, hi1, hi2))]
+        valid = ((off[0] <= room[0]) & (off[1] <= room[1]) & (off[2] <= room[2])).view(-1)
+        flat = ((corner * self.strides).sum(0) + case_base)[:, None]
+        for a in range(3):
+            flat = flat + torch.minimum(off[a], room[a]) * self.strides[a]
+        flat = flat.view(-1)
         sdf_index = (block[:, None] * BLOCK ** 3 + torch.arange(BLOCK ** 3, device=self.device)).view(-1)
         mm = torch.empty(0, device=self.device)
         if world:
@@ -229,7 +237,7 @@ def render_batch(
         chunk_points: points evaluated per step (memory against launches; default
             :data:`CHUNK_POINTS` of the device type).
         max_points: box voxels held at once; a batch with more is rendered in consecutive parts
-            (default :data:`MAX_POINTS` of the device type).
+            (default :data:`MAX_POINTS`).
 
     Returns:
         images float32 (B, x, y, z), labels uint8 (B, x, y, z), per volume the voxel count
@@ -237,7 +245,7 @@ def render_batch(
     """
     device = resolve_device(device)
     chunk_points = CHUNK_POINTS[device.type] if chunk_points is None else int(chunk_points)
-    max_points = MAX_POINTS[device.type] if max_points is None else int(max_points)
+    max_points = MAX_POINTS if max_points is None else int(max_points)
     if len(labels) != len(cases) or any(len(a) != len(b) for a, b in zip(cases, labels)):
         raise ValueError("render_batch: labels must give one value per object of every case")
     n = len(cases)
@@ -260,6 +268,15 @@ def render_batch(
     return images, label_maps, volumes
 
 
+def segment_sums(values: torch.Tensor, counts: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Sums (int64) of consecutive segments of ``values`` (bool or integer, (N,)) of lengths
+    ``counts`` (host): a cumulative sum read at the segments' ends, no atomic adds."""
+    total = torch.zeros(values.numel() + 1, dtype=torch.int64, device=device)
+    torch.cumsum(values, 0, dtype=torch.int64, out=total[1:])
+    ends = to_device(np.stack([np.cumsum(counts) - counts, np.cumsum(counts)]), device=device)
+    return total[ends[1]] - total[ends[0]]
+
+
 def _box_voxels(objects: Sequence[dict[str, Any]], grid: Grid) -> int:
     boxes = (_object_box(obj, grid, pose_matrices(obj["pose"])) for obj in objects)
     return sum(math.prod(s.stop - s.start for s in box) for box in boxes if box is not None)
@@ -269,7 +286,7 @@ def _render_part(cases, labels, grid, images, label_maps, device, chunk_points) 
     """Render ``cases`` into ``images`` and ``label_maps`` (views of the batch's outputs)."""
     table = _Objects(cases, grid, device)
     k = len(table.objects)
-    if k == 0:
+    if k == 0:  # nothing inside the grid
         return [[0] * len(objects) for objects in cases]
     by_kind: dict[tuple[str, str], list[int]] = defaultdict(list)
     for idx, obj in enumerate(table.objects):
@@ -278,7 +295,7 @@ def _render_part(cases, labels, grid, images, label_maps, device, chunk_points) 
             by_kind["displacement", obj["displacement"]["name"]].append(idx)
         by_kind["mapper", obj["mapper"]].append(idx)
     # kinds in a fixed order: a voxel's sum over its objects never depends on the rest of the batch
-    kinds = sorted(by_kind.items())
+    kinds = sorted(by_kind.items(), key=lambda item: (_KIND_ORDER.index(item[0][0]), item[0][1]))
 
     # 0. culling, as render_objects at its first level: the undisplaced SDF at each block's
     # centre bounds the displaced SDF over the block (1-Lipschitz, +- the half-diagonal, the
@@ -330,9 +347,9 @@ def _render_part(cases, labels, grid, images, label_maps, device, chunk_points) 
             pts = table.points(sel, world=False)
             d = sdf[pts.sdf_index]
             images.view(-1).index_add_(0, pts.flat, apply_mapper_truncated(name, d).masked_fill_(~pts.valid, 0.0))
-            inside = (d < 0.0).logical_and_(pts.valid).long()
-            count = torch.zeros(len(sel), dtype=torch.int64, device=device).index_add_(0, pts.pos, inside)
-            volume.index_copy_(0, to_device(sel, device=device), count)
+            inside = (d < 0.0).logical_and_(pts.valid)
+            volume.index_copy_(0, to_device(sel, device=device), segment_sums(inside, table.kept[sel] * BLOCK ** 3,
+                                                                             device))
 
     # 4. labels: the object painted last wins, i.e. the largest key (smaller volume, then later index)
     nvox = math.prod(grid.shape)
@@ -353,7 +370,7 @@ def _render_part(cases, labels, grid, images, label_maps, device, chunk_points) 
     painted = torch.gather(lut, 1, winner.remainder(per_case))  # -1 -> the unused last column (0)
     label_maps.view(len(cases), nvox).copy_(painted)
 
-    counts = volume.cpu().tolist()  # the one host sync
+    counts = volume.cpu().tolist()  # the part's third host sync
     out = [[0] * len(objects) for objects in cases]
     for idx, v in enumerate(counts):
         out[int(table.case[idx])][int(table.index[idx])] = int(v)

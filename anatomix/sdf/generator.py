@@ -130,7 +130,8 @@ class FdifGenerator:
         for b, record in enumerate(records):
             rec = dict(record)
             rec["volumes_vox"] = volumes[b]
-            out.append(Sample(images_np[b], labels_np[b], grid.spacing_mm, rec, grid.origin_mm))
+            # copies: a view would keep the whole batch's arrays alive as long as one sample
+            out.append(Sample(images_np[b].copy(), labels_np[b].copy(), grid.spacing_mm, rec, grid.origin_mm))
         return out
 
     def sample_batch(self, indices: Sequence[int]) -> list[Sample]:

@@ -17,8 +17,6 @@ import torch
 from anatomix.device import to_device
 
 __all__ = ["PerObject", "Polygon", "Section", "polygon_sdf2d", "section_depth", "section_rmax", "star_sdf2d"]
-# host-side arithmetic in a torch dtype, whatever torch's default device is
-_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 class PerObject:
@@ -102,7 +100,8 @@ class Polygon:
     def __init__(self, vertices: Sequence[Any], per: PerObject) -> None:
         rows, vys = [], []
         for verts in vertices:  # coefficients from the vertices as the dtype holds them
-            v = np.asarray(verts, dtype=np.float64).astype(_NUMPY[per.dtype]).astype(np.float64)
+            # on the CPU whatever torch's default device is: host arithmetic
+            v = torch.as_tensor(verts, dtype=torch.float64, device="cpu").to(per.dtype).double().numpy()
             e = np.roll(v, -1, axis=0) - v
             half = 0.5 * np.maximum(np.hypot(e[:, 0], e[:, 1]), 1e-12)
             t = e / (2.0 * half[:, None])  # unit edge direction
