@@ -8,8 +8,10 @@ volume, and agreement. Runs on any device; the operation counts are the same on 
 Operations are counted with a ``TorchDispatchMode`` over the first batch: ``kernels`` are the
 aten calls that compute (views, reshapes and dtype no-ops left out); ``copies`` the tensors made
 from host data (``torch.tensor``: on a GPU, one host-to-device copy each); ``syncs`` the calls that
-need a device value on the host (``.cpu()``, ``.item()``, ``bool()``, ``nonzero``, boolean-mask
-indexing and ``masked_select``, whose output size is data-dependent). Times are medians over ``--rounds``
+need a device value on the host (``.item()``, ``bool()``, ``nonzero``, boolean-mask indexing and
+``masked_select``, whose output size is data-dependent). Copies to the host (``.cpu()``) are not
+counted, as on the CPU they copy nothing: the per-volume renderer makes two per volume (image and
+label), the batched one two per batch and two per part (kept blocks' counts, volumes). Times are medians over ``--rounds``
 batches of distinct volumes (the per-volume renderer renders the same volumes one by one, in
 the same run, alternating).
 """

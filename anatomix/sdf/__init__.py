@@ -17,10 +17,12 @@ Reusable pieces (all torch, float32, any device; distances in mm, negative insid
 - Mappers (:mod:`anatomix.sdf.mappers`): ``MAPPER_NAMES`` (10), ``apply_mapper(name, sdf)``,
   ``mapper_margin_mm(name)``.
 - Composition: ``render_objects(objects, labels, grid) -> image, label, volumes``;
-  ``add_mapped_objects(objects, weights, grid, image)`` (weighted mapped values only); ``Grid``.
+  ``add_mapped_objects(objects, weights, grid, image)`` (weighted mapped values only); ``Grid``;
+  many volumes at once (the GPU path): ``render_batch(cases, labels, grid)`` (:mod:`anatomix.sdf.batch`).
 - Generator (:mod:`anatomix.sdf.generator`): ``FdifSynthConfig``, ``FdifGenerator``.
 """
 
+from anatomix.sdf.batch import render_batch
 from anatomix.sdf.compose import Grid, add_mapped_objects, object_box, object_sdf, render_objects
 from anatomix.sdf.displacements import (DISPLACEMENT_NAMES, displacement_bound_mm,
                                         displacement_field, sample_displacement)
@@ -33,6 +35,6 @@ __all__ = [
     "CLASSES", "CLASS_NAMES", "DISPLACEMENT_NAMES", "MAPPER_NAMES", "Grid", "add_mapped_objects", "apply_mapper",
     "displacement_bound_mm", "displacement_field", "local_half_extent", "mapper_margin_mm",
     "object_box", "object_sdf", "polygon_sdf2d", "pose_matrices", "primitive_sdf",
-    "random_rotation", "render_objects", "sample_displacement", "sample_pose", "sample_primitive",
+    "random_rotation", "render_batch", "render_objects", "sample_displacement", "sample_pose", "sample_primitive",
     "star_sdf2d",
 ]
