@@ -19,6 +19,8 @@ Rows (each timed for ``--seconds`` after one warm-up, at least 2 repetitions):
   (structure-aware 96^3, W CPU worker processes); ``wait`` is the share of wall time the loop
   spends waiting for the next batch (0 %: the GPU never waits on the stream);
 - ``swin + stream main``: the stream generating on ``--device`` in the main process (no workers);
+- ``swin + fdif stream main``: the FDIF stream in the main process, ``--batch`` samples per
+  batched call (``data.samples_per_call``);
 - ``agreement``: CPU against ``--device`` on the first cases of both modes (label voxels that
   differ, largest image difference; tolerances in tests/test_cuda.py).
 
@@ -111,9 +113,16 @@ def _swin(size: int, feature: int, out_channels: int, dev: torch.device):
     return step
 
 
-def _stream(size: int, spacing: list[float], workers: int, device: str):
+def _stream(size: int, spacing: list[float], workers: int, device: str, fdif_per_call: int = 0):
+    """The structure-aware stream, or (``fdif_per_call`` > 0) the FDIF stream rendering that many
+    samples per batched call."""
     from anatomix.train.data import SynthDataModule
 
+    if fdif_per_call:
+        dm = SynthDataModule(synth_config=str(REPO / "configs" / "fdif.yaml"), overrides={"shape": [size] * 3},
+                             seed=0, patch_size=(size,) * 3, batch_size=1, num_workers=workers, val_samples=0,
+                             device=device, samples_per_call=fdif_per_call)
+        return dm, iter(dm.train_dataloader())
     over = {"graph": str(REPO / "graphs" / "abdomen.yaml"), "grid": {"shape": [size] * 3, "spacing_mm": spacing}}
     dm = SynthDataModule(synth_config=str(REPO / "configs" / "synth.yaml"), overrides=over, seed=0,
                          patch_size=(size,) * 3, batch_size=1, num_workers=workers, val_samples=0, device=device)
@@ -220,9 +229,9 @@ def main() -> None:
         med = statistics.median(times)
         return f"{med * 1e3:.0f} ms/step", f"{1.0 / med:.2f} steps/s, {len(times)} steps"
 
-    def swin_stream(workers: int, gen_device: str) -> Callable[[], tuple[str, str]]:
+    def swin_stream(workers: int, gen_device: str, fdif_per_call: int = 0) -> Callable[[], tuple[str, str]]:
         def run() -> tuple[str, str]:
-            dm, it = _stream(sw, z["window_mm"], workers, gen_device)
+            dm, it = _stream(sw, z["window_mm"], workers, gen_device, fdif_per_call)
             step = _swin(sw, z["feature"], dm.num_classes, dev)
             times, wait, n = _fed_steps(step, it, dev, args.seconds, warmup=1 if args.tiny else max(3, workers))
             del it
@@ -233,6 +242,7 @@ def main() -> None:
     row(f"swin{z['feature']} {sw}^3 synthetic", swin_synthetic)
     row(f"swin + stream {args.workers} workers", swin_stream(args.workers, "cpu"))
     row(f"swin + stream main ({dev.type})", swin_stream(0, device))
+    row(f"swin + fdif stream main ({dev.type}, {args.batch} per call)", swin_stream(0, device, args.batch))
 
     def agreement() -> tuple[str, str]:
         flips, worst, n = 0, 0.0, 0
