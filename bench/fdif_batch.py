@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=None,
                     help="points per step of the batched renderer (default: its device default)")
     ap.add_argument("--max-points", type=int, default=None,
-                    help="box voxels per part of the batched renderer (default: its device default)")
+                    help="box voxels per part of the batched renderer (default: its MAX_POINTS)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -127,7 +127,7 @@ def main() -> None:
         for name in ("per volume", "batched"):
             kernels, copies, syncs = counts[name]
             agree = ("-", "-") if name == "per volume" else (f"{flips} of {voxels}", f"{changed} of {voxels}")
-            rows.append((name, str(nb), f"{kernels:.0f}", f"{copies:.0f}", f"{syncs:.1f}", f"{statistics.median(times[name]):.3f}", *agree))
+            rows.append((name, str(nb), f"{kernels:.0f}", f"{copies:.0f}", f"{syncs:.2f}", f"{statistics.median(times[name]):.3f}", *agree))
     widths = [max(len(r[k]) for r in rows + [head]) for k in range(len(head))]
     for r in [head] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -129,7 +129,8 @@ def _stream(size: int, spacing: list[float], workers: int, device: str, fdif_per
     return dm, iter(dm.train_dataloader())
 
 
-def _fed_steps(step, it, dev: torch.device, seconds: float, warmup: int) -> tuple[list[float], float, int]:
+def _fed_steps(step, it, dev: torch.device, seconds: float, warmup: int,
+               min_steps: int = 2) -> tuple[list[float], float, int]:
     """Step times when the stream feeds the step; returns (times, wait share of wall time, steps)."""
     def one() -> tuple[float, float]:
         t0 = time.perf_counter()
@@ -146,7 +147,7 @@ def _fed_steps(step, it, dev: torch.device, seconds: float, warmup: int) -> tupl
         one()
     waits, steps = [], []
     start = time.perf_counter()
-    while len(steps) < 2 or time.perf_counter() - start < seconds:
+    while len(steps) < min_steps or time.perf_counter() - start < seconds:
         w, s = one()
         waits.append(w)
         steps.append(s)
@@ -218,32 +219,6 @@ def main() -> None:
     row(f"anatomy {s}^3", gen_row(lambda: _anatomy_generator("window", s, z["window_mm"], device), "cases"))
     row("anatomy whole", gen_row(lambda: _anatomy_generator("whole", s, z["whole_mm"], device), "cases"))
 
-    classes = 14
-    sw = z["swin"]
-
-    def swin_synthetic() -> tuple[str, str]:
-        step = _swin(sw, z["feature"], classes, dev)
-        x = torch.rand(1, 1, sw, sw, sw, device=dev)
-        y = torch.randint(0, classes, (1, 1, sw, sw, sw), device=dev)
-        times = _repeat(lambda i: step(x, y), args.seconds, dev)
-        med = statistics.median(times)
-        return f"{med * 1e3:.0f} ms/step", f"{1.0 / med:.2f} steps/s, {len(times)} steps"
-
-    def swin_stream(workers: int, gen_device: str, fdif_per_call: int = 0) -> Callable[[], tuple[str, str]]:
-        def run() -> tuple[str, str]:
-            dm, it = _stream(sw, z["window_mm"], workers, gen_device, fdif_per_call)
-            step = _swin(sw, z["feature"], dm.num_classes, dev)
-            times, wait, n = _fed_steps(step, it, dev, args.seconds, warmup=1 if args.tiny else max(3, workers))
-            del it
-            med = statistics.median(times)
-            return f"{med * 1e3:.0f} ms/step", f"wait {100 * wait:.0f} % of wall, {n} steps"
-        return run
-
-    row(f"swin{z['feature']} {sw}^3 synthetic", swin_synthetic)
-    row(f"swin + stream {args.workers} workers", swin_stream(args.workers, "cpu"))
-    row(f"swin + stream main ({dev.type})", swin_stream(0, device))
-    row(f"swin + fdif stream main ({dev.type}, {args.batch} per call)", swin_stream(0, device, args.batch))
-
     def agreement() -> tuple[str, str]:
         flips, worst, n = 0, 0.0, 0
         for make in (lambda d: _fdif_generator(z["fdif"], d),
@@ -267,6 +242,37 @@ def main() -> None:
                 f"against per volume on the CPU: {batch_flips} label, {changed} image voxels of {batch_n} differ")
 
     row(f"agreement cpu vs {dev.type}", agreement)
+
+    classes = 14
+    sw = z["swin"]
+
+    def swin_synthetic() -> tuple[str, str]:
+        step = _swin(sw, z["feature"], classes, dev)
+        x = torch.rand(1, 1, sw, sw, sw, device=dev)
+        y = torch.randint(0, classes, (1, 1, sw, sw, sw), device=dev)
+        times = _repeat(lambda i: step(x, y), args.seconds, dev)
+        med = statistics.median(times)
+        return f"{med * 1e3:.0f} ms/step", f"{1.0 / med:.2f} steps/s, {len(times)} steps"
+
+    def swin_stream(workers: int, gen_device: str, fdif_per_call: int = 0) -> Callable[[], tuple[str, str]]:
+        def run() -> tuple[str, str]:
+            dm, it = _stream(sw, z["window_mm"], workers, gen_device, fdif_per_call)
+            step = _swin(sw, z["feature"], dm.num_classes, dev)
+            # a batched stream renders one call per fdif_per_call steps: warm up over one whole call and
+            # time at least one more, so the wait share includes a render
+            warmup = fdif_per_call if fdif_per_call else (1 if args.tiny else max(3, workers))
+            times, wait, n = _fed_steps(step, it, dev, args.seconds, warmup=warmup,
+                                        min_steps=max(2, fdif_per_call))
+            del it
+            med = statistics.median(times)
+            return f"{med * 1e3:.0f} ms/step", f"wait {100 * wait:.0f} % of wall, {n} steps"
+        return run
+
+    row(f"swin{z['feature']} {sw}^3 synthetic", swin_synthetic)
+    row(f"swin + stream {args.workers} workers", swin_stream(args.workers, "cpu"))
+    row(f"swin + stream main ({dev.type})", swin_stream(0, device))
+    row(f"swin + fdif stream main ({dev.type}, {args.batch} per call)", swin_stream(0, device, args.batch))
+
 
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"\nbench/gpu.py  device {device} ({name}), torch {torch.__version__}, "

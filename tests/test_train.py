@@ -211,6 +211,8 @@ def test_stream_renders_several_fdif_samples_per_call_in_index_order() -> None:
                               overrides={"graph": str(REPO / "graphs" / "abdomen.yaml")})
     with pytest.raises(AnatomixError, match="only FDIF-mode generators"):
         next(iter(anatomy.stream()))
+    with pytest.raises(AnatomixError, match="only FDIF-mode synthesis"):
+        anatomy.train_dataloader()  # refused in the main process, before any worker starts
 
 
 def test_stream_num_samples_crops_each_sample_several_times() -> None:

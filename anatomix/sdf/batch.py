@@ -56,7 +56,7 @@ __all__ = ["render_batch"]
 # one object's kept box voxels (at most the grid) make a step at least
 CHUNK_POINTS = {"cpu": 1 << 21, "cuda": 1 << 24}
 # box voxels of a part: a part holds 32 bytes per block (0.5 per box voxel) and 4 per kept voxel
-# (FDIF 96^3: 9.1 M box voxels a volume, 1.4 M kept); each part runs every step again
+# (FDIF 96^3: about 9.1 M box voxels a volume, 1.9 M kept); each part runs every step again
 MAX_POINTS = 1 << 30
 # the order of the passes (culling and SDFs by class, then displacements; mappers; labels)
 _KIND_ORDER = ("class", "displacement", "mapper")
@@ -71,7 +71,7 @@ _OFFSETS = np.stack(np.meshgrid(*[np.arange(BLOCK)] * 3, indexing="ij")).reshape
 @dataclass
 class _Points:
     """Voxels of the kept blocks of a selection of objects: ``pos`` (which selected object),
-    ``valid`` (False on the padding beyond a box; its flat index is its case's first voxel),
+    ``valid`` (False on the padding beyond a box; its flat index is the box's nearest voxel),
     world mm rows (3, N), flat voxel index into the batch's images, and index into the SDF buffer."""
 
     pos: torch.Tensor

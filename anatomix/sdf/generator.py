@@ -118,7 +118,7 @@ class FdifGenerator:
         path). A case does not depend on the batch it is in; it agrees with :meth:`render_record`
         within the tolerances stated in tests/test_sdf_batch.py, not byte for byte, so a written
         dataset (whose records replay with :meth:`render_record`) is rendered one case at a time.
-        ``chunk_points`` / ``max_points``: as :func:`anatomix.sdf.batch.render_batch` (defaults: the device's)."""
+        ``chunk_points`` / ``max_points``: as :func:`anatomix.sdf.batch.render_batch`."""
         grid = self.config.grid
         with torch.inference_mode():
             images, labels, volumes = render_batch(

@@ -519,10 +519,26 @@ class SynthDataModule(pl.LightningDataModule):
         if shape is not None and all(int(n) <= p for n, p in zip(shape, self.patch_size)):
             raise _same_patches(self.num_samples, self.patch_size, shape)
 
+    def _check_samples_per_call(self) -> None:
+        """Batched rendering is FDIF mode's: refused here, in the main process, before training
+        starts (the stream itself only finds out in its first sample, maybe in a worker)."""
+        if self.samples_per_call == 1:
+            return
+        from anatomix.config import FdifSynthConfig
+
+        if not isinstance(self.factory().config(), FdifSynthConfig):
+            raise ConfigError(f"data.samples_per_call {self.samples_per_call}: only FDIF-mode synthesis "
+                              f"(data.synth_config: fdif.yaml) renders several samples per call; "
+                              f"{self.synth_config!r} is not FDIF mode. Set data.samples_per_call to 1.")
+        if str(self.device).startswith("cpu"):
+            log.warning("data.samples_per_call %d on the CPU: the batched renderer is for GPUs and is 3-6x "
+                        "slower on a CPU than one sample at a time (data.samples_per_call 1)", self.samples_per_call)
+
     def train_dataloader(self) -> Any:
         if self._files_dm is not None:
             return self._files_dm.train_dataloader()
         self._check_num_samples()
+        self._check_samples_per_call()
         r, _ = self._rank()
         # a worker batches its own items: batch_size * num_samples of them are batch_size whole samples
         return torch.utils.data.DataLoader(
