@@ -1,11 +1,12 @@
 """Batched FDIF rendering: the objects of many volumes in one pass per primitive class.
 
 The per-volume renderer (:func:`anatomix.sdf.compose.render_objects`) issues a few hundred small
-operations per object and syncs with the host in its block culling: on a GPU it waits on the
-launches, not the arithmetic. Here every voxel of every object's box (the culled renderer's box:
-pose, displacement bound and mapper margin) is one point of a flat batch, and the host loops
-over kinds, never over objects or volumes:
+operations per object and syncs with the host in its block culling: on a GPU it should wait on
+the launches, not the arithmetic (not yet measured). Here every voxel of every object's box (the
+culled renderer's box: pose, displacement bound and mapper margin) that culling keeps is one point
+of a flat batch, and the host loops over kinds, never over objects or volumes:
 
+0. culling by 4^3 blocks, with the bound of the culled renderer's first level;
 1. objects sorted by class; each class's points evaluated together, every point with its own
    object's parameters (:class:`anatomix.sdf.sections.PerObject`);
 2. each displacement added over all the points of the objects that have it;
@@ -42,7 +43,7 @@ import torch
 
 from anatomix.device import resolve_device, to_device
 from anatomix.grid import Grid
-from anatomix.sdf.compose import _object_box
+from anatomix.sdf.compose import block_half_diagonal_mm, object_box
 from anatomix.sdf.displacements import DisplacementField, displacement_lipschitz, displacement_range_mm
 from anatomix.sdf.mappers import apply_mapper_truncated, mapper_margin_mm
 from anatomix.sdf.pose import affine_rows, pose_matrices
@@ -85,17 +86,13 @@ class _Objects:
     """A batch's objects on the host, sorted by class: boxes, poses, culling bounds; after
     :meth:`cull`, which of their 4^3 blocks are evaluated and where their values lie."""
 
-    def __init__(self, cases: Sequence[Sequence[dict[str, Any]]], grid: Grid, device: torch.device) -> None:
+    def __init__(self, cases: Sequence[Sequence[dict[str, Any]]], placed: Sequence[Sequence[tuple[Any, Any]]],
+                 grid: Grid, device: torch.device) -> None:
         self.grid, self.device = grid, device
-        rows = []
-        for b, objects in enumerate(cases):
-            for i, obj in enumerate(objects):
-                pose = pose_matrices(obj["pose"])
-                box = _object_box(obj, grid, pose)
-                if box is not None:
-                    rows.append((obj["primitive"]["class"], b, i, obj, pose, box))
+        rows = [(obj["primitive"]["class"], b, i, obj, pose, box)
+                for b, (objects, poses) in enumerate(zip(cases, placed))
+                for i, (obj, (pose, box)) in enumerate(zip(objects, poses)) if box is not None]
         rows.sort(key=lambda r: r[0])  # stable: within a class, batch order
-        self.classes = [r[0] for r in rows]
         self.objects = [r[3] for r in rows]
         self.case = np.array([r[1] for r in rows], dtype=np.int64)
         self.index = np.array([r[2] for r in rows], dtype=np.int64)
@@ -249,16 +246,19 @@ def render_batch(
     if len(labels) != len(cases) or any(len(a) != len(b) for a, b in zip(cases, labels)):
         raise ValueError("render_batch: labels must give one value per object of every case")
     n = len(cases)
+    # every object's pose matrices and box, once: they size the parts and then place the points
+    placed = [_placed(objects, grid) for objects in cases]
     images = torch.zeros((n,) + tuple(grid.shape), dtype=torch.float32, device=device)
     label_maps = torch.zeros((n,) + tuple(grid.shape), dtype=torch.uint8, device=device)
     volumes: list[list[int]] = []
     part: list[int] = []
     size = 0
     for b in range(n + 1):  # consecutive parts of at most max_points box voxels (one case at least)
-        box_voxels = _box_voxels(cases[b], grid) if b < n else 0
+        box_voxels = sum(math.prod(s.stop - s.start for s in box) for _, box in placed[b] if box) if b < n else 0
         if part and (b == n or size + box_voxels > max_points):
             sl = slice(part[0], part[-1] + 1)
-            volumes += _render_part(cases[sl], labels[sl], grid, images[sl], label_maps[sl], device, chunk_points)
+            volumes += _render_part(cases[sl], placed[sl], labels[sl], grid, images[sl], label_maps[sl], device,
+                                    chunk_points)
             part, size = [], 0
         part.append(b)
         size += box_voxels
@@ -277,20 +277,25 @@ def segment_sums(values: torch.Tensor, counts: np.ndarray, device: torch.device)
     return total[ends[1]] - total[ends[0]]
 
 
-def _box_voxels(objects: Sequence[dict[str, Any]], grid: Grid) -> int:
-    boxes = (_object_box(obj, grid, pose_matrices(obj["pose"])) for obj in objects)
-    return sum(math.prod(s.stop - s.start for s in box) for box in boxes if box is not None)
+def _placed(objects: Sequence[dict[str, Any]], grid: Grid) -> list[tuple[Any, Any]]:
+    """Each object's pose matrices and its box on ``grid`` (None if it misses the grid)."""
+    out = []
+    for obj in objects:
+        pose = pose_matrices(obj["pose"])
+        out.append((pose, object_box(obj, grid, pose)))
+    return out
 
 
-def _render_part(cases, labels, grid, images, label_maps, device, chunk_points) -> list[list[int]]:
-    """Render ``cases`` into ``images`` and ``label_maps`` (views of the batch's outputs)."""
-    table = _Objects(cases, grid, device)
+def _render_part(cases, placed, labels, grid, images, label_maps, device, chunk_points) -> list[list[int]]:
+    """Render ``cases`` (their objects' pose matrices and boxes: ``placed``) into ``images`` and
+    ``label_maps`` (views of the batch's outputs)."""
+    table = _Objects(cases, placed, grid, device)
     k = len(table.objects)
     if k == 0:  # nothing inside the grid
         return [[0] * len(objects) for objects in cases]
     by_kind: dict[tuple[str, str], list[int]] = defaultdict(list)
     for idx, obj in enumerate(table.objects):
-        by_kind["class", table.classes[idx]].append(idx)
+        by_kind["class", obj["primitive"]["class"]].append(idx)
         if obj.get("displacement"):
             by_kind["displacement", obj["displacement"]["name"]].append(idx)
         by_kind["mapper", obj["mapper"]].append(idx)
@@ -301,7 +306,7 @@ def _render_part(cases, labels, grid, images, label_maps, device, chunk_points) 
     # centre bounds the displaced SDF over the block (1-Lipschitz, +- the half-diagonal, the
     # displacement's range and, where it has one, its Lipschitz bound); blocks beyond the
     # mapper's margin outside are dropped (their truncated mapped values are exactly 0)
-    rho = math.sqrt(sum(((BLOCK - 1) / 2.0 * s) ** 2 for s in grid.spacing_mm))
+    rho = block_half_diagonal_mm(BLOCK, grid.spacing_mm)
     centre_sdf = torch.empty(int(table.blocks.sum()), dtype=torch.float32, device=device)
     low = torch.empty_like(centre_sdf)  # lower bound of the displaced SDF over the block, less the margin
     corners = torch.empty((3, low.numel()), dtype=torch.int64, device=device)

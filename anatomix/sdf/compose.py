@@ -26,21 +26,18 @@ from anatomix.sdf.mappers import apply_mapper_truncated, mapper_margin_mm, mappe
 from anatomix.sdf.pose import pose_matrices
 from anatomix.sdf.primitives import PrimitiveSDF, local_half_extent
 
-__all__ = ["Grid", "add_mapped_objects", "object_box", "object_sdf", "render_objects"]
+__all__ = ["Grid", "add_mapped_objects", "block_half_diagonal_mm", "object_box", "object_sdf", "render_objects"]
 
 CHUNK = 1 << 16  # points per evaluation: fewer, larger ops (1 << 15: 3-5 % slower, 1 << 17: no better)
 # culling levels (voxels per block side): under inference mode (8, 4, 2) is 5 % slower at 64-96^3
 BLOCK_SIZES = (4, 2)
 
 
-def object_box(obj: dict[str, Any], grid: Grid) -> tuple[slice, slice, slice] | None:
+def object_box(obj: dict[str, Any], grid: Grid, pose: tuple[np.ndarray, np.ndarray, float] | None = None
+               ) -> tuple[slice, slice, slice] | None:
     """Voxel slices covering an object plus its displacement bound and mapper margin (None if
-    the box misses the grid)."""
-    return _object_box(obj, grid, pose_matrices(obj["pose"]))
-
-
-def _object_box(obj: dict[str, Any], grid: Grid, pose: tuple[np.ndarray, np.ndarray, float]):
-    m, a, anorm = pose
+    the box misses the grid); ``pose``: the object's :func:`pose_matrices`, where already made."""
+    m, a, anorm = pose_matrices(obj["pose"]) if pose is None else pose
     he = np.asarray(local_half_extent(obj["primitive"]), dtype=np.float64)
     extra = mapper_margin_mm(obj.get("mapper", "")) if obj.get("mapper") else 0.0
     disp = obj.get("displacement")
@@ -61,6 +58,12 @@ def _object_box(obj: dict[str, Any], grid: Grid, pose: tuple[np.ndarray, np.ndar
             return None
         out.append(slice(lo, hi))
     return tuple(out)  # type: ignore[return-value]
+
+
+def block_half_diagonal_mm(b: int, spacing_mm: Sequence[float]) -> float:
+    """Distance (mm) from the centre of a b^3 block of voxels to its corner voxels: how far an
+    SDF (1-Lipschitz) may move from its value at the centre (the culling bound)."""
+    return math.sqrt(sum(((b - 1) / 2.0 * s) ** 2 for s in spacing_mm))
 
 
 class _CompiledObject:
@@ -120,7 +123,7 @@ def _object_inside_and_image(obj, grid, image_flat, device, pose, f, block_sizes
     exactly those the truncated mapper (:func:`apply_mapper_truncated`) sets to 0, so the image
     equals the dense reference up to float rounding.
     """
-    box = _object_box(obj, grid, pose)
+    box = object_box(obj, grid, pose)
     if box is None:
         return torch.zeros(0, dtype=torch.int64, device=device)
     nx, ny, nz = grid.shape
@@ -146,7 +149,7 @@ def _object_inside_and_image(obj, grid, image_flat, device, pose, f, block_sizes
     for level, b in enumerate(block_sizes):
         if corners.shape[1] == 0:
             break
-        rho = math.sqrt(sum(((b - 1) / 2.0 * s) ** 2 for s in sp_list))  # centre to corner voxel
+        rho = block_half_diagonal_mm(b, sp_list)
         ctr = torch.addcmul(((b - 1) / 2.0 - centre) * sp, corners.to(torch.float32), sp)
         if shift is not None:
             ctr += shift

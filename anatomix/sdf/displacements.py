@@ -82,13 +82,15 @@ DISPLACEMENTS: dict[str, tuple[float, Callable[[torch.Tensor], torch.Tensor], fl
 DISPLACEMENT_NAMES: tuple[str, ...] = tuple(DISPLACEMENTS)
 
 
-def _affine_map(spec: dict[str, Any], half_extent_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """(m (r, 3), b (r,)), float64: ``f * (R @ (p / half_extent_mm) + phase)`` on the axes g uses."""
-    _, _, f, axes = DISPLACEMENTS[spec["name"]][:4]
+def _field_terms(spec: dict[str, Any], half_extent_mm: float
+                 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], float, np.ndarray, np.ndarray]:
+    """(g, scale mm, m (r, 3), b (r,)) of a field ``scale * g(m @ p + b)``; m and b float64:
+    ``f * (R @ (p / half_extent_mm) + phase)`` on the axes g uses."""
+    amp, g, f, axes = DISPLACEMENTS[spec["name"]][:4]
     rot = np.asarray(spec["rotation"], dtype=np.float64) if spec.get("rotation") is not None else np.eye(3)
     phase = np.asarray(spec["phase"], dtype=np.float64) if spec.get("phase") is not None else np.zeros(3)
     idx = list(axes)
-    return rot[idx] * (f / half_extent_mm), phase[idx] * f
+    return g, amp * half_extent_mm, rot[idx] * (f / half_extent_mm), phase[idx] * f
 
 
 class DisplacementField:
@@ -97,8 +99,7 @@ class DisplacementField:
 
     def __init__(self, spec: dict[str, Any], half_extent_mm: float, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu") -> None:
-        m, b = _affine_map(spec, half_extent_mm)
-        self.g, self.scale = DISPLACEMENTS[spec["name"]][1], DISPLACEMENTS[spec["name"]][0] * half_extent_mm
+        self.g, self.scale, m, b = _field_terms(spec, half_extent_mm)
         self.m = torch.tensor(m, dtype=dtype, device=device)
         self.b = torch.tensor(b[:, None], dtype=dtype, device=device)
 
@@ -109,11 +110,11 @@ class DisplacementField:
         names = {spec["name"] for spec in specs}
         if len(names) != 1:
             raise ValueError(f"a batch of displacements must share one name, found {sorted(names)}")
-        maps = [_affine_map(spec, half_extent_mm) for spec in specs]
+        terms = [_field_terms(spec, half_extent_mm) for spec in specs]
         self = cls.__new__(cls)
-        self.g, self.scale = DISPLACEMENTS[specs[0]["name"]][1], DISPLACEMENTS[specs[0]["name"]][0] * half_extent_mm
-        r = maps[0][0].shape[0]
-        both = per.rows(np.stack([np.concatenate([m.ravel(), b]) for m, b in maps]))
+        self.g, self.scale = terms[0][0], terms[0][1]
+        r = terms[0][2].shape[0]
+        both = per.rows(np.stack([np.concatenate([m.ravel(), b]) for _, _, m, b in terms]))
         self.m, self.b = both[:3 * r].view(r, 3, -1), both[3 * r:]  # (r, 3, N), (r, N)
         return self
 
